@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every test layer and ends with one line "N passed, N failed".
+#   static: cargo fmt --check, cargo clippy (both Lua versions)
+#   core:   cargo test (both Lua versions; unit, table-driven and property tests)
+#   lua:    busted specs against the installed rocks, under lua5.3 and lua5.4
+# Exits non-zero if anything failed. Installs and builds first (scripts/setup.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOG=$(mktemp -d)
+trap 'rm -rf "$LOG"' EXIT
+passed=0
+failed=0
+
+count() { # name, passed, failed
+  passed=$((passed + $2)); failed=$((failed + $3))
+  printf '%-28s %5d passed, %d failed\n' "$1" "$2" "$3"
+}
+
+check() { # name, command...: a check that counts as one test
+  local name=$1; shift
+  if "$@" >"$LOG/check.out" 2>&1; then count "$name" 1 0
+  else cat "$LOG/check.out"; count "$name" 0 1; fi
+}
+
+bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+
+check "cargo fmt --check" cargo fmt --check
+for f in lua53 lua54; do
+  check "cargo clippy ($f)" cargo clippy --locked --all-targets --features "$f" -- -D warnings
+done
+
+for f in lua53 lua54; do
+  cargo test --locked --release --features "$f" >"$LOG/cargo.out" 2>&1
+  rc=$?
+  p=$(grep -Eo '^test result: .* ([0-9]+) passed' "$LOG/cargo.out" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+  n=$(grep -Eo '[0-9]+ failed' "$LOG/cargo.out" | awk '{s+=$1} END {print s+0}')
+  if [ $rc -ne 0 ] && [ "$n" -eq 0 ]; then n=1; tail -40 "$LOG/cargo.out"; fi
+  [ "$n" -gt 0 ] && grep -E -A15 '^failures:|panicked' "$LOG/cargo.out" | head -60
+  count "cargo test ($f)" "$p" "$n"
+done
+
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+for v in 5.3 5.4; do
+  out="$LOG/busted-$v.tap"
+  timeout 1200 "lua$v" /usr/bin/busted -o TAP "$@" >"$out" 2>"$LOG/busted-$v.err"
+  rc=$?
+  p=$(grep -c '^ok ' "$out")
+  n=$(grep -c '^not ok ' "$out")
+  if [ $rc -ne 0 ] && [ "$n" -eq 0 ]; then n=1; cat "$LOG/busted-$v.err"; tail -20 "$out"; fi
+  [ "$n" -gt 0 ] && grep -A12 '^not ok ' "$out" | head -80
+  count "busted (lua$v)" "$p" "$n"
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

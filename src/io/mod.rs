@@ -1,0 +1,10 @@
+//! The I/O core: everything `moonbridge_io` does, expressed without Lua.
+//!
+//! Handles offer non-blocking steps only (`*_step`); the single blocking driver waits with
+//! `poll(2)` and retries. Every descriptor is an `OwnedFd` created close-on-exec.
+
+pub mod buffer;
+pub mod handle;
+pub mod sys;
+
+pub use handle::{Handle, HandleError, Kind, ReadStatus};

@@ -1,0 +1,284 @@
+//! The I/O handle userdata: `read`, `drain`, `write`, `flush` (plain and `_nb`), `finish`,
+//! `close`, `reset`, and the address fields. `_call`/`_yield` forms live in `glue.lua`.
+
+use std::ffi::{c_int, CStr};
+use std::net::{IpAddr, SocketAddr};
+
+use mlua::ffi;
+
+use crate::io::{Handle, ReadStatus};
+use crate::lua::state::{bad_arg, check_self, lua_fn, push_object, LResult, LuaObject, Stack};
+
+impl LuaObject for Handle {
+    const TNAME: &'static CStr = c"moonbridge_io handle";
+
+    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+        &[
+            (c"read", read),
+            (c"read_nb", read_nb),
+            (c"_read_try", read_try),
+            (c"drain", drain),
+            (c"drain_nb", drain_nb),
+            (c"write", write),
+            (c"write_nb", write_nb),
+            (c"flush", flush),
+            (c"flush_nb", flush_nb),
+            (c"finish", finish),
+            (c"close", close),
+            (c"reset", reset),
+        ]
+    }
+
+    fn push_field(&self, s: Stack<'_>, key: &[u8]) -> bool {
+        let (addr, what) = match key {
+            b"local_ip4" | b"local_ip6" | b"local_tcpport" | b"local_ip" => {
+                (self.local_addr, &key[6..])
+            }
+            b"remote_ip4" | b"remote_ip6" | b"remote_tcpport" | b"remote_ip" => {
+                (self.remote_addr, &key[7..])
+            }
+            _ => return false,
+        };
+        let Some(addr) = addr else {
+            return false;
+        };
+        push_address_field(s, addr, what)
+    }
+
+    fn describe(&self) -> String {
+        match self.raw_fd() {
+            _ if self.is_closed() => "moonbridge_io handle (closed)".into(),
+            Some(fd) => format!("moonbridge_io handle ({}, fd {fd})", self.kind().name()),
+            None => format!("moonbridge_io handle ({}, finished)", self.kind().name()),
+        }
+    }
+
+    fn on_close(&mut self) {
+        if !self.is_closed() {
+            let _ = self.close();
+        }
+    }
+}
+
+/// Pushes `ip4`, `ip6`, `tcpport` or `ip` (text) of `addr`. IPv4-mapped IPv6 addresses
+/// count as IPv4 for `ip4` and `ip`, and still have their 16-byte `ip6` form.
+pub fn push_address_field(s: Stack<'_>, addr: SocketAddr, what: &[u8]) -> bool {
+    let ip = addr.ip();
+    let v4 = match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(a) => a.to_ipv4_mapped(),
+    };
+    match what {
+        b"ip4" => match v4 {
+            Some(a) => s.push_bytes(&a.octets()),
+            None => return false,
+        },
+        b"ip6" => match ip {
+            IpAddr::V6(a) => s.push_bytes(&a.octets()),
+            IpAddr::V4(_) => return false,
+        },
+        b"tcpport" => s.push_int(addr.port() as i64),
+        b"ip" => match v4 {
+            Some(a) => s.push_str(&a.to_string()),
+            None => s.push_str(&ip.to_string()),
+        },
+        _ => return false,
+    }
+    true
+}
+
+/// Pushes a new handle object.
+pub fn push_handle(s: Stack<'_>, h: Handle) {
+    push_object(s, h);
+}
+
+/// `maxlen` (nil or negative = unlimited) and `terminator` (one byte) at stack slots 2 and 3.
+fn read_args(s: Stack<'_>, fname: &str) -> LResult<(Option<usize>, Option<u8>)> {
+    let maxlen = match s.opt_integer(2, 1, fname)? {
+        Some(n) if n >= 0 => Some(n as usize),
+        _ => None,
+    };
+    let term = match s.opt_bytes(3, 2, fname)? {
+        None => None,
+        Some([b]) => Some(*b),
+        Some(_) => return Err(bad_arg(2, fname, "single byte expected")),
+    };
+    Ok((maxlen, term))
+}
+
+/// Pushes the first `len` buffered bytes and the status, then consumes them. Pushing first
+/// means a memory error leaves the input in the buffer.
+fn push_read(s: Stack<'_>, h: &mut Handle, len: usize, status: ReadStatus) -> LResult<c_int> {
+    s.push_bytes(&h.buffered()[..len]);
+    s.push_str(status.as_str());
+    h.consume(len);
+    Ok(2)
+}
+
+lua_fn! {
+    fn read(s) {
+        let h = check_self::<Handle>(s, "read")?;
+        let (maxlen, term) = read_args(s, "read")?;
+        match h.read_blocking(maxlen, term) {
+            Ok(out) => push_read(s, h, out.len, out.status),
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+lua_fn! {
+    fn read_nb(s) {
+        let h = check_self::<Handle>(s, "read_nb")?;
+        let (maxlen, term) = read_args(s, "read_nb")?;
+        match h.read_step(maxlen, term, true) {
+            Ok(out) => push_read(s, h, out.len, out.status),
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+lua_fn! {
+    /// Used by `read_call`: like `read_nb`, but on "block" returns `false` and keeps the
+    /// partial input buffered, so waiting loops never concatenate partial strings.
+    fn read_try(s) {
+        let h = check_self::<Handle>(s, "read_call")?;
+        let (maxlen, term) = read_args(s, "read_call")?;
+        match h.read_step(maxlen, term, false) {
+            Ok(out) if out.status == ReadStatus::Block => {
+                s.push_bool(false);
+                Ok(1)
+            }
+            Ok(out) => push_read(s, h, out.len, out.status),
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+lua_fn! {
+    fn drain(s) {
+        let h = check_self::<Handle>(s, "drain")?;
+        let (maxlen, term) = read_args(s, "drain")?;
+        match h.drain_blocking(maxlen, term) {
+            Ok(out) => {
+                s.push_int(out.count as i64);
+                s.push_str(out.status.as_str());
+                Ok(2)
+            }
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+lua_fn! {
+    fn drain_nb(s) {
+        let h = check_self::<Handle>(s, "drain_nb")?;
+        let (maxlen, term) = read_args(s, "drain_nb")?;
+        match h.drain_step(maxlen, term) {
+            Ok(out) => {
+                s.push_int(out.count as i64);
+                s.push_str(out.status.as_str());
+                Ok(2)
+            }
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+/// The strings (or numbers) passed after `self`, all checked before anything is written, so
+/// a bad argument never leaves a partial write or poisons the handle.
+fn write_args<'a>(s: Stack<'a>, fname: &str) -> LResult<Vec<&'a [u8]>> {
+    let top = s.top();
+    let mut parts = Vec::with_capacity((top - 1).max(0) as usize);
+    for i in 2..=top {
+        parts.push(s.check_bytes(i, i - 1, fname)?);
+    }
+    Ok(parts)
+}
+
+lua_fn! {
+    fn write(s) {
+        let h = check_self::<Handle>(s, "write")?;
+        let parts = write_args(s, "write")?;
+        match h.write_blocking(&parts) {
+            Ok(()) => {
+                s.push_value(1);
+                Ok(1)
+            }
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+lua_fn! {
+    fn write_nb(s) {
+        let h = check_self::<Handle>(s, "write_nb")?;
+        let parts = write_args(s, "write_nb")?;
+        match h.write_nb(&parts) {
+            Ok(n) => {
+                s.push_int(n as i64);
+                Ok(1)
+            }
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+lua_fn! {
+    fn flush(s) {
+        let h = check_self::<Handle>(s, "flush")?;
+        let parts = write_args(s, "flush")?;
+        match h.flush_blocking(&parts) {
+            Ok(()) => {
+                s.push_value(1);
+                Ok(1)
+            }
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+lua_fn! {
+    fn flush_nb(s) {
+        let h = check_self::<Handle>(s, "flush_nb")?;
+        let parts = write_args(s, "flush_nb")?;
+        match h.flush_nb(&parts) {
+            Ok(n) => {
+                s.push_int(n as i64);
+                Ok(1)
+            }
+            Err(e) => s.handle_error(e),
+        }
+    }
+}
+
+/// `true`, or `nil, message` for an I/O failure.
+fn push_done(s: Stack<'_>, r: crate::io::handle::HResult<()>) -> LResult<c_int> {
+    match r {
+        Ok(()) => {
+            s.push_bool(true);
+            Ok(1)
+        }
+        Err(e) => s.handle_error(e),
+    }
+}
+
+lua_fn! {
+    fn finish(s) {
+        let h = check_self::<Handle>(s, "finish")?;
+        push_done(s, h.finish())
+    }
+}
+
+lua_fn! {
+    fn close(s) {
+        let h = check_self::<Handle>(s, "close")?;
+        push_done(s, h.close())
+    }
+}
+
+lua_fn! {
+    fn reset(s) {
+        let h = check_self::<Handle>(s, "reset")?;
+        push_done(s, h.reset())
+    }
+}

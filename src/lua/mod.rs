@@ -1,0 +1,81 @@
+//! The binding layer: builds the `moonbridge_io` module table from the Rust core.
+//!
+//! Everything here goes through the raw C API wrapped in `state.rs`, so that misuse errors
+//! are plain strings and hot paths (`read`, `write`) cost one C call.
+
+mod handle;
+mod state;
+
+use std::ffi::CStr;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use mlua::ffi;
+
+use crate::io::{Handle, Kind};
+use state::{register_type, Stack};
+
+const GLUE: &str = include_str!("glue.lua");
+
+/// Module-level functions, as (name, function) pairs.
+type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
+
+const FUNCTION_SETS: &[Functions] = &[];
+
+/// Builds the module table on the stack.
+fn open_io(s: Stack<'_>) {
+    s.reserve(8);
+    // SAFETY: `s` is a valid state in protected mode (mlua's exec_raw), with space reserved.
+    unsafe {
+        let l = s.raw();
+        // A peer that goes away must not kill the process: EPIPE is reported instead.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+
+        ffi::lua_createtable(l, 0, 32);
+        let module = ffi::lua_gettop(l);
+        for set in FUNCTION_SETS {
+            for (name, f) in set.iter() {
+                s.set_function(module, name, *f);
+            }
+        }
+
+        // Method tables by type, for the glue.
+        ffi::lua_createtable(l, 0, 4);
+        let types = ffi::lua_gettop(l);
+        register_type::<Handle>(s);
+        ffi::lua_setfield(l, types, c"handle".as_ptr());
+
+        for (name, fd) in [(c"stdin", 0), (c"stdout", 1), (c"stderr", 2)] {
+            // SAFETY (of from_raw_fd): fds 0-2 belong to the process; the handle is their
+            // only owner on the Lua side and closes them only if the program asks to.
+            handle::push_handle(s, Handle::new(OwnedFd::from_raw_fd(fd), Kind::Stdio));
+            ffi::lua_setfield(l, module, name.as_ptr());
+        }
+
+        if ffi::luaL_loadbufferx(
+            l,
+            GLUE.as_ptr().cast(),
+            GLUE.len(),
+            c"=moonbridge_io/glue".as_ptr(),
+            c"t".as_ptr(),
+        ) != ffi::LUA_OK
+        {
+            ffi::lua_error(l);
+        }
+        ffi::lua_pushvalue(l, module);
+        ffi::lua_pushvalue(l, types);
+        ffi::lua_call(l, 2, 0);
+        ffi::lua_settop(l, module);
+    }
+}
+
+#[mlua::lua_module(name = "moonbridge_io")]
+fn moonbridge_io(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    // SAFETY: exec_raw runs the closure in protected mode with a valid state; `open_io`
+    // leaves exactly the module table on the stack.
+    unsafe {
+        lua.exec_raw((), |l| {
+            let s = Stack::new(l);
+            open_io(s);
+        })
+    }
+}

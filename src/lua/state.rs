@@ -1,0 +1,467 @@
+//! The raw Lua C API, wrapped once: argument checks, pushes, userdata types, and the one
+//! place where errors are mapped (I/O failure -> `nil, message`; misuse -> plain-string error).
+//!
+//! Functions exposed to Lua are written with [`lua_fn!`]: the body runs under
+//! `catch_unwind`, returns `Ok(nresults)` or `Err(Misuse)`, and only after every Rust value
+//! is dropped is a misuse raised with `lua_error` (which longjmps).
+
+use std::ffi::{c_int, CStr};
+use std::marker::PhantomData;
+use std::ptr;
+
+use mlua::ffi;
+
+use crate::io::HandleError;
+
+/// A misuse error: raised in Lua as a plain string.
+#[derive(Debug)]
+pub struct Misuse(pub String);
+
+pub type LResult<T> = Result<T, Misuse>;
+
+/// `bad argument #n to 'fname' (msg)`: the message format of Lua's own `luaL_argerror`.
+/// For methods, `n` counts arguments after `self`, as Lua does for method calls.
+pub fn bad_arg(n: i32, fname: &str, msg: &str) -> Misuse {
+    Misuse(format!("bad argument #{n} to '{fname}' ({msg})"))
+}
+
+/// Defines a Lua C function. The body sees `$s: Stack` and returns `LResult<c_int>`.
+macro_rules! lua_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($s:ident) $body:block) => {
+        $(#[$meta])*
+        $vis unsafe extern "C-unwind" fn $name(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+            // SAFETY: Lua calls this with a valid state for the duration of the call.
+            unsafe { $crate::lua::state::protect(l, |$s| $body) }
+        }
+    };
+}
+pub(crate) use lua_fn;
+
+/// Runs the body of a Lua C function: returns its result count, or raises its misuse (or a
+/// caught panic) as a plain string once every Rust value of the body has been dropped.
+///
+/// # Safety
+/// `l` must be the state of the running C function.
+pub unsafe fn protect<F>(l: *mut ffi::lua_State, body: F) -> c_int
+where
+    F: FnOnce(Stack<'_>) -> LResult<c_int>,
+{
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the caller guarantees `l` is valid for this call.
+        body(unsafe { Stack::new(l) })
+    }));
+    let message = match result {
+        Ok(Ok(n)) => return n,
+        Ok(Err(Misuse(m))) => m,
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            format!("moonbridge internal error: {text}")
+        }
+    };
+    // SAFETY: `l` is valid; the message is copied into Lua and dropped before lua_error
+    // longjmps, so no destructor is skipped.
+    unsafe {
+        ffi::lua_pushlstring(l, message.as_ptr().cast(), message.len());
+        drop(message);
+        ffi::lua_error(l)
+    }
+}
+
+/// The stack of a running C function. Copyable; valid only during that call.
+#[derive(Clone, Copy)]
+pub struct Stack<'a> {
+    l: *mut ffi::lua_State,
+    _call: PhantomData<&'a ()>,
+}
+
+impl<'a> Stack<'a> {
+    /// # Safety
+    /// `l` must be a valid state that outlives `'a`.
+    pub unsafe fn new(l: *mut ffi::lua_State) -> Self {
+        Stack {
+            l,
+            _call: PhantomData,
+        }
+    }
+
+    pub fn raw(self) -> *mut ffi::lua_State {
+        self.l
+    }
+
+    pub fn top(self) -> c_int {
+        // SAFETY: valid state (type invariant).
+        unsafe { ffi::lua_gettop(self.l) }
+    }
+
+    pub fn type_of(self, i: c_int) -> c_int {
+        // SAFETY: lua_type accepts any index, returning LUA_TNONE when out of range.
+        unsafe { ffi::lua_type(self.l, i) }
+    }
+
+    pub fn is_nil(self, i: c_int) -> bool {
+        self.type_of(i) <= ffi::LUA_TNIL
+    }
+
+    /// The type name for error messages: `__name` if the metatable has one, else the basic type.
+    pub fn type_name(self, i: c_int) -> String {
+        // SAFETY: valid state; luaL_getmetafield pushes a value only when it returns non-nil.
+        unsafe {
+            let i = ffi::lua_absindex(self.l, i);
+            let t = ffi::luaL_getmetafield(self.l, i, c"__name".as_ptr());
+            if t != ffi::LUA_TNIL {
+                let name = self
+                    .to_bytes(-1)
+                    .map(|b| String::from_utf8_lossy(b).into_owned());
+                ffi::lua_pop(self.l, 1);
+                if let Some(n) = name {
+                    return n;
+                }
+            }
+            let t = ffi::lua_type(self.l, i);
+            CStr::from_ptr(ffi::lua_typename(self.l, t))
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
+    /// `"<what> expected, got <type>"` for argument `i`.
+    pub fn expected(self, i: c_int, n: i32, fname: &str, what: &str) -> Misuse {
+        let got = if self.type_of(i) == ffi::LUA_TNONE {
+            "no value".to_string()
+        } else {
+            self.type_name(i)
+        };
+        bad_arg(n, fname, &format!("{what} expected, got {got}"))
+    }
+
+    /// The bytes of a string (or number, converted in place as Lua does) at `i`.
+    pub fn to_bytes(self, i: c_int) -> Option<&'a [u8]> {
+        let t = self.type_of(i);
+        if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
+            return None;
+        }
+        let mut len = 0usize;
+        // SAFETY: the value is a string or number; Lua keeps the string alive while it stays
+        // on the stack, which is at least as long as this C call ('a).
+        unsafe {
+            let p = ffi::lua_tolstring(self.l, i, &mut len);
+            Some(std::slice::from_raw_parts(p.cast(), len))
+        }
+    }
+
+    pub fn check_bytes(self, i: c_int, n: i32, fname: &str) -> LResult<&'a [u8]> {
+        self.to_bytes(i)
+            .ok_or_else(|| self.expected(i, n, fname, "string"))
+    }
+
+    pub fn opt_bytes(self, i: c_int, n: i32, fname: &str) -> LResult<Option<&'a [u8]>> {
+        if self.is_nil(i) {
+            Ok(None)
+        } else {
+            self.check_bytes(i, n, fname).map(Some)
+        }
+    }
+
+    /// An integer argument (floats with an exact integer value are accepted).
+    pub fn check_integer(self, i: c_int, n: i32, fname: &str) -> LResult<i64> {
+        // SAFETY: valid state; lua_tointegerx only reads the slot.
+        unsafe {
+            if ffi::lua_type(self.l, i) == ffi::LUA_TNUMBER {
+                let mut ok = 0;
+                let v = ffi::lua_tointegerx(self.l, i, &mut ok);
+                if ok != 0 {
+                    return Ok(v);
+                }
+                return Err(bad_arg(n, fname, "number has no integer representation"));
+            }
+        }
+        Err(self.expected(i, n, fname, "number"))
+    }
+
+    pub fn opt_integer(self, i: c_int, n: i32, fname: &str) -> LResult<Option<i64>> {
+        if self.is_nil(i) {
+            Ok(None)
+        } else {
+            self.check_integer(i, n, fname).map(Some)
+        }
+    }
+
+    #[allow(dead_code)] // used by the poll/exec bindings
+    pub fn check_number(self, i: c_int, n: i32, fname: &str) -> LResult<f64> {
+        if self.type_of(i) == ffi::LUA_TNUMBER {
+            // SAFETY: the slot holds a number.
+            Ok(unsafe { ffi::lua_tonumber(self.l, i) })
+        } else {
+            Err(self.expected(i, n, fname, "number"))
+        }
+    }
+
+    #[allow(dead_code)] // used by the poll/exec bindings
+    pub fn to_boolean(self, i: c_int) -> bool {
+        // SAFETY: lua_toboolean accepts any index.
+        unsafe { ffi::lua_toboolean(self.l, i) != 0 }
+    }
+
+    pub fn push_nil(self) {
+        // SAFETY: valid state; Lua guarantees LUA_MINSTACK free slots in a C function.
+        unsafe { ffi::lua_pushnil(self.l) }
+    }
+
+    pub fn push_bool(self, b: bool) {
+        // SAFETY: see push_nil.
+        unsafe { ffi::lua_pushboolean(self.l, b as c_int) }
+    }
+
+    pub fn push_int(self, v: i64) {
+        // SAFETY: see push_nil.
+        unsafe { ffi::lua_pushinteger(self.l, v) }
+    }
+
+    #[allow(dead_code)] // used by the poll/exec bindings
+    pub fn push_number(self, v: f64) {
+        // SAFETY: see push_nil.
+        unsafe { ffi::lua_pushnumber(self.l, v) }
+    }
+
+    pub fn push_bytes(self, b: &[u8]) {
+        // SAFETY: Lua copies `b`; see push_nil for stack space.
+        unsafe {
+            ffi::lua_pushlstring(self.l, b.as_ptr().cast(), b.len());
+        }
+    }
+
+    pub fn push_str(self, s: &str) {
+        self.push_bytes(s.as_bytes())
+    }
+
+    pub fn push_value(self, i: c_int) {
+        // SAFETY: see push_nil.
+        unsafe { ffi::lua_pushvalue(self.l, i) }
+    }
+
+    #[allow(dead_code)] // used by the poll/exec bindings
+    pub fn pop(self, n: c_int) {
+        // SAFETY: callers pop only what they pushed.
+        unsafe { ffi::lua_pop(self.l, n) }
+    }
+
+    /// Makes room for `n` more values (raises "stack overflow" like luaL_checkstack).
+    pub fn reserve(self, n: c_int) {
+        // SAFETY: valid state; raises a Lua error on failure, before any Rust state changes.
+        unsafe { ffi::luaL_checkstack(self.l, n, c"too many values".as_ptr()) }
+    }
+
+    /// The `nil, message` convention for runtime I/O failures.
+    pub fn fail(self, message: &str) -> LResult<c_int> {
+        self.push_nil();
+        self.push_str(message);
+        Ok(2)
+    }
+
+    /// The single mapping of core errors: I/O failure -> `nil, message`; misuse -> raise.
+    pub fn handle_error(self, e: HandleError) -> LResult<c_int> {
+        match e {
+            HandleError::Io(msg) => self.fail(&msg),
+            HandleError::Misuse(msg) => Err(Misuse(msg.to_string())),
+        }
+    }
+
+    /// `io::Error` as `nil, strerror`.
+    #[allow(dead_code)] // used by the poll/exec bindings
+    pub fn fail_os(self, e: &std::io::Error) -> LResult<c_int> {
+        self.fail(&crate::io::sys::error_text(e))
+    }
+
+    /// Sets `t[name] = f` for the table at `t`.
+    pub fn set_function(self, t: c_int, name: &CStr, f: ffi::lua_CFunction) {
+        // SAFETY: valid state; `t` is an absolute index of a table.
+        unsafe {
+            ffi::lua_pushcfunction(self.l, f);
+            ffi::lua_setfield(self.l, t, name.as_ptr());
+        }
+    }
+
+    /// Absolute form of a stack index.
+    #[allow(dead_code)] // used by the poll/exec bindings
+    pub fn abs(self, i: c_int) -> c_int {
+        // SAFETY: valid state.
+        unsafe { ffi::lua_absindex(self.l, i) }
+    }
+}
+
+/// A Rust value living inside a Lua userdata, with its own metatable.
+///
+/// The userdata holds `Option<T>`: `None` once `__gc` ran. Fields that are not methods are
+/// answered by [`LuaObject::push_field`], then by a per-object table of user fields.
+pub trait LuaObject: Sized + 'static {
+    /// Metatable registry key and `__name`.
+    const TNAME: &'static CStr;
+    /// Methods implemented in Rust.
+    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)];
+    /// Pushes the built-in field `key` and returns true, or returns false.
+    fn push_field(&self, _s: Stack<'_>, _key: &[u8]) -> bool {
+        false
+    }
+    /// `__tostring` text.
+    fn describe(&self) -> String;
+    /// `__close` (Lua 5.4 to-be-closed variables): release without raising.
+    #[cfg_attr(not(feature = "lua54"), allow(dead_code))]
+    fn on_close(&mut self) {}
+}
+
+/// Pushes a new userdata holding `value`, with the metatable of `T` (registered before).
+pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
+    // SAFETY: Lua returns a block of the requested size aligned for any standard type
+    // (LUAI_MAXALIGN covers our structs' 8-byte alignment, checked below); we initialise it
+    // before anything can observe it, and `__gc` drops it exactly once.
+    unsafe {
+        debug_assert!(std::mem::align_of::<Option<T>>() <= 8);
+        let p = ffi::lua_newuserdata(s.l, std::mem::size_of::<Option<T>>()) as *mut Option<T>;
+        ptr::write(p, Some(value));
+        ffi::luaL_setmetatable(s.l, T::TNAME.as_ptr());
+        (*p).as_mut().expect("just written")
+    }
+}
+
+/// The object at stack index `i`, if it is a live `T`.
+pub fn to_object<'a, T: LuaObject>(s: Stack<'a>, i: c_int) -> Option<&'a mut T> {
+    // SAFETY: luaL_testudata checks the metatable, so the block holds an `Option<T>` written
+    // by `push_object`; Lua keeps it alive while it is on the stack.
+    unsafe {
+        let p = ffi::luaL_testudata(s.l, i, T::TNAME.as_ptr()) as *mut Option<T>;
+        if p.is_null() {
+            None
+        } else {
+            (*p).as_mut()
+        }
+    }
+}
+
+/// `self` of a method, or a misuse error naming the method.
+pub fn check_self<'a, T: LuaObject>(s: Stack<'a>, fname: &str) -> LResult<&'a mut T> {
+    to_object::<T>(s, 1).ok_or_else(|| {
+        let got = if s.type_of(1) == ffi::LUA_TNONE {
+            "no value".to_string()
+        } else {
+            s.type_name(1)
+        };
+        Misuse(format!(
+            "bad self to '{fname}' ({} expected, got {got})",
+            T::TNAME.to_string_lossy()
+        ))
+    })
+}
+
+/// Registers the metatable of `T` and leaves its methods table on the stack (for the Lua
+/// glue to extend). `__index` looks up methods, then built-in fields, then user fields.
+pub fn register_type<T: LuaObject>(s: Stack<'_>) {
+    s.reserve(4);
+    // SAFETY: valid state with stack space reserved above.
+    unsafe {
+        let l = s.raw();
+        ffi::luaL_newmetatable(l, T::TNAME.as_ptr()); // sets __name too
+        let mt = ffi::lua_gettop(l);
+        ffi::lua_createtable(l, 0, T::methods().len() as c_int);
+        let methods = ffi::lua_gettop(l);
+        for (name, f) in T::methods() {
+            s.set_function(methods, name, *f);
+        }
+        ffi::lua_pushvalue(l, methods);
+        ffi::lua_pushcclosure(l, index_object::<T>, 1);
+        ffi::lua_setfield(l, mt, c"__index".as_ptr());
+        s.set_function(mt, c"__newindex", newindex_object::<T>);
+        s.set_function(mt, c"__gc", gc_object::<T>);
+        s.set_function(mt, c"__tostring", tostring_object::<T>);
+        #[cfg(feature = "lua54")]
+        s.set_function(mt, c"__close", close_object::<T>);
+        ffi::lua_remove(l, mt);
+    }
+}
+
+unsafe extern "C-unwind" fn index_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as __index(self, key) with the methods table as upvalue 1.
+    unsafe {
+        ffi::lua_pushvalue(l, 2);
+        if ffi::lua_rawget(l, ffi::lua_upvalueindex(1)) != ffi::LUA_TNIL {
+            return 1;
+        }
+        ffi::lua_pop(l, 1);
+        protect(l, |s| {
+            if let (Some(obj), Some(key)) = (
+                to_object::<T>(s, 1),
+                s.to_bytes(2).filter(|_| s.type_of(2) == ffi::LUA_TSTRING),
+            ) {
+                if obj.push_field(s, key) {
+                    return Ok(1);
+                }
+            }
+            if ffi::lua_getuservalue(l, 1) == ffi::LUA_TTABLE {
+                ffi::lua_pushvalue(l, 2);
+                ffi::lua_rawget(l, -2);
+            } else {
+                ffi::lua_pushnil(l);
+            }
+            Ok(1)
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn newindex_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as __newindex(self, key, value) on a userdata of type T.
+    unsafe {
+        if ffi::lua_getuservalue(l, 1) != ffi::LUA_TTABLE {
+            ffi::lua_pop(l, 1);
+            ffi::lua_createtable(l, 0, 4);
+            ffi::lua_pushvalue(l, -1);
+            ffi::lua_setuservalue(l, 1);
+        }
+        ffi::lua_pushvalue(l, 2);
+        ffi::lua_pushvalue(l, 3);
+        ffi::lua_rawset(l, -3);
+    }
+    0
+}
+
+unsafe extern "C-unwind" fn gc_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: __gc is installed only on T's metatable, so the block is an `Option<T>`.
+    unsafe {
+        protect(l, |_| {
+            let p = ffi::lua_touserdata(l, 1) as *mut Option<T>;
+            if !p.is_null() {
+                drop((*p).take());
+            }
+            Ok(0)
+        })
+    }
+}
+
+#[cfg(feature = "lua54")]
+unsafe extern "C-unwind" fn close_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: __close is installed only on T's metatable.
+    unsafe {
+        protect(l, |s| {
+            if let Some(obj) = to_object::<T>(s, 1) {
+                obj.on_close();
+            }
+            Ok(0)
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn tostring_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as __tostring(self).
+    unsafe {
+        protect(l, |s| {
+            let text = match to_object::<T>(s, 1) {
+                Some(obj) => obj.describe(),
+                None => format!("{} (collected)", T::TNAME.to_string_lossy()),
+            };
+            s.push_str(&text);
+            Ok(1)
+        })
+    }
+}
