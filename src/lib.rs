@@ -9,5 +9,6 @@
 //! The two Lua entry points, `luaopen_moonbridge_io` and `luaopen_moonbridge_http`, are
 //! exported from this one cdylib so that both modules share one set of userdata types.
 
+pub mod http;
 pub mod io;
 mod lua;

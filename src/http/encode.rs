@@ -1,0 +1,1 @@
+//! (being written: see src/http/mod.rs for what this module owns)

@@ -1,0 +1,20 @@
+//! The HTTP/1.1 core of `moonbridge_http`: pure functions and incremental decoders over
+//! byte slices. No I/O and no Lua types here; `src/lua` drives these over a `Handle`.
+//!
+//! - `error`: `HttpError`, a `Copy` enum with a static message and a status hint
+//! - `head`: request line and header section, strict (RFC 9112), zero-copy
+//! - `framing`: which body a request has (Content-Length, chunked, none)
+//! - `chunked`: incremental chunked transfer-coding decoder
+//! - `form`: query strings and `application/x-www-form-urlencoded` bodies
+//! - `multipart`: streaming `multipart/form-data` decoder
+//! - `cookie`: the `Cookie` request header
+//! - `encode`: `encode_html` and URL encoding helpers
+
+pub mod chunked;
+pub mod cookie;
+pub mod encode;
+pub mod error;
+pub mod form;
+pub mod framing;
+pub mod head;
+pub mod multipart;
