@@ -12,3 +12,4 @@
 pub mod http;
 pub mod io;
 mod lua;
+pub mod server;

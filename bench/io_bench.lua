@@ -1,0 +1,147 @@
+-- Loopback throughput of moonbridge_io versus LuaSocket, on the interpreter running this.
+--   lua5.4 bench/io_bench.lua [bulk_mib] [lines]
+-- For each library, a receiver (this process) listens on 127.0.0.1 and times reading
+-- everything a sender process (the same library, started with io.popen) writes:
+--   bulk:  bulk_mib MiB sent in 64 KiB writes, read in 64 KiB reads
+--   lines: `lines` lines of 40 bytes, read one line at a time (terminator "\n")
+-- Prints MiB/s and lines/s per library and the ratio moonbridge_io / LuaSocket.
+local role = arg[1]
+local CHUNK = 64 * 1024
+local LINE = string.rep("x", 39) .. "\n"
+
+local libs = {}
+
+libs.moonbridge = {
+  listen = function()
+    local mio = require "moonbridge_io"
+    local l = assert(mio.tcplisten("127.0.0.1", 0))
+    return l, l.local_tcpport
+  end,
+  accept = function(l) return assert(l:accept()) end,
+  connect = function(port)
+    local mio = require "moonbridge_io"
+    return assert(mio.tcpconnect("127.0.0.1", port))
+  end,
+  send = function(c, data, times)
+    for _ = 1, times do assert(c:write(data)) end
+    assert(c:close())
+  end,
+  read_bulk = function(c)
+    local total = 0
+    while true do
+      local data, status = c:read(CHUNK)
+      assert(data, status)
+      total = total + #data
+      if status == "eof" then return total end
+    end
+  end,
+  read_lines = function(c)
+    local n = 0
+    while true do
+      local line, status = c:read(nil, "\n")
+      assert(line, status)
+      if status ~= "term" then return n end
+      n = n + 1
+    end
+  end,
+}
+
+libs.luasocket = {
+  listen = function()
+    local socket = require "socket"
+    local l = assert(socket.bind("127.0.0.1", 0))
+    local _, port = l:getsockname()
+    return l, tonumber(port)
+  end,
+  accept = function(l) return assert(l:accept()) end,
+  connect = function(port)
+    local socket = require "socket"
+    return assert(socket.connect("127.0.0.1", port))
+  end,
+  send = function(c, data, times)
+    for _ = 1, times do assert(c:send(data)) end
+    c:close()
+  end,
+  read_bulk = function(c)
+    local total = 0
+    while true do
+      local data, err, partial = c:receive(CHUNK)
+      if not data then
+        assert(err == "closed", err)
+        return total + #partial
+      end
+      total = total + #data
+    end
+  end,
+  read_lines = function(c)
+    local n = 0
+    while true do
+      local line, err = c:receive("*l")
+      if not line then
+        assert(err == "closed", err)
+        return n
+      end
+      n = n + 1
+    end
+  end,
+}
+
+if role == "send" then
+  -- sender: lua io_bench.lua send <lib> <port> <bulk|lines> <count>
+  local lib, port, what, count = libs[arg[2]], tonumber(arg[3]), arg[4], tonumber(arg[5])
+  local c = lib.connect(port)
+  if what == "bulk" then
+    lib.send(c, string.rep("b", CHUNK), count)
+  else
+    -- batch lines into 64 KiB writes so the sender is not the bottleneck
+    local per = CHUNK // #LINE
+    local block = string.rep(LINE, per)
+    local full, rest = count // per, count % per
+    lib.send(c, block, full)
+    if rest > 0 then
+      local c2 = lib.connect(port) -- (not reached with the default counts)
+      lib.send(c2, string.rep(LINE, rest), 1)
+    end
+  end
+  os.exit(0)
+end
+
+local clock = function()
+  local ok, mio = pcall(require, "moonbridge_io")
+  if ok and mio.timeref then return mio.timeref() end
+  return os.clock()
+end
+
+local bulk_mib = tonumber(arg[1]) or 1024
+local lines = tonumber(arg[2]) or 1000000
+lines = lines - lines % (CHUNK // #LINE) -- whole sender blocks
+
+local function run(libname, what, count, expect)
+  local lib = libs[libname]
+  local l, port = lib.listen()
+  local interp = arg[-1]
+  local sender = io.popen(string.format("%s %q send %s %d %s %d", interp, arg[0], libname, port, what, count), "r")
+  local c = lib.accept(l)
+  local t0 = clock()
+  local got = what == "bulk" and lib.read_bulk(c) or lib.read_lines(c)
+  local dt = clock() - t0
+  sender:close()
+  assert(got == expect, string.format("%s %s: got %d, expected %d", libname, what, got, expect))
+  return got / dt
+end
+
+local results = {}
+for _, libname in ipairs { "moonbridge", "luasocket" } do
+  results[libname] = {
+    bulk = run(libname, "bulk", bulk_mib * 16, bulk_mib * 1024 * 1024) / (1024 * 1024),
+    lines = run(libname, "lines", lines, lines),
+  }
+end
+
+local m, s = results.moonbridge, results.luasocket
+print(string.format("%s, %d MiB bulk, %d lines", _VERSION, bulk_mib, lines))
+print(string.format("| test | moonbridge_io | LuaSocket | ratio |"))
+print(string.format("|---|---|---|---|"))
+print(string.format("| bulk, 64 KiB reads | %.0f MiB/s | %.0f MiB/s | %.2f |", m.bulk, s.bulk, m.bulk / s.bulk))
+print(string.format("| lines, read(nil, \"\\n\") vs receive(\"*l\") | %.0f lines/s | %.0f lines/s | %.2f |",
+  m.lines, s.lines, m.lines / s.lines))

@@ -1,0 +1,4 @@
+//! The pre-forking server core: pool policy, master loop, worker primitives. No Lua types;
+//! `src/lua/server.rs` exposes what `lua/moonbridge.lua` needs.
+
+pub mod pool;
