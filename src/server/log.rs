@@ -1,0 +1,125 @@
+//! Server logging: one line per message, each prefixed `YYYY-MM-DD HH:MM:SS TZ: `, to
+//! stderr, a log file (appended under an exclusive lock) and/or syslog. Multi-line messages
+//! are logged line by line.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+
+/// Where log lines go.
+#[derive(Default)]
+pub struct Logger {
+    pub to_stderr: bool,
+    file: Option<File>,
+    syslog: bool,
+    /// Keeps the ident string alive: openlog stores the pointer.
+    _ident: Option<CString>,
+    pub debug: bool,
+}
+
+/// Error from opening a log file that another process holds locked.
+#[derive(Debug)]
+pub enum LogFileError {
+    Locked,
+    Io(io::Error),
+}
+
+impl Logger {
+    pub fn stderr() -> Self {
+        Logger {
+            to_stderr: true,
+            ..Default::default()
+        }
+    }
+
+    /// Appends to `path`, holding an exclusive lock for the life of the process.
+    pub fn open_file(&mut self, path: &str) -> Result<(), LogFileError> {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(LogFileError::Io)?;
+        // SAFETY: flock on a descriptor we own; no pointers involved.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                LogFileError::Locked
+            } else {
+                LogFileError::Io(e)
+            });
+        }
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// Logs to syslog with this ident and facility (LOG_DAEMON, LOG_USER, LOG_LOCAL0..7).
+    pub fn open_syslog(&mut self, ident: &str, facility: i32) {
+        let ident = CString::new(ident.replace('\0', "")).expect("NUL removed above");
+        // SAFETY: `ident` is kept alive in self for as long as syslog may use it.
+        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility) };
+        self._ident = Some(ident);
+        self.syslog = true;
+    }
+
+    /// Logs a message, one line per line of text.
+    pub fn log(&mut self, message: &str) {
+        let stamp = timestamp();
+        for line in message.lines() {
+            let text = format!("{stamp}: {line}\n");
+            if self.to_stderr {
+                let _ = io::stderr().write_all(text.as_bytes());
+            }
+            if let Some(f) = self.file.as_mut() {
+                let _ = f.write_all(text.as_bytes());
+            }
+            if self.syslog {
+                if let Ok(c) = CString::new(line.replace('\0', "")) {
+                    // SAFETY: a constant "%s" format with one valid C string argument.
+                    unsafe { libc::syslog(libc::LOG_NOTICE, c"%s".as_ptr(), c.as_ptr()) };
+                }
+            }
+        }
+    }
+
+    /// Logs only in debug mode (`-d`).
+    pub fn debug(&mut self, message: &str) {
+        if self.debug {
+            self.log(message)
+        }
+    }
+}
+
+/// Local time as `YYYY-MM-DD HH:MM:SS TZ`.
+pub fn timestamp() -> String {
+    let mut buf = [0u8; 64];
+    // SAFETY: time/localtime_r/strftime get valid pointers to local storage; strftime writes
+    // at most buf.len() bytes and returns how many.
+    let n = unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"%Y-%m-%d %H:%M:%S %Z".as_ptr(),
+            &tm,
+        )
+    };
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let t = super::timestamp();
+        let b = t.as_bytes();
+        assert!(t.len() >= 20, "{t}");
+        assert_eq!(
+            (b[4], b[7], b[10], b[13], b[16]),
+            (b'-', b'-', b' ', b':', b':'),
+            "{t}"
+        );
+    }
+}
