@@ -4,4 +4,6 @@
 pub mod control;
 pub mod log;
 pub mod master;
+pub mod memory;
 pub mod pool;
+pub mod timer;

@@ -1,0 +1,107 @@
+//! `timeout()`: a real-time interval timer whose expiry kills the worker. SIGALRM keeps its
+//! default action (terminate), so no Lua code runs on expiry, `finish` is skipped, and the
+//! master sees "terminated by SIGALRM" and logs a timeout, as listen.md §4 requires.
+
+use std::io;
+use std::time::Duration;
+
+use crate::io::sys;
+
+fn to_timeval(d: Duration) -> libc::timeval {
+    libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    }
+}
+
+fn from_timeval(tv: libc::timeval) -> Duration {
+    Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000)
+}
+
+/// Seconds (float) as a timer duration; sub-microsecond positive values round up so that a
+/// tiny timeout is still armed rather than cleared.
+pub fn seconds(secs: f64) -> Duration {
+    if !(secs > 0.0) {
+        return Duration::ZERO;
+    }
+    let d = Duration::from_secs_f64(secs.min(1e9));
+    if d < Duration::from_micros(1) {
+        Duration::from_micros(1)
+    } else {
+        d
+    }
+}
+
+/// Arms the timer (`ZERO` disarms it) and returns the time that was remaining before.
+pub fn set(d: Duration) -> io::Result<Duration> {
+    let new = libc::itimerval {
+        it_interval: to_timeval(Duration::ZERO),
+        it_value: to_timeval(d),
+    };
+    // SAFETY: a zeroed itimerval is a valid out-parameter.
+    let mut old: libc::itimerval = unsafe { std::mem::zeroed() };
+    if !d.is_zero() {
+        // The default action must be in force, even if the application changed it.
+        // SAFETY: resetting a disposition; no handler pointer involved.
+        unsafe { libc::signal(libc::SIGALRM, libc::SIG_DFL) };
+    }
+    // SAFETY: both pointers refer to live, initialised itimerval structures.
+    sys::cvt(unsafe { libc::setitimer(libc::ITIMER_REAL, &new, &mut old) })?;
+    Ok(from_timeval(old.it_value))
+}
+
+/// Time remaining (`ZERO` when no timer is armed).
+pub fn remaining() -> io::Result<Duration> {
+    // SAFETY: a zeroed itimerval is a valid out-parameter.
+    let mut cur: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: `cur` is a live itimerval.
+    sys::cvt(unsafe { libc::getitimer(libc::ITIMER_REAL, &mut cur) })?;
+    Ok(from_timeval(cur.it_value))
+}
+
+/// The timer for a sub-call `timeout(n, f)`: the shorter of `n` and what remains outside.
+pub fn sub_timer(requested: Duration, outer: Duration) -> Duration {
+    if outer.is_zero() {
+        requested
+    } else {
+        requested.min(outer)
+    }
+}
+
+/// What remains of the outer timer after a sub-call that took `elapsed` (never zero: zero
+/// would disarm it, and an expired outer timer has already killed the process).
+pub fn outer_after(outer: Duration, elapsed: Duration) -> Duration {
+    if outer.is_zero() {
+        Duration::ZERO
+    } else {
+        outer.saturating_sub(elapsed).max(Duration::from_micros(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions() {
+        assert_eq!(seconds(0.0), Duration::ZERO);
+        assert_eq!(seconds(-1.0), Duration::ZERO);
+        assert_eq!(seconds(f64::NAN), Duration::ZERO);
+        assert_eq!(seconds(1.5), Duration::from_millis(1500));
+        assert_eq!(seconds(1e-9), Duration::from_micros(1));
+        let tv = to_timeval(Duration::from_millis(2500));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (2, 500_000));
+        assert_eq!(from_timeval(tv), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn sub_timer_precedence() {
+        let s = Duration::from_secs;
+        assert_eq!(sub_timer(s(5), Duration::ZERO), s(5));
+        assert_eq!(sub_timer(s(5), s(3)), s(3)); // a shorter outer timer wins
+        assert_eq!(sub_timer(s(2), s(3)), s(2));
+        assert_eq!(outer_after(s(10), s(4)), s(6));
+        assert_eq!(outer_after(Duration::ZERO, s(4)), Duration::ZERO);
+        assert_eq!(outer_after(s(1), s(4)), Duration::from_micros(1));
+    }
+}
