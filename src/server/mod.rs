@@ -6,4 +6,5 @@ pub mod log;
 pub mod master;
 pub mod memory;
 pub mod pool;
+pub mod process;
 pub mod timer;

@@ -60,8 +60,11 @@ pub fn remaining() -> io::Result<Duration> {
 }
 
 /// The timer for a sub-call `timeout(n, f)`: the shorter of `n` and what remains outside.
+/// `timeout(0, f)` sets no limit of its own, so only the outer timer applies.
 pub fn sub_timer(requested: Duration, outer: Duration) -> Duration {
-    if outer.is_zero() {
+    if requested.is_zero() {
+        outer
+    } else if outer.is_zero() {
         requested
     } else {
         requested.min(outer)
@@ -100,6 +103,8 @@ mod tests {
         assert_eq!(sub_timer(s(5), Duration::ZERO), s(5));
         assert_eq!(sub_timer(s(5), s(3)), s(3)); // a shorter outer timer wins
         assert_eq!(sub_timer(s(2), s(3)), s(2));
+        assert_eq!(sub_timer(Duration::ZERO, s(3)), s(3));
+        assert_eq!(sub_timer(Duration::ZERO, Duration::ZERO), Duration::ZERO);
         assert_eq!(outer_after(s(10), s(4)), s(6));
         assert_eq!(outer_after(Duration::ZERO, s(4)), Duration::ZERO);
         assert_eq!(outer_after(s(1), s(4)), Duration::from_micros(1));
