@@ -21,7 +21,7 @@ fn from_timeval(tv: libc::timeval) -> Duration {
 /// Seconds (float) as a timer duration; sub-microsecond positive values round up so that a
 /// tiny timeout is still armed rather than cleared.
 pub fn seconds(secs: f64) -> Duration {
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return Duration::ZERO;
     }
     let d = Duration::from_secs_f64(secs.min(1e9));
