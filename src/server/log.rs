@@ -5,7 +5,9 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
+
+use crate::server::process::{lock_exclusive, PidFileError};
 
 /// Where log lines go.
 #[derive(Default)]
@@ -16,13 +18,8 @@ pub struct Logger {
     /// Keeps the ident string alive: openlog stores the pointer.
     _ident: Option<CString>,
     pub debug: bool,
-}
-
-/// Error from opening a log file that another process holds locked.
-#[derive(Debug)]
-pub enum LogFileError {
-    Locked,
-    Io(io::Error),
+    /// `-s`: log worker starts and exits with resource usage.
+    pub stats: bool,
 }
 
 impl Logger {
@@ -34,22 +31,15 @@ impl Logger {
     }
 
     /// Appends to `path`, holding an exclusive lock for the life of the process.
-    pub fn open_file(&mut self, path: &str) -> Result<(), LogFileError> {
+    pub fn open_file(&mut self, path: &str) -> Result<(), PidFileError> {
         let f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(LogFileError::Io)?;
-        // SAFETY: flock on a descriptor we own; no pointers involved.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            return Err(if e.kind() == io::ErrorKind::WouldBlock {
-                LogFileError::Locked
-            } else {
-                LogFileError::Io(e)
-            });
-        }
-        self.file = Some(f);
+            .map_err(PidFileError::Io)?;
+        let fd = OwnedFd::from(f);
+        lock_exclusive(&fd)?;
+        self.file = Some(File::from(fd));
         Ok(())
     }
 
@@ -79,6 +69,13 @@ impl Logger {
                     unsafe { libc::syslog(libc::LOG_NOTICE, c"%s".as_ptr(), c.as_ptr()) };
                 }
             }
+        }
+    }
+
+    /// Logs only with `-s` (or `-d`).
+    pub fn stats(&mut self, message: &str) {
+        if self.stats || self.debug {
+            self.log(message)
         }
     }
 

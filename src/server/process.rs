@@ -82,6 +82,25 @@ impl PidFile {
     }
 }
 
+/// Takes an exclusive fcntl lock on the whole file, or names the process holding it.
+/// (fcntl locks, unlike flock, tell who holds them, and are not inherited by workers.)
+pub fn lock_exclusive(fd: &OwnedFd) -> Result<(), PidFileError> {
+    let mut lock = whole_file_lock(libc::F_WRLCK as i16);
+    // SAFETY: F_SETLK reads the flock structure we pass.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+        // SAFETY: F_GETLK fills in the flock structure we pass.
+        let holder = (unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLK, &mut lock) } == 0
+            && lock.l_type != libc::F_UNLCK as i16)
+            .then_some(lock.l_pid);
+        return Err(PidFileError::Locked(holder));
+    }
+    Err(PidFileError::Io(e))
+}
+
 fn whole_file_lock(kind: i16) -> libc::flock {
     // SAFETY: flock is plain data; all-zero is a valid value before we set the fields.
     let mut l: libc::flock = unsafe { std::mem::zeroed() };
