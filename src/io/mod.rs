@@ -5,6 +5,8 @@
 
 pub mod buffer;
 pub mod handle;
+pub mod poll;
+pub mod signal;
 pub mod sys;
 
 pub use handle::{Handle, HandleError, Kind, ReadStatus};

@@ -4,6 +4,7 @@
 //! are plain strings and hot paths (`read`, `write`) cost one C call.
 
 mod handle;
+mod poll;
 mod state;
 
 use std::ffi::CStr;
@@ -19,7 +20,7 @@ const GLUE: &str = include_str!("glue.lua");
 /// Module-level functions, as (name, function) pairs.
 type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
 
-const FUNCTION_SETS: &[Functions] = &[];
+const FUNCTION_SETS: &[Functions] = &[poll::FUNCTIONS];
 
 /// Builds the module table on the stack.
 fn open_io(s: Stack<'_>) {

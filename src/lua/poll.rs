@@ -1,0 +1,148 @@
+//! Module functions `poll`, `catch_sigterm`, `timeref` and `getpid`.
+//!
+//! `poll` turns its two Lua sets into core [`Entry`] values (one function classifies a key)
+//! and maps the core [`Outcome`] to the manual's return values.
+
+use std::ffi::{c_int, CStr};
+
+use mlua::ffi;
+
+use crate::io::poll::{self as core, Entry, Interest, Outcome};
+use crate::io::{signal, sys, Handle};
+use crate::lua::state::{bad_arg, lua_fn, to_object, LResult, Misuse, Stack};
+
+pub const FUNCTIONS: &[(&CStr, ffi::lua_CFunction)] = &[
+    (c"poll", poll),
+    (c"catch_sigterm", catch_sigterm),
+    (c"timeref", timeref),
+    (c"getpid", getpid),
+];
+
+/// The entry for one key of a poll set (`argn` names the set in error messages).
+fn entry_for_key(s: Stack<'_>, key: c_int, argn: i32, interest: Interest) -> LResult<Entry> {
+    if s.type_of(key) == ffi::LUA_TNUMBER {
+        let fd = s.check_integer(key, argn, "poll")?;
+        let fd = i32::try_from(fd)
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .ok_or_else(|| bad_arg(argn, "poll", "invalid file descriptor"))?;
+        return Ok(Entry::new(fd, interest));
+    }
+    if let Some(h) = to_object::<Handle>(s, key) {
+        return handle_entry(h, interest);
+    }
+    // Listeners (input set: an incoming connection) and child handles (input set: the
+    // process exited) are classified here.
+    Err(bad_arg(
+        argn,
+        "poll",
+        &format!(
+            "file descriptor or I/O handle expected as key, got {}",
+            s.type_name(key)
+        ),
+    ))
+}
+
+/// Buffered input, a known EOF or a read error make a handle readable without the kernel.
+/// A finished handle without descriptor counts as ready: its next operation reports why.
+fn handle_entry(h: &Handle, interest: Interest) -> LResult<Entry> {
+    if h.is_closed() {
+        return Err(Misuse("Attempt to poll a closed I/O handle".into()));
+    }
+    if interest == Interest::Read && h.readable_without_kernel() {
+        return Ok(Entry::ready(interest));
+    }
+    Ok(match h.raw_fd() {
+        Some(fd) => Entry::new(fd, interest),
+        None => Entry::ready(interest),
+    })
+}
+
+/// Adds the keys of the set at `idx` (also its argument number) whose values are true;
+/// a nil set is empty.
+fn collect_set(s: Stack<'_>, idx: c_int, interest: Interest, out: &mut Vec<Entry>) -> LResult<()> {
+    match s.type_of(idx) {
+        ffi::LUA_TNONE | ffi::LUA_TNIL => return Ok(()),
+        ffi::LUA_TTABLE => {}
+        _ => return Err(s.expected(idx, idx, "poll", "table")),
+    }
+    s.push_nil();
+    // SAFETY: `idx` is an absolute index of a table that is not modified while traversing;
+    // stack space for key and value was reserved by the caller.
+    while unsafe { ffi::lua_next(s.raw(), idx) } != 0 {
+        if s.to_boolean(-1) {
+            out.push(entry_for_key(s, s.abs(-2), idx, interest)?);
+        }
+        s.pop(1);
+    }
+    Ok(())
+}
+
+/// The timeout argument: nil = forever, negative = do not wait.
+fn timeout_arg(s: Stack<'_>) -> LResult<Option<std::time::Duration>> {
+    if s.is_nil(3) {
+        return Ok(None);
+    }
+    let secs = s.check_number(3, 3, "poll")?;
+    if secs.is_nan() {
+        return Err(bad_arg(3, "poll", "timeout is NaN"));
+    }
+    Ok(core::timeout_from_secs(secs))
+}
+
+lua_fn! {
+    fn poll(s) {
+        // Before any Rust value exists: this may raise.
+        s.reserve(4);
+        let wakeup = s.to_boolean(4);
+        let mut entries = Vec::new();
+        collect_set(s, 1, Interest::Read, &mut entries)?;
+        collect_set(s, 2, Interest::Write, &mut entries)?;
+        let timeout = timeout_arg(s)?;
+        let (message, sigterm) = match core::poll(&entries, timeout, wakeup) {
+            Ok(Outcome::Ready) => {
+                s.push_bool(true);
+                return Ok(1);
+            }
+            Ok(Outcome::Timeout) => ("Timeout", false),
+            Ok(Outcome::Sigterm) => ("SIGTERM received", true),
+            Err(e) => return s.fail_os(&e),
+        };
+        s.push_bool(false);
+        s.push_str(message);
+        if !wakeup {
+            return Ok(2);
+        }
+        s.push_bool(sigterm);
+        Ok(3)
+    }
+}
+
+lua_fn! {
+    fn catch_sigterm(s) {
+        match signal::catch_sigterm() {
+            Ok(()) => Ok(0),
+            Err(e) => s.fail_os(&e),
+        }
+    }
+}
+
+lua_fn! {
+    fn timeref(s) {
+        let now = signal::monotonic_seconds();
+        if s.is_nil(1) {
+            s.push_number(now);
+        } else {
+            let previous = s.check_number(1, 1, "timeref")?;
+            s.push_number(now - previous);
+        }
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    fn getpid(s) {
+        s.push_int(sys::getpid() as i64);
+        Ok(1)
+    }
+}
