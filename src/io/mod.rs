@@ -5,6 +5,8 @@
 
 pub mod buffer;
 pub mod handle;
+pub mod net;
 pub mod sys;
 
 pub use handle::{Handle, HandleError, Kind, ReadStatus};
+pub use net::{Listener, Port};
