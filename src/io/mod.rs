@@ -5,8 +5,10 @@
 
 pub mod buffer;
 pub mod handle;
+pub mod net;
 pub mod poll;
 pub mod signal;
 pub mod sys;
 
 pub use handle::{Handle, HandleError, Kind, ReadStatus};
+pub use net::{Listener, Port};

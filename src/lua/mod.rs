@@ -4,6 +4,7 @@
 //! are plain strings and hot paths (`read`, `write`) cost one C call.
 
 mod handle;
+mod net;
 mod poll;
 mod state;
 
@@ -12,7 +13,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use mlua::ffi;
 
-use crate::io::{Handle, Kind};
+use crate::io::{Handle, Kind, Listener};
 use state::{register_type, Stack};
 
 const GLUE: &str = include_str!("glue.lua");
@@ -20,7 +21,7 @@ const GLUE: &str = include_str!("glue.lua");
 /// Module-level functions, as (name, function) pairs.
 type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
 
-const FUNCTION_SETS: &[Functions] = &[poll::FUNCTIONS];
+const FUNCTION_SETS: &[Functions] = &[net::FUNCTIONS, poll::FUNCTIONS];
 
 /// Builds the module table on the stack.
 fn open_io(s: Stack<'_>) {
@@ -44,6 +45,8 @@ fn open_io(s: Stack<'_>) {
         let types = ffi::lua_gettop(l);
         register_type::<Handle>(s);
         ffi::lua_setfield(l, types, c"handle".as_ptr());
+        register_type::<Listener>(s);
+        ffi::lua_setfield(l, types, c"listener".as_ptr());
 
         for (name, fd) in [(c"stdin", 0), (c"stdout", 1), (c"stderr", 2)] {
             // SAFETY (of from_raw_fd): fds 0-2 belong to the process; the handle is their

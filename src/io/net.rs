@@ -1,0 +1,553 @@
+//! Sockets: name resolution, TCP and Unix connects (blocking and non-blocking), and
+//! listeners with `accept`.
+//!
+//! Every socket is created close-on-exec and non-blocking in the same call (the one exception,
+//! a blocking Unix connect, switches to non-blocking right after connecting). Connected and
+//! accepted TCP sockets get SO_LINGER 0, so a crash or a collected handle resets the peer;
+//! `Handle::close` undoes that for a graceful close. Nothing here knows about Lua.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::ptr;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage,
+    UnixAddr,
+};
+
+use crate::io::handle::{Handle, Kind};
+use crate::io::sys::{self, cvt, Interest};
+
+/// Backlog of listening sockets; the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = if libc::SOMAXCONN > 1024 {
+    libc::SOMAXCONN
+} else {
+    1024
+};
+
+/// Longest Unix socket path: `sun_path` holds 108 bytes including the terminating NUL.
+pub const MAX_PATH_LEN: usize = 107;
+
+/// A TCP port: a number, or a service name (or numeric string) looked up by getaddrinfo.
+#[derive(Clone, Copy, Debug)]
+pub enum Port<'a> {
+    Number(u16),
+    Service(&'a [u8]),
+}
+
+/// An error with the text of `gai_strerror` (or of errno for `EAI_SYSTEM`).
+fn gai_error(code: i32) -> io::Error {
+    if code == libc::EAI_SYSTEM {
+        return io::Error::last_os_error();
+    }
+    // SAFETY: gai_strerror returns a pointer to a static NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(libc::gai_strerror(code)) };
+    io::Error::other(text.to_string_lossy().into_owned())
+}
+
+/// Frees a getaddrinfo result list on every path.
+struct AddrInfoList(*mut libc::addrinfo);
+
+impl Drop for AddrInfoList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the list came from a successful getaddrinfo and is freed once.
+            unsafe { libc::freeaddrinfo(self.0) }
+        }
+    }
+}
+
+/// Resolves `host` (numeric or a name) and `port` to stream socket addresses, in the order
+/// getaddrinfo prefers. `passive` asks for addresses to bind to. Blocks during DNS lookups.
+pub fn resolve(host: &[u8], port: Port<'_>, passive: bool) -> io::Result<Vec<SocketAddr>> {
+    let no_name = || gai_error(libc::EAI_NONAME);
+    let node = CString::new(host).map_err(|_| no_name())?;
+    let (service, numeric) = match port {
+        Port::Number(n) => (CString::new(n.to_string()).expect("digits"), true),
+        Port::Service(s) => (
+            CString::new(s).map_err(|_| gai_error(libc::EAI_SERVICE))?,
+            false,
+        ),
+    };
+    // SAFETY: an all-zero addrinfo is a valid "no hints" value; we set the fields we need.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    hints.ai_protocol = libc::IPPROTO_TCP;
+    hints.ai_flags =
+        if passive { libc::AI_PASSIVE } else { 0 } | if numeric { libc::AI_NUMERICSERV } else { 0 };
+    let mut list = AddrInfoList(ptr::null_mut());
+    // SAFETY: node, service and hints are valid for the call; the result is owned by `list`.
+    let rc = unsafe { libc::getaddrinfo(node.as_ptr(), service.as_ptr(), &hints, &mut list.0) };
+    if rc != 0 {
+        return Err(gai_error(rc));
+    }
+    let mut addrs = Vec::new();
+    let mut ai = list.0;
+    while !ai.is_null() {
+        // SAFETY: `ai` is a node of the list owned by `list`, alive until it drops; ai_addr
+        // points to ai_addrlen bytes of socket address.
+        unsafe {
+            let info = &*ai;
+            if let Some(ss) = SockaddrStorage::from_raw(info.ai_addr, Some(info.ai_addrlen)) {
+                if let Some(a) = inet_addr(&ss) {
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
+            }
+            ai = info.ai_next;
+        }
+    }
+    if addrs.is_empty() {
+        return Err(no_name());
+    }
+    Ok(addrs)
+}
+
+/// The IPv4/IPv6 address in a socket address, if it is one.
+fn inet_addr(ss: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(a) = ss.as_sockaddr_in() {
+        Some(SocketAddr::V4((*a).into()))
+    } else {
+        ss.as_sockaddr_in6().map(|a| SocketAddr::V6((*a).into()))
+    }
+}
+
+fn local_inet_addr(fd: RawFd) -> Option<SocketAddr> {
+    sock::getsockname::<SockaddrStorage>(fd)
+        .ok()
+        .and_then(|ss| inet_addr(&ss))
+}
+
+fn peer_inet_addr(fd: RawFd) -> Option<SocketAddr> {
+    sock::getpeername::<SockaddrStorage>(fd)
+        .ok()
+        .and_then(|ss| inet_addr(&ss))
+}
+
+fn new_socket(family: AddressFamily, nonblocking: bool) -> io::Result<OwnedFd> {
+    let mut flags = SockFlag::SOCK_CLOEXEC;
+    if nonblocking {
+        flags |= SockFlag::SOCK_NONBLOCK;
+    }
+    Ok(sock::socket(family, SockType::Stream, flags, None)?)
+}
+
+fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    new_socket(family, true)
+}
+
+/// Starts a connect on a non-blocking socket. `Ok(false)`: still in progress.
+fn start_connect(fd: &OwnedFd, addr: &dyn SockaddrLike) -> io::Result<bool> {
+    match sock::connect(fd.as_raw_fd(), addr) {
+        Ok(()) => Ok(true),
+        // After EINTR the connect goes on in the background, just like EINPROGRESS.
+        Err(Errno::EINPROGRESS) | Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits for a started connect to end and returns its outcome (SO_ERROR).
+fn complete_connect(fd: &OwnedFd) -> io::Result<()> {
+    sys::wait_fd(fd.as_fd(), Interest::Write, -1)?;
+    match sock::getsockopt(fd, sockopt::SocketError)? {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(code)),
+    }
+}
+
+/// Wraps a connected (or connecting) TCP socket: SO_LINGER 0 until a graceful close.
+fn tcp_handle(fd: OwnedFd, remote: Option<SocketAddr>) -> io::Result<Handle> {
+    let raw = fd.as_raw_fd();
+    sys::set_linger(raw, Some(0))?;
+    let mut h = Handle::new(fd, Kind::Tcp);
+    h.local_addr = local_inet_addr(raw);
+    h.remote_addr = remote.or_else(|| peer_inet_addr(raw));
+    Ok(h)
+}
+
+/// `tcpconnect`: tries each resolved address in turn; the last failure is reported.
+pub fn tcp_connect(host: &[u8], port: Port<'_>) -> io::Result<Handle> {
+    let mut last = None;
+    for addr in resolve(host, port, false)? {
+        let attempt = tcp_socket(&addr).and_then(|fd| {
+            if !start_connect(&fd, &SockaddrStorage::from(addr))? {
+                complete_connect(&fd)?;
+            }
+            Ok(fd)
+        });
+        match attempt {
+            Ok(fd) => return tcp_handle(fd, Some(addr)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("resolve returns at least one address"))
+}
+
+/// `tcpconnect_nb`: starts connecting to the first resolved address and returns at once.
+/// A refused connection shows up as the error of the first read or write.
+pub fn tcp_connect_nb(host: &[u8], port: Port<'_>) -> io::Result<Handle> {
+    let addr = resolve(host, port, false)?[0];
+    let fd = tcp_socket(&addr)?;
+    start_connect(&fd, &SockaddrStorage::from(addr))?;
+    tcp_handle(fd, Some(addr))
+}
+
+/// The socket address of a Unix socket path. Rejects what the kernel would misread: an
+/// empty path (it means "autobind") and paths that do not fit `sun_path`.
+fn unix_addr(path: &[u8]) -> io::Result<UnixAddr> {
+    if path.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    Ok(UnixAddr::new(OsStr::from_bytes(path))?)
+}
+
+/// `localconnect`: connects a Unix stream socket, waiting while the listener's backlog is
+/// full. A non-blocking Unix connect cannot be waited for (it fails with EAGAIN instead of
+/// going on in the background), so this socket starts blocking and is switched afterwards.
+pub fn local_connect(path: &[u8]) -> io::Result<Handle> {
+    let addr = unix_addr(path)?;
+    let fd = new_socket(AddressFamily::Unix, false)?;
+    // A Unix connect interrupted by a signal has not happened; it is simply tried again.
+    match sys::retry(|| sock::connect(fd.as_raw_fd(), &addr).map_err(io::Error::from)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EISCONN) => {}
+        Err(e) => return Err(e),
+    }
+    sys::set_nonblocking(fd.as_raw_fd(), true)?;
+    Ok(Handle::new(fd, Kind::Local))
+}
+
+/// `localconnect_nb`: like `local_connect`, but a full backlog is reported ("Resource
+/// temporarily unavailable") instead of waited for.
+pub fn local_connect_nb(path: &[u8]) -> io::Result<Handle> {
+    let addr = unix_addr(path)?;
+    let fd = new_socket(AddressFamily::Unix, true)?;
+    start_connect(&fd, &addr)?;
+    Ok(Handle::new(fd, Kind::Local))
+}
+
+fn listen(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) }).map(drop)
+}
+
+/// A listening socket (TCP or Unix). Owns its descriptor; `close` or drop closes it. A Unix
+/// socket file is never unlinked here (the manual); the server removes it at shutdown.
+#[derive(Debug)]
+pub struct Listener {
+    fd: Option<OwnedFd>,
+    kind: Kind,
+    local_addr: Option<SocketAddr>,
+    path: Option<PathBuf>,
+}
+
+impl Listener {
+    /// `tcplisten`: binds the first resolved address that works, with SO_REUSEADDR. The
+    /// IPv6 wildcard `::` also accepts IPv4 (dual stack) where the system allows it.
+    pub fn tcp(host: &[u8], port: Port<'_>) -> io::Result<Listener> {
+        let mut last = None;
+        for addr in resolve(host, port, true)? {
+            match Self::tcp_at(&addr) {
+                Ok(fd) => return Self::from_owned_fd(fd),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("resolve returns at least one address"))
+    }
+
+    fn tcp_at(addr: &SocketAddr) -> io::Result<OwnedFd> {
+        let fd = tcp_socket(addr)?;
+        let raw = fd.as_raw_fd();
+        sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        if let SocketAddr::V6(a) = addr {
+            if a.ip().is_unspecified() {
+                // Best effort: a system without IPv4 still serves IPv6.
+                let _ = sys::setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0);
+            }
+        }
+        sock::bind(raw, &SockaddrStorage::from(*addr))?;
+        listen(&fd)?;
+        Ok(fd)
+    }
+
+    /// `locallisten`: an existing socket file at `path` is replaced; any other existing file
+    /// is an error and stays untouched.
+    pub fn local(path: &[u8]) -> io::Result<Listener> {
+        let addr = unix_addr(path)?;
+        let file = Path::new(OsStr::from_bytes(path));
+        match std::fs::symlink_metadata(file) {
+            Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(file)?,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "File exists and is not a socket",
+                ))
+            }
+            // Missing (the usual case) or not inspectable: bind reports any real problem.
+            Err(_) => {}
+        }
+        let fd = new_socket(AddressFamily::Unix, true)?;
+        sock::bind(fd.as_raw_fd(), &addr)?;
+        listen(&fd)?;
+        Self::from_owned_fd(fd)
+    }
+
+    /// Adopts a descriptor that is already listening (e.g. opened by the server's master
+    /// before forking). It is switched to non-blocking mode; the kind (TCP or Unix) and the
+    /// local address are read from the socket.
+    pub fn from_owned_fd(fd: OwnedFd) -> io::Result<Listener> {
+        let raw = fd.as_raw_fd();
+        sys::set_nonblocking(raw, true)?;
+        let ss = sock::getsockname::<SockaddrStorage>(raw)?;
+        let (kind, local_addr, path) = match ss.family() {
+            Some(AddressFamily::Unix) => {
+                let path = ss
+                    .as_unix_addr()
+                    .and_then(|u| u.path())
+                    .map(Path::to_path_buf);
+                (Kind::Local, None, path)
+            }
+            _ => (Kind::Tcp, inet_addr(&ss), None),
+        };
+        Ok(Listener {
+            fd: Some(fd),
+            kind,
+            local_addr,
+            path,
+        })
+    }
+
+    /// `Kind::Tcp` or `Kind::Local`.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The bound address of a TCP listener (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The file system path of a Unix listener.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The descriptor, until `close`.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.fd.is_none()
+    }
+
+    /// Closes the listening socket (idempotent).
+    pub fn close(&mut self) {
+        self.fd = None;
+    }
+
+    fn raw(&self) -> io::Result<RawFd> {
+        self.fd
+            .as_ref()
+            .map(|f| f.as_raw_fd())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+    }
+
+    /// Accepts a pending connection, or `None` if there is none right now.
+    pub fn accept_nb(&self) -> io::Result<Option<Handle>> {
+        let fd = self.raw()?;
+        loop {
+            let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+            // SAFETY: plain syscall; the peer address is not requested.
+            match cvt(unsafe { libc::accept4(fd, ptr::null_mut(), ptr::null_mut(), flags) }) {
+                Ok(new) => {
+                    // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+                    let conn = unsafe { OwnedFd::from_raw_fd(new) };
+                    return self.wrap(conn).map(Some);
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(None),
+                    // A connection that died while queued, or (Linux) a network error of the
+                    // new connection passed on by accept: skip it and look at the next one.
+                    Some(
+                        libc::EINTR
+                        | libc::ECONNABORTED
+                        | libc::EPROTO
+                        | libc::ENETDOWN
+                        | libc::ENOPROTOOPT
+                        | libc::EHOSTDOWN
+                        | libc::ENONET
+                        | libc::EHOSTUNREACH
+                        | libc::EOPNOTSUPP
+                        | libc::ENETUNREACH,
+                    ) => continue,
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Waits for a connection and accepts it.
+    pub fn accept(&self) -> io::Result<Handle> {
+        loop {
+            if let Some(h) = self.accept_nb()? {
+                return Ok(h);
+            }
+            let fd = self
+                .fd()
+                .expect("accept_nb checked that the listener is open");
+            sys::wait_fd(fd, Interest::Read, -1)?;
+        }
+    }
+
+    fn wrap(&self, conn: OwnedFd) -> io::Result<Handle> {
+        match self.kind {
+            Kind::Tcp => tcp_handle(conn, None),
+            _ => Ok(Handle::new(conn, Kind::Local)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::handle::{HandleError, ReadStatus};
+
+    fn loopback(host: &str) -> (Listener, u16) {
+        let l = Listener::tcp(host.as_bytes(), Port::Number(0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        (l, port)
+    }
+
+    /// A port nothing listens on (as far as any test can tell).
+    fn closed_port() -> u16 {
+        let (l, port) = loopback("127.0.0.1");
+        drop(l);
+        port
+    }
+
+    fn tmp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mb-net-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        dir
+    }
+
+    #[test]
+    fn resolves_numeric_and_named_hosts_and_services() {
+        let a = resolve(b"127.0.0.1", Port::Number(80), false).unwrap();
+        assert_eq!(a, vec!["127.0.0.1:80".parse().unwrap()]);
+        let a = resolve(b"::1", Port::Service(b"8080"), false).unwrap();
+        assert_eq!(a, vec!["[::1]:8080".parse().unwrap()]);
+        let a = resolve(b"localhost", Port::Number(1), false).unwrap();
+        assert!(a.iter().all(|a| a.ip().is_loopback() && a.port() == 1));
+        let e = resolve(b"127.0.0.1", Port::Service(b"no-such-service"), false).unwrap_err();
+        assert!(!sys::error_text(&e).is_empty());
+        assert!(resolve(b"a\0b", Port::Number(1), false).is_err());
+    }
+
+    #[test]
+    fn connect_accept_and_addresses_v4_and_v6() {
+        for host in ["127.0.0.1", "::1"] {
+            let (l, port) = loopback(host);
+            assert!(l.accept_nb().unwrap().is_none());
+            let c = tcp_connect(host.as_bytes(), Port::Number(port)).unwrap();
+            let s = l.accept().unwrap();
+            assert_eq!(c.remote_addr.unwrap().port(), port);
+            assert_eq!(s.local_addr.unwrap().port(), port);
+            assert_eq!(s.remote_addr, c.local_addr);
+            assert_eq!(c.kind(), Kind::Tcp);
+            assert_eq!(s.kind(), Kind::Tcp);
+        }
+    }
+
+    #[test]
+    fn refused_connects_report_the_reason() {
+        let port = closed_port();
+        let e = tcp_connect(b"127.0.0.1", Port::Number(port)).unwrap_err();
+        assert_eq!(sys::error_text(&e), "Connection refused");
+        // The non-blocking form returns a handle; its first write or read reports it.
+        let mut h = tcp_connect_nb(b"127.0.0.1", Port::Number(port)).unwrap();
+        let err = h.flush_blocking(&[b"x"]).unwrap_err();
+        assert_eq!(err, HandleError::Io("Connection refused".into()));
+        let mut h = tcp_connect_nb(b"127.0.0.1", Port::Number(port)).unwrap();
+        let err = h.read_blocking(None, None).unwrap_err();
+        assert_eq!(err, HandleError::Io("Connection refused".into()));
+    }
+
+    #[test]
+    fn dual_stack_wildcard_accepts_ipv4() {
+        let (l, port) = loopback("::");
+        let _c = tcp_connect(b"127.0.0.1", Port::Number(port)).unwrap();
+        let s = l.accept().unwrap();
+        let remote = s.remote_addr.unwrap();
+        match remote {
+            SocketAddr::V6(a) => assert!(a.ip().to_ipv4_mapped().is_some()),
+            SocketAddr::V4(_) => {}
+        }
+    }
+
+    #[test]
+    fn unix_listener_replaces_sockets_only() {
+        let path = tmp_path("sock");
+        let bytes = path.as_os_str().as_bytes();
+        let l = Listener::local(bytes).unwrap();
+        assert_eq!(l.kind(), Kind::Local);
+        assert_eq!(l.path(), Some(path.as_path()));
+        let mut c = local_connect(bytes).unwrap();
+        let mut s = l.accept().unwrap();
+        c.flush_blocking(&[b"hi\n"]).unwrap();
+        let out = s.read_blocking(None, Some(b'\n')).unwrap();
+        assert_eq!((out.len, out.status), (3, ReadStatus::Term));
+        drop(l);
+        // the stale socket file is replaced
+        let l2 = Listener::local(bytes).unwrap();
+        drop(l2);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"keep").unwrap();
+        let e = Listener::local(bytes).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn unix_paths_that_do_not_fit_are_rejected() {
+        let long = vec![b'a'; MAX_PATH_LEN + 1];
+        let e = local_connect(&long).unwrap_err();
+        assert_eq!(sys::error_text(&e), "File name too long");
+        assert!(local_connect_nb(&long).is_err());
+        assert!(Listener::local(&long).is_err());
+        assert!(local_connect(b"").is_err());
+        let e = local_connect(b"/nonexistent/mb.sock").unwrap_err();
+        assert_eq!(sys::error_text(&e), "No such file or directory");
+    }
+
+    #[test]
+    fn adopted_descriptor_keeps_kind_and_address() {
+        let (l, port) = loopback("127.0.0.1");
+        let fd = l.fd().unwrap().try_clone_to_owned().unwrap();
+        let adopted = Listener::from_owned_fd(fd).unwrap();
+        assert_eq!(adopted.kind(), Kind::Tcp);
+        assert_eq!(adopted.local_addr().unwrap().port(), port);
+        let mut closed = adopted;
+        closed.close();
+        assert!(closed.is_closed());
+        assert!(closed.accept_nb().is_err());
+    }
+}

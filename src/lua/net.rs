@@ -1,0 +1,184 @@
+//! Network functions of `moonbridge_io` (`tcpconnect`, `tcpconnect_nb`, `localconnect`,
+//! `localconnect_nb`, `tcplisten`, `locallisten`) and the listener userdata.
+//!
+//! Failures to resolve, connect or listen return `nil, message`; wrong arguments and use of a
+//! closed listener raise plain-string errors.
+
+use std::ffi::{c_int, CStr};
+use std::io;
+
+use mlua::ffi;
+
+use super::Functions;
+use crate::io::{net, Handle, Kind, Listener, Port};
+use crate::lua::handle::{push_address_field, push_handle};
+use crate::lua::state::{
+    bad_arg, check_self, lua_fn, push_object, LResult, LuaObject, Misuse, Stack,
+};
+
+pub const FUNCTIONS: Functions = &[
+    (c"tcpconnect", tcpconnect),
+    (c"tcpconnect_nb", tcpconnect_nb),
+    (c"localconnect", localconnect),
+    (c"localconnect_nb", localconnect_nb),
+    (c"tcplisten", tcplisten),
+    (c"locallisten", locallisten),
+];
+
+impl LuaObject for Listener {
+    const TNAME: &'static CStr = c"moonbridge_io listener";
+
+    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+        &[
+            (c"accept", accept),
+            (c"accept_nb", accept_nb),
+            (c"close", close),
+        ]
+    }
+
+    fn push_field(&self, s: Stack<'_>, key: &[u8]) -> bool {
+        match (key.strip_prefix(b"local_"), self.local_addr()) {
+            (Some(what), Some(addr)) => push_address_field(s, addr, what),
+            _ => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.is_closed() {
+            return "moonbridge_io listener (closed)".into();
+        }
+        match (self.kind(), self.local_addr(), self.path()) {
+            (Kind::Tcp, Some(addr), _) => format!("moonbridge_io listener (tcp, {addr})"),
+            (_, _, Some(path)) => format!("moonbridge_io listener (local, {})", path.display()),
+            (kind, _, _) => format!("moonbridge_io listener ({})", kind.name()),
+        }
+    }
+
+    fn on_close(&mut self) {
+        self.close();
+    }
+}
+
+/// The port argument: an integer 0..=65535, or a service name (or numeric string).
+fn check_port<'a>(s: Stack<'a>, i: c_int, fname: &str) -> LResult<Port<'a>> {
+    match s.type_of(i) {
+        ffi::LUA_TNUMBER => {
+            let n = s.check_integer(i, i, fname)?;
+            u16::try_from(n)
+                .map(Port::Number)
+                .map_err(|_| bad_arg(i, fname, "port number out of range"))
+        }
+        ffi::LUA_TSTRING => Ok(Port::Service(s.check_bytes(i, i, fname)?)),
+        _ => Err(s.expected(i, i, fname, "port number or service name")),
+    }
+}
+
+/// A new handle, or `nil, message`.
+fn push_connected(s: Stack<'_>, r: io::Result<Handle>) -> LResult<c_int> {
+    match r {
+        Ok(h) => {
+            push_handle(s, h);
+            Ok(1)
+        }
+        Err(e) => s.fail_os(&e),
+    }
+}
+
+/// A new listener, or `nil, message`.
+fn push_listener(s: Stack<'_>, r: io::Result<Listener>) -> LResult<c_int> {
+    match r {
+        Ok(l) => {
+            push_object(s, l);
+            Ok(1)
+        }
+        Err(e) => s.fail_os(&e),
+    }
+}
+
+lua_fn! {
+    fn tcpconnect(s) {
+        let host = s.check_bytes(1, 1, "tcpconnect")?;
+        let port = check_port(s, 2, "tcpconnect")?;
+        push_connected(s, net::tcp_connect(host, port))
+    }
+}
+
+lua_fn! {
+    fn tcpconnect_nb(s) {
+        let host = s.check_bytes(1, 1, "tcpconnect_nb")?;
+        let port = check_port(s, 2, "tcpconnect_nb")?;
+        push_connected(s, net::tcp_connect_nb(host, port))
+    }
+}
+
+lua_fn! {
+    fn localconnect(s) {
+        let path = s.check_bytes(1, 1, "localconnect")?;
+        push_connected(s, net::local_connect(path))
+    }
+}
+
+lua_fn! {
+    fn localconnect_nb(s) {
+        let path = s.check_bytes(1, 1, "localconnect_nb")?;
+        push_connected(s, net::local_connect_nb(path))
+    }
+}
+
+lua_fn! {
+    fn tcplisten(s) {
+        let host = s.check_bytes(1, 1, "tcplisten")?;
+        let port = check_port(s, 2, "tcplisten")?;
+        push_listener(s, Listener::tcp(host, port))
+    }
+}
+
+lua_fn! {
+    fn locallisten(s) {
+        let path = s.check_bytes(1, 1, "locallisten")?;
+        push_listener(s, Listener::local(path))
+    }
+}
+
+/// `self` of a listener method, which must still be open.
+fn open_listener<'a>(s: Stack<'a>, fname: &str) -> LResult<&'a mut Listener> {
+    let l = check_self::<Listener>(s, fname)?;
+    if l.is_closed() {
+        return Err(Misuse("Attempt to use a closed listener".into()));
+    }
+    Ok(l)
+}
+
+lua_fn! {
+    fn accept(s) {
+        let l = open_listener(s, "accept")?;
+        push_connected(s, l.accept())
+    }
+}
+
+lua_fn! {
+    fn accept_nb(s) {
+        let l = open_listener(s, "accept_nb")?;
+        match l.accept_nb() {
+            Ok(Some(h)) => {
+                push_handle(s, h);
+                Ok(1)
+            }
+            Ok(None) => {
+                s.push_bool(false);
+                s.push_str("No incoming connection pending");
+                Ok(2)
+            }
+            Err(e) => s.fail_os(&e),
+        }
+    }
+}
+
+lua_fn! {
+    fn close(s) {
+        let l = open_listener(s, "close")?;
+        l.close();
+        s.push_bool(true);
+        Ok(1)
+    }
+}
