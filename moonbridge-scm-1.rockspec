@@ -24,6 +24,11 @@ build = {
    build_command = [[FEATURE=lua$("$(LUA)" -e 'io.write((_VERSION:gsub("%D","")))') && ${CARGO:-cargo} build --release --locked --features "$FEATURE" && mkdir -p target/rock && cp target/release/libmoonbridge.so target/rock/moonbridge_io.so]],
    install = {
       lib = { moonbridge_io = "target/rock/moonbridge_io.so" },
+      lua = {
+         moonbridge = "lua/moonbridge.lua",
+         moonbridge_config = "lua/moonbridge_config.lua",
+      },
+      bin = { moonbridge = "bin/moonbridge" },
    },
 }
 test = {

@@ -15,7 +15,12 @@ struct Wrapped {
     budget: Budget,
 }
 
-unsafe extern "C" fn limited_alloc(ud: *mut c_void, ptr: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
+unsafe extern "C" fn limited_alloc(
+    ud: *mut c_void,
+    ptr: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
     // SAFETY: `ud` is the leaked `Wrapped` installed by `set_limit`, used only by this
     // single-threaded Lua state.
     let w = unsafe { &mut *(ud as *mut Wrapped) };
@@ -42,22 +47,18 @@ pub unsafe fn set_limit(l: *mut ffi::lua_State, limit: usize) {
     unsafe {
         let mut ud: *mut c_void = std::ptr::null_mut();
         let f = ffi::lua_getallocf(l, &mut ud);
-        if f as usize == limited_alloc as usize {
+        if f as *const () == limited_alloc as *const () {
             (*(ud as *mut Wrapped)).budget.limit = limit;
             return;
         }
-        let used = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) as usize * 1024 + ffi::lua_gc(l, ffi::LUA_GCCOUNTB, 0) as usize;
+        let used = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) as usize * 1024
+            + ffi::lua_gc(l, ffi::LUA_GCCOUNTB, 0) as usize;
         // Leaked on purpose: it must live as long as the state, which lives until exit.
-        let w = Box::into_raw(Box::new(Wrapped { orig: f, orig_ud: ud, budget: Budget { used, limit } }));
+        let w = Box::into_raw(Box::new(Wrapped {
+            orig: f,
+            orig_ud: ud,
+            budget: Budget { used, limit },
+        }));
         ffi::lua_setallocf(l, limited_alloc, w.cast());
     }
-}
-
-/// Bytes currently allocated by the state (its own count, wrapper or not).
-///
-/// # Safety
-/// `l` must be a valid state.
-pub unsafe fn used(l: *mut ffi::lua_State) -> usize {
-    // SAFETY: the caller guarantees a valid state.
-    unsafe { ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) as usize * 1024 + ffi::lua_gc(l, ffi::LUA_GCCOUNTB, 0) as usize }
 }

@@ -4,8 +4,10 @@
 //! are plain strings and hot paths (`read`, `write`) cost one C call.
 
 mod handle;
+mod memory;
 mod net;
 mod poll;
+mod server;
 mod state;
 
 use std::ffi::CStr;
@@ -80,6 +82,33 @@ fn moonbridge_io(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
         lua.exec_raw((), |l| {
             let s = Stack::new(l);
             open_io(s);
+        })
+    }
+}
+
+/// Builds the `moonbridge_core` table (process primitives for lua/moonbridge.lua).
+fn open_core(s: Stack<'_>) {
+    s.reserve(4);
+    // SAFETY: valid state in protected mode with stack space reserved.
+    unsafe {
+        let l = s.raw();
+        ffi::lua_createtable(l, 0, server::FUNCTIONS.len() as std::ffi::c_int);
+        let module = ffi::lua_gettop(l);
+        for (name, f) in server::FUNCTIONS {
+            s.set_function(module, name, *f);
+        }
+        server::register(s);
+        ffi::lua_settop(l, module);
+    }
+}
+
+#[mlua::lua_module(name = "moonbridge_core")]
+fn moonbridge_core(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    // SAFETY: as for moonbridge_io; `open_core` leaves only the table on the stack.
+    unsafe {
+        lua.exec_raw((), |l| {
+            let s = Stack::new(l);
+            open_core(s);
         })
     }
 }

@@ -4,9 +4,11 @@
 //! and maps the core [`Outcome`] to the manual's return values.
 
 use std::ffi::{c_int, CStr};
+use std::os::fd::AsRawFd;
 
 use mlua::ffi;
 
+use crate::io::net::Listener;
 use crate::io::poll::{self as core, Entry, Interest, Outcome};
 use crate::io::{signal, sys, Handle};
 use crate::lua::state::{bad_arg, lua_fn, to_object, LResult, Misuse, Stack};
@@ -31,8 +33,13 @@ fn entry_for_key(s: Stack<'_>, key: c_int, argn: i32, interest: Interest) -> LRe
     if let Some(h) = to_object::<Handle>(s, key) {
         return handle_entry(h, interest);
     }
-    // Listeners (input set: an incoming connection) and child handles (input set: the
-    // process exited) are classified here.
+    if let Some(l) = to_object::<Listener>(s, key) {
+        // input set: an incoming connection is pending
+        return match l.fd() {
+            Some(fd) => Ok(Entry::new(fd.as_raw_fd(), interest)),
+            None => Err(Misuse("Attempt to use a closed listener".into())),
+        };
+    }
     Err(bad_arg(
         argn,
         "poll",

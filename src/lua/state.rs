@@ -30,8 +30,10 @@ macro_rules! lua_fn {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($s:ident) $body:block) => {
         $(#[$meta])*
         $vis unsafe extern "C-unwind" fn $name(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+            // A nested fn keeps the body out of the `unsafe` block below.
+            fn body($s: $crate::lua::state::Stack<'_>) -> $crate::lua::state::LResult<std::ffi::c_int> $body
             // SAFETY: Lua calls this with a valid state for the duration of the call.
-            unsafe { $crate::lua::state::protect(l, |$s| $body) }
+            unsafe { $crate::lua::state::protect(l, body) }
         }
     };
 }
@@ -337,6 +339,21 @@ pub fn to_object<'a, T: LuaObject>(s: Stack<'a>, i: c_int) -> Option<&'a mut T> 
             None
         } else {
             (*p).as_mut()
+        }
+    }
+}
+
+/// Moves the value out of the `T` userdata at `i`, leaving it empty (later method calls
+/// on it fail as on a wrong type). Used when ownership passes to Rust, as listeners do to
+/// the server.
+pub fn take_object<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<T> {
+    // SAFETY: as in `to_object`; `take` leaves a valid `None` behind for `__gc`.
+    unsafe {
+        let p = ffi::luaL_testudata(s.l, i, T::TNAME.as_ptr()) as *mut Option<T>;
+        if p.is_null() {
+            None
+        } else {
+            (*p).take()
         }
     }
 }

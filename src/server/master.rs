@@ -11,24 +11,14 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::io::net::Listener;
 use crate::io::sys;
-use crate::io::Kind;
 use crate::server::control::{Command, Report, MAX_MESSAGE};
 use crate::server::log::Logger;
 use crate::server::pool::{Action, Counts, Pool, PoolConfig};
-
-/// A listening socket handed to the master.
-#[derive(Debug)]
-pub struct ListenerSpec {
-    pub fd: OwnedFd,
-    pub kind: Kind,
-    /// Socket file to remove at shutdown (local listeners).
-    pub unlink: Option<PathBuf>,
-}
 
 /// An interval listener: the connect handler runs every `delay`.
 #[derive(Clone, Debug)]
@@ -41,7 +31,8 @@ pub struct IntervalSpec {
 #[derive(Debug)]
 pub struct PoolSpec {
     pub config: PoolConfig,
-    pub listeners: Vec<ListenerSpec>,
+    /// Listening sockets (local ones have their socket file removed at shutdown).
+    pub listeners: Vec<Listener>,
     pub intervals: Vec<IntervalSpec>,
     /// A `main` listener: one worker runs the handler once; its exit stops the server.
     pub main: bool,
@@ -53,7 +44,7 @@ pub struct WorkerStart {
     /// 0-based pool index.
     pub pool: usize,
     pub control: OwnedFd,
-    pub listeners: Vec<(OwnedFd, Kind)>,
+    pub listeners: Vec<Listener>,
     pub main: bool,
 }
 
@@ -99,7 +90,7 @@ struct IntervalState {
 
 struct PoolState {
     policy: Pool,
-    listeners: Vec<ListenerSpec>,
+    listeners: Vec<Listener>,
     intervals: Vec<IntervalState>,
     main: bool,
     main_started: bool,
@@ -220,7 +211,7 @@ impl Master<'_> {
     fn close_listeners(&mut self) {
         for pool in &mut self.pools {
             for l in pool.listeners.drain(..) {
-                if let Some(path) = &l.unlink {
+                if let Some(path) = l.path() {
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -372,11 +363,7 @@ impl Master<'_> {
             drop((ours, err_r, err_w));
             self.signals.restore();
             set_parent_death_signal();
-            let listeners = self.pools[p]
-                .listeners
-                .drain(..)
-                .map(|l| (l.fd, l.kind))
-                .collect();
+            let listeners = self.pools[p].listeners.drain(..).collect();
             return Ok(Some(WorkerStart {
                 pool: p,
                 control: theirs,
@@ -489,9 +476,9 @@ impl Master<'_> {
                 let c = self.counts(p);
                 let pool = &self.pools[p];
                 if c.spare() == 0 && c.total() < pool.policy.config.max_fork && !pool.main {
-                    for l in &pool.listeners {
+                    for fd in pool.listeners.iter().filter_map(|l| l.fd()) {
                         fds.push(libc::pollfd {
-                            fd: l.fd.as_raw_fd(),
+                            fd: fd.as_raw_fd(),
                             events: libc::POLLIN,
                             revents: 0,
                         });

@@ -8,3 +8,4 @@ pub mod memory;
 pub mod pool;
 pub mod process;
 pub mod timer;
+pub mod worker;

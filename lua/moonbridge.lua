@@ -1,0 +1,177 @@
+-- The Moonbridge driver: listen{}, timeout() and run().
+--
+--   local moonbridge = require "moonbridge"
+--   moonbridge.listen{ {proto = "tcp", host = "127.0.0.1", port = 8080}, connect = handler }
+--   moonbridge.run()
+--
+-- The launcher (`moonbridge app.lua`) installs `listen` and `timeout` as globals and calls
+-- run() after loading the application. The process model lives in Rust (moonbridge_core,
+-- from the same shared object as moonbridge_io): run() returns in the master when the
+-- server stops, and each forked worker continues here in `worker_main`.
+local mio = require "moonbridge_io"
+local config = require "moonbridge_config"
+
+local core
+do
+  local path = assert(package.searchpath("moonbridge_io", package.cpath))
+  core = assert(package.loadlib(path, "luaopen_moonbridge_core"))()
+end
+
+local M = {}
+M.core = core -- process primitives, for the launcher
+local pools = {}
+local running = false -- true once run() started (listen is then refused)
+
+M.EXIT_OK, M.EXIT_USAGE, M.EXIT_LOCKED, M.EXIT_STARTUP, M.EXIT_INTERNAL = 0, 1, 2, 3, 4
+
+--- Registers a pool of workers for the given listeners (listen.md §2).
+function M.listen(args)
+  if running then
+    error("listen{...} must not be called after the server started (from a handler)", 2)
+  end
+  local ok, pool = pcall(config.pool, args)
+  if not ok then error(pool, 2) end
+  pools[#pools + 1] = pool
+end
+
+--- timeout(), timeout(seconds), timeout(seconds, func, ...): see listen.md §4.
+function M.timeout(seconds, func, ...)
+  if seconds == nil then
+    return core.timer_remaining()
+  end
+  if seconds == false then seconds = 0 end
+  if type(seconds) ~= "number" or seconds < 0 or seconds ~= seconds then
+    error("bad argument #1 to 'timeout' (interval in seconds expected)", 2)
+  end
+  if func == nil then
+    return core.timer_set(seconds)
+  end
+  if type(func) ~= "function" then
+    error("bad argument #2 to 'timeout' (function expected, got " .. type(func) .. ")", 2)
+  end
+  local outer, started = core.timer_sub(seconds)
+  local results = table.pack(pcall(func, ...))
+  core.timer_restore(outer, started)
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+--- Pools registered so far (validated; for the launcher's -t mode).
+function M.pools()
+  return pools
+end
+
+local function report_error(what, err)
+  io.stderr:write(string.format('Error in "%s" function: %s\n', what, tostring(err)))
+  io.stderr:flush()
+end
+
+local function traceback(err)
+  return debug.traceback(tostring(err), 2)
+end
+
+-- Runs in a forked worker; never returns.
+local function worker_main(pool, worker)
+  if pool.memory_limit > 0 then core.set_memory_limit(pool.memory_limit) end
+  if pool.prepare then
+    local ok, err = xpcall(pool.prepare, traceback)
+    core.timer_set(0)
+    if not ok then
+      report_error("prepare", err)
+      core.exit(1)
+    end
+  end
+  mio.catch_sigterm()
+  worker:ready()
+  local code = 0
+  while true do
+    local kind, arg, name = worker:next()
+    if not kind then break end
+    local conn = arg
+    if kind == "interval" then
+      conn = { interval = name }
+    elseif kind == "main" then
+      conn = { main = name }
+    end
+    local ok, result = xpcall(pool.connect, traceback, conn)
+    core.timer_set(0)
+    worker:done(ok) -- closes (or, after an error, resets) the connection if still open
+    if not ok then
+      report_error("connect", result)
+      code = 1
+      break
+    end
+    if result ~= true or kind == "main" then break end
+  end
+  if code == 0 and pool.finish then
+    local ok, err = xpcall(pool.finish, traceback)
+    core.timer_set(0)
+    if not ok then
+      report_error("finish", err)
+      code = 1
+    end
+  end
+  io.stdout:flush()
+  io.stderr:flush()
+  core.exit(code)
+end
+
+--- Opens every listener and serves until the server stops. Returns the exit code in the
+--- master; never returns in workers. Errors before anything was forked are raised as
+--- strings (the launcher maps them to exit code 3).
+function M.run()
+  if running then error("moonbridge.run() called twice", 2) end
+  if #pools == 0 then
+    error("No listener registered; call listen{...} first", 2)
+  end
+  running = true
+  local specs = {}
+  local opened = {}
+  local function close_all()
+    for _, l in ipairs(opened) do pcall(l.close, l) end
+  end
+  for p, pool in ipairs(pools) do
+    local spec = {
+      pre_fork = pool.pre_fork, min_fork = pool.min_fork, max_fork = pool.max_fork,
+      fork_delay = pool.fork_delay, fork_error_delay = pool.fork_error_delay,
+      exit_delay = pool.exit_delay, idle_timeout = pool.idle_timeout,
+      listeners = {}, intervals = {}, main = nil,
+    }
+    for i, l in ipairs(pool.listeners) do
+      local listener, err
+      if l.proto == "tcp" then
+        core.log(string.format('Adding TCP listener on interface "%s", port %s', l.host, l.port))
+        listener, err = mio.tcplisten(l.host, l.port)
+      elseif l.proto == "local" then
+        core.log(string.format('Adding local socket listener for path "%s"', l.path))
+        listener, err = mio.locallisten(l.path)
+      elseif l.proto == "interval" then
+        core.log(string.format('Adding interval listener "%s" (every %g s%s)', l.name, l.delay,
+          l.strict and ", strict" or ""))
+        spec.intervals[#spec.intervals + 1] = { delay = l.delay, strict = l.strict, name = l.name }
+      else
+        core.log(string.format('Adding main listener "%s"', l.name))
+        spec.main = l.name
+      end
+      if l.proto == "tcp" or l.proto == "local" then
+        if not listener then
+          close_all()
+          error(string.format("Could not initialize listener #%d of pool #%d: %s", i, p, err), 0)
+        end
+        opened[#opened + 1] = listener
+        spec.listeners[#spec.listeners + 1] = { listener = listener, path = l.path }
+      end
+    end
+    specs[p] = spec
+  end
+  collectgarbage("collect")
+  io.stdout:flush()
+  io.stderr:flush()
+  local role, index, worker = core.serve(specs)
+  if role == "worker" then
+    worker_main(pools[index], worker)
+  end
+  return index -- the master's exit code
+end
+
+return M
