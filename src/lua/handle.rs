@@ -7,10 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 use mlua::ffi;
 
 use crate::io::{Handle, ReadStatus};
-use crate::lua::state::{bad_arg, check_self, lua_fn, push_object, LResult, LuaObject, Stack};
+use crate::lua::state::{
+    bad_arg, check_self, lua_fn, push_object, push_upvalue, LResult, LuaObject, Stack,
+};
 
 impl LuaObject for Handle {
     const TNAME: &'static CStr = c"moonbridge_io handle";
+    /// The status strings, in `status_upvalue` order.
+    const UPVALUE_STRINGS: &'static [&'static str] = &["term", "maxlen", "eof", "block"];
 
     fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
         &[
@@ -110,9 +114,20 @@ fn read_args(s: Stack<'_>, fname: &str) -> LResult<(Option<usize>, Option<u8>)> 
 /// means a memory error leaves the input in the buffer.
 fn push_read(s: Stack<'_>, h: &mut Handle, len: usize, status: ReadStatus) -> LResult<c_int> {
     s.push_bytes(&h.buffered()[..len]);
-    s.push_str(status.as_str());
+    push_status(s, status);
     h.consume(len);
     Ok(2)
+}
+
+/// Pushes the status string from the method's upvalues (see `UPVALUE_STRINGS`).
+fn push_status(s: Stack<'_>, status: ReadStatus) {
+    let n = match status {
+        ReadStatus::Term => 1,
+        ReadStatus::Maxlen => 2,
+        ReadStatus::Eof => 3,
+        ReadStatus::Block => 4,
+    };
+    push_upvalue(s, n);
 }
 
 lua_fn! {
@@ -161,7 +176,7 @@ lua_fn! {
         match h.drain_blocking(maxlen, term) {
             Ok(out) => {
                 s.push_int(out.count as i64);
-                s.push_str(out.status.as_str());
+                push_status(s, out.status);
                 Ok(2)
             }
             Err(e) => s.handle_error(e),
@@ -176,7 +191,7 @@ lua_fn! {
         match h.drain_step(maxlen, term) {
             Ok(out) => {
                 s.push_int(out.count as i64);
-                s.push_str(out.status.as_str());
+                push_status(s, out.status);
                 Ok(2)
             }
             Err(e) => s.handle_error(e),

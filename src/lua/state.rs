@@ -313,6 +313,22 @@ pub trait LuaObject: Sized + 'static {
     /// `__close` (Lua 5.4 to-be-closed variables): release without raising.
     #[cfg_attr(not(feature = "lua54"), allow(dead_code))]
     fn on_close(&mut self) {}
+    /// Strings given to every method as upvalues 2, 3, ... (see [`push_upvalue`]), so hot
+    /// paths push them without hashing a C string each time.
+    const UPVALUE_STRINGS: &'static [&'static str] = &[];
+}
+
+/// The registry key of `T`'s metatable: the address of its name, unique per type. Looking
+/// it up with `lua_rawgetp` avoids hashing the name as `luaL_testudata` does.
+fn metatable_key<T: LuaObject>() -> *const std::ffi::c_void {
+    T::TNAME.as_ptr().cast()
+}
+
+/// Pushes upvalue `n` (1-based among [`LuaObject::UPVALUE_STRINGS`]) of the running method.
+pub fn push_upvalue(s: Stack<'_>, n: c_int) {
+    // SAFETY: methods are registered with these upvalues; a missing upvalue reads as none
+    // (pushes nil), which is safe.
+    unsafe { ffi::lua_pushvalue(s.l, ffi::lua_upvalueindex(1 + n)) }
 }
 
 /// Pushes a new userdata holding `value`, with the metatable of `T` (registered before).
@@ -324,43 +340,64 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
         debug_assert!(std::mem::align_of::<Option<T>>() <= 8);
         let p = ffi::lua_newuserdata(s.l, std::mem::size_of::<Option<T>>()) as *mut Option<T>;
         ptr::write(p, Some(value));
-        ffi::luaL_setmetatable(s.l, T::TNAME.as_ptr());
+        ffi::lua_rawgetp(s.l, ffi::LUA_REGISTRYINDEX, metatable_key::<T>());
+        ffi::lua_setmetatable(s.l, -2);
         (*p).as_mut().expect("just written")
+    }
+}
+
+/// The `Option<T>` block of the userdata at `i` if its metatable is `T`'s. `mt` is where
+/// `T`'s metatable can be found: an upvalue of a method, or the registry.
+fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int, from_upvalue: bool) -> *mut Option<T> {
+    // SAFETY: only reads the stack and the registry; every push is popped before returning.
+    unsafe {
+        let p = ffi::lua_touserdata(s.l, i) as *mut Option<T>;
+        if p.is_null() || ffi::lua_getmetatable(s.l, i) == 0 {
+            return ptr::null_mut();
+        }
+        let same = if from_upvalue {
+            ffi::lua_rawequal(s.l, -1, ffi::lua_upvalueindex(1)) != 0
+        } else {
+            ffi::lua_rawgetp(s.l, ffi::LUA_REGISTRYINDEX, metatable_key::<T>());
+            let same = ffi::lua_rawequal(s.l, -1, -2) != 0;
+            ffi::lua_pop(s.l, 1);
+            same
+        };
+        ffi::lua_pop(s.l, 1);
+        if same {
+            p
+        } else {
+            ptr::null_mut()
+        }
     }
 }
 
 /// The object at stack index `i`, if it is a live `T`.
 pub fn to_object<'a, T: LuaObject>(s: Stack<'a>, i: c_int) -> Option<&'a mut T> {
-    // SAFETY: luaL_testudata checks the metatable, so the block holds an `Option<T>` written
-    // by `push_object`; Lua keeps it alive while it is on the stack.
-    unsafe {
-        let p = ffi::luaL_testudata(s.l, i, T::TNAME.as_ptr()) as *mut Option<T>;
-        if p.is_null() {
-            None
-        } else {
-            (*p).as_mut()
-        }
-    }
+    let p = object_slot::<T>(s, i, false);
+    // SAFETY: the metatable check guarantees the block holds an `Option<T>` written by
+    // `push_object`; Lua keeps it alive while it is on the stack.
+    unsafe { p.as_mut().and_then(|o| o.as_mut()) }
 }
 
 /// Moves the value out of the `T` userdata at `i`, leaving it empty (later method calls
 /// on it fail as on a wrong type). Used when ownership passes to Rust, as listeners do to
 /// the server.
 pub fn take_object<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<T> {
+    let p = object_slot::<T>(s, i, false);
     // SAFETY: as in `to_object`; `take` leaves a valid `None` behind for `__gc`.
-    unsafe {
-        let p = ffi::luaL_testudata(s.l, i, T::TNAME.as_ptr()) as *mut Option<T>;
-        if p.is_null() {
-            None
-        } else {
-            (*p).take()
-        }
-    }
+    unsafe { p.as_mut().and_then(|o| o.take()) }
 }
 
-/// `self` of a method, or a misuse error naming the method.
+/// `self` of a method, or a misuse error naming the method. Methods carry `T`'s metatable
+/// as upvalue 1, so the check is one pointer comparison.
 pub fn check_self<'a, T: LuaObject>(s: Stack<'a>, fname: &str) -> LResult<&'a mut T> {
-    to_object::<T>(s, 1).ok_or_else(|| {
+    let mut p = object_slot::<T>(s, 1, true);
+    if p.is_null() {
+        p = object_slot::<T>(s, 1, false); // called from a function without the upvalue
+    }
+    // SAFETY: as in `to_object`.
+    unsafe { p.as_mut().and_then(|o| o.as_mut()) }.ok_or_else(|| {
         let got = if s.type_of(1) == ffi::LUA_TNONE {
             "no value".to_string()
         } else {
@@ -382,10 +419,19 @@ pub fn register_type<T: LuaObject>(s: Stack<'_>) {
         let l = s.raw();
         ffi::luaL_newmetatable(l, T::TNAME.as_ptr()); // sets __name too
         let mt = ffi::lua_gettop(l);
+        ffi::lua_pushvalue(l, mt);
+        ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, metatable_key::<T>());
         ffi::lua_createtable(l, 0, T::methods().len() as c_int);
         let methods = ffi::lua_gettop(l);
+        let upvalues = 1 + T::UPVALUE_STRINGS.len() as c_int;
+        s.reserve(upvalues);
         for (name, f) in T::methods() {
-            s.set_function(methods, name, *f);
+            ffi::lua_pushvalue(l, mt);
+            for u in T::UPVALUE_STRINGS {
+                s.push_str(u);
+            }
+            ffi::lua_pushcclosure(l, *f, upvalues);
+            ffi::lua_setfield(l, methods, name.as_ptr());
         }
         ffi::lua_pushvalue(l, methods);
         ffi::lua_pushcclosure(l, index_object::<T>, 1);
