@@ -15,6 +15,16 @@ impl LuaObject for Handle {
     const TNAME: &'static CStr = c"moonbridge_io handle";
     /// The status strings, in `status_upvalue` order.
     const UPVALUE_STRINGS: &'static [&'static str] = &["term", "maxlen", "eof", "block"];
+    const FIELDS: &'static [&'static CStr] = &[
+        c"local_ip4",
+        c"local_ip6",
+        c"local_tcpport",
+        c"local_ip",
+        c"remote_ip4",
+        c"remote_ip6",
+        c"remote_tcpport",
+        c"remote_ip",
+    ];
 
     fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
         &[

@@ -27,6 +27,8 @@ pub const FUNCTIONS: Functions = &[
 
 impl LuaObject for Listener {
     const TNAME: &'static CStr = c"moonbridge_io listener";
+    const FIELDS: &'static [&'static CStr] =
+        &[c"local_ip4", c"local_ip6", c"local_tcpport", c"local_ip"];
 
     fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
         &[

@@ -316,10 +316,26 @@ pub trait LuaObject: Sized + 'static {
     /// Strings given to every method as upvalues 2, 3, ... (see [`push_upvalue`]), so hot
     /// paths push them without hashing a C string each time.
     const UPVALUE_STRINGS: &'static [&'static str] = &[];
+    /// Built-in fields stored in a new object's field table (values from `push_field`).
+    const FIELDS: &'static [&'static CStr] = &[];
 }
 
-/// The registry key of `T`'s metatable: the address of its name, unique per type. Looking
-/// it up with `lua_rawgetp` avoids hashing the name as `luaL_testudata` does.
+/// Key (its address) under which an object's metatable names its type's template.
+static TYPE_KEY: u8 = 0;
+
+fn type_key() -> *const std::ffi::c_void {
+    (&TYPE_KEY as *const u8).cast()
+}
+
+/// Registry key of the metatable of `T`'s field tables (`{__index = methods}`).
+fn fields_mt_key<T: LuaObject>() -> *const std::ffi::c_void {
+    // SAFETY (of the pointer arithmetic): TNAME has at least its NUL byte, so +1 stays
+    // within or one past the allocation; the pointer is only used as a unique key.
+    T::TNAME.as_ptr().wrapping_add(1).cast()
+}
+
+/// The registry key of `T`'s template metatable: the address of its name, unique per type.
+/// Looking it up with `lua_rawgetp` avoids hashing the name as `luaL_testudata` does.
 fn metatable_key<T: LuaObject>() -> *const std::ffi::c_void {
     T::TNAME.as_ptr().cast()
 }
@@ -331,23 +347,80 @@ pub fn push_upvalue(s: Stack<'_>, n: c_int) {
     unsafe { ffi::lua_pushvalue(s.l, ffi::lua_upvalueindex(1 + n)) }
 }
 
-/// Pushes a new userdata holding `value`, with the metatable of `T` (registered before).
+/// Pushes a new userdata holding `value`.
+///
+/// Each object gets its own small metatable, copied from `T`'s template, whose `__index`
+/// and `__newindex` are a per-object field table; that table's metatable has `__index =`
+/// the methods table. So `obj:method()` and `obj.field` are plain table look-ups inside the
+/// VM (no C call), and user fields (`obj.foo = 42`) live beside the built-in ones.
 pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
+    s.reserve(6);
     // SAFETY: Lua returns a block of the requested size aligned for any standard type
     // (LUAI_MAXALIGN covers our structs' 8-byte alignment, checked below); we initialise it
-    // before anything can observe it, and `__gc` drops it exactly once.
+    // before anything can observe it, and `__gc` drops it exactly once. Every other push is
+    // balanced before returning, leaving only the userdata.
     unsafe {
+        let l = s.l;
         debug_assert!(std::mem::align_of::<Option<T>>() <= 8);
-        let p = ffi::lua_newuserdata(s.l, std::mem::size_of::<Option<T>>()) as *mut Option<T>;
+        let p = ffi::lua_newuserdata(l, std::mem::size_of::<Option<T>>()) as *mut Option<T>;
         ptr::write(p, Some(value));
-        ffi::lua_rawgetp(s.l, ffi::LUA_REGISTRYINDEX, metatable_key::<T>());
-        ffi::lua_setmetatable(s.l, -2);
-        (*p).as_mut().expect("just written")
+        let ud = ffi::lua_gettop(l);
+        let obj = (*p).as_mut().expect("just written");
+
+        ffi::lua_createtable(l, 0, T::FIELDS.len() as c_int);
+        let fields = ffi::lua_gettop(l);
+        ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, fields_mt_key::<T>());
+        ffi::lua_setmetatable(l, fields);
+        for name in T::FIELDS {
+            if obj.push_field(s, name.to_bytes()) {
+                ffi::lua_setfield(l, fields, name.as_ptr());
+            }
+        }
+
+        ffi::lua_createtable(l, 0, 8);
+        let mt = ffi::lua_gettop(l);
+        ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, metatable_key::<T>());
+        let template = ffi::lua_gettop(l);
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, template) != 0 {
+            ffi::lua_pushvalue(l, -2);
+            ffi::lua_insert(l, -2);
+            ffi::lua_rawset(l, mt);
+        }
+        ffi::lua_pushvalue(l, template);
+        ffi::lua_rawsetp(l, mt, type_key());
+        ffi::lua_pop(l, 1); // template
+        ffi::lua_pushvalue(l, fields);
+        ffi::lua_setfield(l, mt, c"__index".as_ptr());
+        ffi::lua_pushvalue(l, fields);
+        ffi::lua_setfield(l, mt, c"__newindex".as_ptr());
+        ffi::lua_setmetatable(l, ud);
+        ffi::lua_settop(l, ud);
+        obj
     }
 }
 
-/// The `Option<T>` block of the userdata at `i` if its metatable is `T`'s. `mt` is where
-/// `T`'s metatable can be found: an upvalue of a method, or the registry.
+/// Sets field `name` of the object at `obj` to the value on top of the stack (popped).
+#[allow(dead_code)] // for bindings that attach Lua values to objects (child stdio handles)
+pub fn set_object_field(s: Stack<'_>, obj: c_int, name: &CStr) {
+    // SAFETY: objects made by `push_object` have a metatable whose `__index` is their field
+    // table; anything else just drops the value.
+    unsafe {
+        let l = s.l;
+        let obj = ffi::lua_absindex(l, obj);
+        if ffi::lua_getmetatable(l, obj) != 0 {
+            if ffi::lua_getfield(l, -1, c"__index".as_ptr()) == ffi::LUA_TTABLE {
+                ffi::lua_pushvalue(l, -3);
+                ffi::lua_setfield(l, -2, name.as_ptr());
+            }
+            ffi::lua_pop(l, 2);
+        }
+        ffi::lua_pop(l, 1);
+    }
+}
+
+/// The `Option<T>` block of the userdata at `i` if its metatable comes from `T`'s template,
+/// which is found as upvalue 1 of a method (`from_upvalue`) or in the registry.
 fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int, from_upvalue: bool) -> *mut Option<T> {
     // SAFETY: only reads the stack and the registry; every push is popped before returning.
     unsafe {
@@ -355,6 +428,8 @@ fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int, from_upvalue: bool) -> *mut
         if p.is_null() || ffi::lua_getmetatable(s.l, i) == 0 {
             return ptr::null_mut();
         }
+        ffi::lua_rawgetp(s.l, -1, type_key()); // the type's template metatable
+        ffi::lua_remove(s.l, -2);
         let same = if from_upvalue {
             ffi::lua_rawequal(s.l, -1, ffi::lua_upvalueindex(1)) != 0
         } else {
@@ -410,10 +485,11 @@ pub fn check_self<'a, T: LuaObject>(s: Stack<'a>, fname: &str) -> LResult<&'a mu
     })
 }
 
-/// Registers the metatable of `T` and leaves its methods table on the stack (for the Lua
-/// glue to extend). `__index` looks up methods, then built-in fields, then user fields.
+/// Registers `T`: its template metatable (`__name`, `__gc`, `__tostring`, `__close`), its
+/// methods (closures with the template as upvalue 1, for a cheap type check), and the
+/// metatable of its field tables. Leaves the methods table on the stack, for the Lua glue.
 pub fn register_type<T: LuaObject>(s: Stack<'_>) {
-    s.reserve(4);
+    s.reserve(6);
     // SAFETY: valid state with stack space reserved above.
     unsafe {
         let l = s.raw();
@@ -421,6 +497,10 @@ pub fn register_type<T: LuaObject>(s: Stack<'_>) {
         let mt = ffi::lua_gettop(l);
         ffi::lua_pushvalue(l, mt);
         ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, metatable_key::<T>());
+        s.set_function(mt, c"__gc", gc_object::<T>);
+        s.set_function(mt, c"__tostring", tostring_object::<T>);
+        #[cfg(feature = "lua54")]
+        s.set_function(mt, c"__close", close_object::<T>);
         ffi::lua_createtable(l, 0, T::methods().len() as c_int);
         let methods = ffi::lua_gettop(l);
         let upvalues = 1 + T::UPVALUE_STRINGS.len() as c_int;
@@ -433,60 +513,12 @@ pub fn register_type<T: LuaObject>(s: Stack<'_>) {
             ffi::lua_pushcclosure(l, *f, upvalues);
             ffi::lua_setfield(l, methods, name.as_ptr());
         }
+        ffi::lua_createtable(l, 0, 1);
         ffi::lua_pushvalue(l, methods);
-        ffi::lua_pushcclosure(l, index_object::<T>, 1);
-        ffi::lua_setfield(l, mt, c"__index".as_ptr());
-        s.set_function(mt, c"__newindex", newindex_object::<T>);
-        s.set_function(mt, c"__gc", gc_object::<T>);
-        s.set_function(mt, c"__tostring", tostring_object::<T>);
-        #[cfg(feature = "lua54")]
-        s.set_function(mt, c"__close", close_object::<T>);
+        ffi::lua_setfield(l, -2, c"__index".as_ptr());
+        ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, fields_mt_key::<T>());
         ffi::lua_remove(l, mt);
     }
-}
-
-unsafe extern "C-unwind" fn index_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: called by Lua as __index(self, key) with the methods table as upvalue 1.
-    unsafe {
-        ffi::lua_pushvalue(l, 2);
-        if ffi::lua_rawget(l, ffi::lua_upvalueindex(1)) != ffi::LUA_TNIL {
-            return 1;
-        }
-        ffi::lua_pop(l, 1);
-        protect(l, |s| {
-            if let (Some(obj), Some(key)) = (
-                to_object::<T>(s, 1),
-                s.to_bytes(2).filter(|_| s.type_of(2) == ffi::LUA_TSTRING),
-            ) {
-                if obj.push_field(s, key) {
-                    return Ok(1);
-                }
-            }
-            if ffi::lua_getuservalue(l, 1) == ffi::LUA_TTABLE {
-                ffi::lua_pushvalue(l, 2);
-                ffi::lua_rawget(l, -2);
-            } else {
-                ffi::lua_pushnil(l);
-            }
-            Ok(1)
-        })
-    }
-}
-
-unsafe extern "C-unwind" fn newindex_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: called by Lua as __newindex(self, key, value) on a userdata of type T.
-    unsafe {
-        if ffi::lua_getuservalue(l, 1) != ffi::LUA_TTABLE {
-            ffi::lua_pop(l, 1);
-            ffi::lua_createtable(l, 0, 4);
-            ffi::lua_pushvalue(l, -1);
-            ffi::lua_setuservalue(l, 1);
-        }
-        ffi::lua_pushvalue(l, 2);
-        ffi::lua_pushvalue(l, 3);
-        ffi::lua_rawset(l, -3);
-    }
-    0
 }
 
 unsafe extern "C-unwind" fn gc_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
