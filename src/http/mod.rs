@@ -9,6 +9,7 @@
 //! - `multipart`: streaming `multipart/form-data` decoder
 //! - `cookie`: the `Cookie` request header
 //! - `encode`: `encode_html` and URL encoding helpers
+//! - `response`: status line, headers and body framing of a response
 
 pub mod chunked;
 pub mod cookie;
@@ -18,3 +19,4 @@ pub mod form;
 pub mod framing;
 pub mod head;
 pub mod multipart;
+pub mod response;

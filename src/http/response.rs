@@ -1,0 +1,709 @@
+//! The response writer: status line, headers and body framing, as bytes in an output buffer.
+//! Pure (no I/O): the binding appends what `take_output` returns to the socket's write
+//! buffer. States only move forward (status -> headers -> body -> finished); misuse is a
+//! `ResponseError` that the binding raises as a Lua error.
+//!
+//! Framing rules (listen.md §7): the app's own Content-Length is used as given (and the body
+//! is checked against it); otherwise, if the whole body is known when the response finishes
+//! (no flush before), a Content-Length is sent; otherwise the body is chunked for HTTP/1.1,
+//! or delimited by closing the connection for HTTP/1.0. HEAD responses, 1xx, 204 and 304
+//! carry no body; for 204/304/1xx no framing headers are sent either.
+
+use std::fmt::Write as _;
+
+/// Misuse of the response API by the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseError {
+    StatusAlreadySent,
+    NoStatus,
+    HeadersFinished,
+    Finished,
+    InvalidStatus,
+    InvalidHeaderName,
+    InvalidHeaderValue,
+    InvalidContentLength,
+    /// The app sent a different number of body bytes than its Content-Length said.
+    ContentLengthMismatch,
+    /// A body for a status that has none (1xx, 204, 304).
+    BodyNotAllowed,
+}
+
+impl ResponseError {
+    pub fn message(self) -> &'static str {
+        match self {
+            ResponseError::StatusAlreadySent => "HTTP status has already been sent",
+            ResponseError::NoStatus => "HTTP status has not been sent yet",
+            ResponseError::HeadersFinished => "All HTTP headers have already been sent",
+            ResponseError::Finished => "Response has already been finished",
+            ResponseError::InvalidStatus => {
+                "Invalid HTTP status (expected a 3-digit code and a reason, e.g. \"200 OK\")"
+            }
+            ResponseError::InvalidHeaderName => "Invalid HTTP header name",
+            ResponseError::InvalidHeaderValue => "Invalid HTTP header value (CR, LF or NUL)",
+            ResponseError::InvalidContentLength => "Invalid Content-Length header value",
+            ResponseError::ContentLengthMismatch => {
+                "Response body length does not match the Content-Length header"
+            }
+            ResponseError::BodyNotAllowed => "This HTTP status does not allow a response body",
+        }
+    }
+}
+
+/// Where the response is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Nothing sent yet.
+    Initial,
+    /// Status given; headers may follow.
+    Headers,
+    /// Header section complete (maybe still held back, see `Response`); body may follow.
+    Body,
+    Finished,
+}
+
+/// How the body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// Not decided yet: the head is held back while the body is buffered.
+    Undecided,
+    Length {
+        remaining: u64,
+    },
+    Chunked,
+    /// HTTP/1.0 without a length: the end of the body is the end of the connection.
+    Close,
+    /// No body on the wire (HEAD, 1xx, 204, 304).
+    None,
+}
+
+/// Per-response settings from the request and the module options.
+#[derive(Clone, Debug)]
+pub struct ResponseConfig {
+    /// The request was HTTP/1.1 (chunked responses are possible).
+    pub http11: bool,
+    /// The request method was HEAD.
+    pub head: bool,
+    /// The connection closes after this response (client or app asked, or an error).
+    pub close: bool,
+    /// Bodies shorter than this are gathered before a chunk is written.
+    pub min_chunk: usize,
+    /// Headers sent with every response (already validated "Name: value" lines).
+    pub static_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The `Date` header value to send (the caller caches it per second).
+    pub date: Option<String>,
+}
+
+/// An HTTP/1.x response being written.
+#[derive(Debug)]
+pub struct Response {
+    cfg: ResponseConfig,
+    phase: Phase,
+    status: u16,
+    /// The head being built (status line and headers), held until the framing is known.
+    head: Vec<u8>,
+    head_sent: bool,
+    app_length: Option<u64>,
+    app_connection_close: bool,
+    framing: Framing,
+    /// Body bytes not yet framed (chunked: below `min_chunk`; undecided: everything).
+    body: Vec<u8>,
+    /// Bytes ready for the socket.
+    out: Vec<u8>,
+}
+
+fn is_token_byte(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ) || b.is_ascii_alphanumeric()
+}
+
+impl Response {
+    pub fn new(cfg: ResponseConfig) -> Self {
+        Response {
+            cfg,
+            phase: Phase::Initial,
+            status: 0,
+            head: Vec::with_capacity(256),
+            head_sent: false,
+            app_length: None,
+            app_connection_close: false,
+            framing: Framing::Undecided,
+            body: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether any byte of the response was produced (after that, an error can only reset).
+    pub fn started(&self) -> bool {
+        self.head_sent || !self.out.is_empty()
+    }
+
+    /// The connection must close after this response.
+    pub fn closes_connection(&self) -> bool {
+        self.cfg.close || self.app_connection_close || self.framing == Framing::Close
+    }
+
+    /// Asks for `Connection: close` (before the header section is complete).
+    pub fn set_close(&mut self) -> Result<(), ResponseError> {
+        if self.phase >= Phase::Body {
+            return Err(ResponseError::HeadersFinished);
+        }
+        self.cfg.close = true;
+        Ok(())
+    }
+
+    fn no_body_status(&self) -> bool {
+        self.status < 200 || self.status == 204 || self.status == 304
+    }
+
+    /// `send_status("200 OK")`.
+    pub fn status(&mut self, status: &[u8]) -> Result<(), ResponseError> {
+        match self.phase {
+            Phase::Initial => {}
+            Phase::Finished => return Err(ResponseError::Finished),
+            _ => return Err(ResponseError::StatusAlreadySent),
+        }
+        let code = parse_status(status).ok_or(ResponseError::InvalidStatus)?;
+        self.status = code;
+        self.head.extend_from_slice(b"HTTP/1.1 ");
+        self.head.extend_from_slice(status);
+        self.head.extend_from_slice(b"\r\n");
+        if let Some(d) = &self.cfg.date {
+            self.head.extend_from_slice(b"Date: ");
+            self.head.extend_from_slice(d.as_bytes());
+            self.head.extend_from_slice(b"\r\n");
+        }
+        for (k, v) in &self.cfg.static_headers {
+            self.head.extend_from_slice(k);
+            self.head.extend_from_slice(b": ");
+            self.head.extend_from_slice(v);
+            self.head.extend_from_slice(b"\r\n");
+        }
+        self.phase = Phase::Headers;
+        Ok(())
+    }
+
+    /// `send_header(key, value)`.
+    pub fn header(&mut self, name: &[u8], value: &[u8]) -> Result<(), ResponseError> {
+        match self.phase {
+            Phase::Initial => return Err(ResponseError::NoStatus),
+            Phase::Headers => {}
+            Phase::Body => return Err(ResponseError::HeadersFinished),
+            Phase::Finished => return Err(ResponseError::Finished),
+        }
+        if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+            return Err(ResponseError::InvalidHeaderName);
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(ResponseError::InvalidHeaderValue);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let trimmed = trim(value);
+            if trimmed.is_empty() || !trimmed.iter().all(u8::is_ascii_digit) || trimmed.len() > 19 {
+                return Err(ResponseError::InvalidContentLength);
+            }
+            let n: u64 = std::str::from_utf8(trimmed)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(ResponseError::InvalidContentLength)?;
+            if self.app_length.is_some_and(|m| m != n) {
+                return Err(ResponseError::InvalidContentLength);
+            }
+            self.app_length = Some(n);
+            return Ok(()); // written with the framing decision
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // We frame the body ourselves; an app's own chunked coding would be doubled.
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            if trim(value)
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
+            {
+                self.app_connection_close = true;
+            }
+            return Ok(()); // written with the framing decision, once
+        }
+        self.head.extend_from_slice(name);
+        self.head.extend_from_slice(b": ");
+        self.head.extend_from_slice(value);
+        self.head.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// `finish_headers()`: no more headers. The head may still be held back until the
+    /// framing is decided (first flush, a large body, or finish).
+    pub fn finish_headers(&mut self) -> Result<(), ResponseError> {
+        match self.phase {
+            Phase::Initial => return Err(ResponseError::NoStatus),
+            Phase::Headers => self.phase = Phase::Body,
+            Phase::Body => {}
+            Phase::Finished => return Err(ResponseError::Finished),
+        }
+        if self.no_body_status() || (self.cfg.head && self.app_length.is_some()) {
+            self.decide(None);
+        } else if let Some(n) = self.app_length {
+            self.framing = Framing::Length { remaining: n };
+            self.decide(None);
+        }
+        Ok(())
+    }
+
+    /// `send_data(...)`: body bytes (ignored for HEAD).
+    pub fn data(&mut self, bytes: &[u8]) -> Result<(), ResponseError> {
+        if self.phase < Phase::Body {
+            self.finish_headers()?;
+        }
+        if self.phase == Phase::Finished {
+            return Err(ResponseError::Finished);
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.no_body_status() {
+            return Err(ResponseError::BodyNotAllowed);
+        }
+        match self.framing {
+            // HEAD (or a body-less status, refused above): nothing goes on the wire
+            Framing::None => Ok(()),
+            Framing::Undecided => {
+                self.body.extend_from_slice(bytes);
+                if self.body.len() >= self.cfg.min_chunk.max(16 * 1024) {
+                    self.decide(Some(false));
+                }
+                Ok(())
+            }
+            Framing::Length { remaining } => {
+                if bytes.len() as u64 > remaining {
+                    return Err(ResponseError::ContentLengthMismatch);
+                }
+                self.framing = Framing::Length {
+                    remaining: remaining - bytes.len() as u64,
+                };
+                if !self.cfg.head {
+                    self.out.extend_from_slice(bytes);
+                }
+                Ok(())
+            }
+            Framing::Chunked => {
+                self.body.extend_from_slice(bytes);
+                if self.body.len() >= self.cfg.min_chunk {
+                    self.emit_chunk();
+                }
+                Ok(())
+            }
+            Framing::Close => {
+                self.out.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// `flush()`: everything so far goes out (a pending chunk is written even if small).
+    pub fn flush(&mut self) -> Result<(), ResponseError> {
+        if self.phase == Phase::Finished {
+            return Ok(());
+        }
+        if self.phase < Phase::Body {
+            self.finish_headers()?;
+        }
+        if self.framing == Framing::Undecided {
+            self.decide(Some(false));
+        }
+        if self.framing == Framing::Chunked {
+            self.emit_chunk();
+        }
+        Ok(())
+    }
+
+    /// `finish()`: completes the response (idempotent).
+    pub fn finish(&mut self) -> Result<(), ResponseError> {
+        match self.phase {
+            Phase::Finished => return Ok(()),
+            Phase::Initial => return Err(ResponseError::NoStatus),
+            Phase::Headers => self.finish_headers()?,
+            Phase::Body => {}
+        }
+        if self.framing == Framing::Undecided {
+            self.decide(Some(true));
+        }
+        match self.framing {
+            Framing::Length { remaining } if remaining > 0 && !self.cfg.head => {
+                return Err(ResponseError::ContentLengthMismatch);
+            }
+            Framing::Chunked => {
+                self.emit_chunk();
+                self.out.extend_from_slice(b"0\r\n\r\n");
+            }
+            _ => {}
+        }
+        self.phase = Phase::Finished;
+        Ok(())
+    }
+
+    /// Decides the framing and writes the head. `whole` = Some(true): the buffered body is
+    /// all of it; Some(false): more may come; None: no body buffered yet.
+    fn decide(&mut self, whole: Option<bool>) {
+        if self.head_sent {
+            return;
+        }
+        if self.no_body_status() {
+            self.framing = Framing::None;
+        } else if let Some(n) = self.app_length {
+            self.framing = if self.cfg.head {
+                Framing::None
+            } else {
+                Framing::Length { remaining: n }
+            };
+            self.head_line_length(n);
+        } else if whole == Some(true) {
+            let n = self.body.len() as u64;
+            self.head_line_length(n);
+            self.framing = if self.cfg.head {
+                Framing::None
+            } else {
+                Framing::Length { remaining: n }
+            };
+        } else if self.cfg.head {
+            // HEAD with an unknown length: no framing header at all is the honest answer.
+            self.framing = Framing::None;
+        } else if self.cfg.http11 {
+            self.head
+                .extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            self.framing = Framing::Chunked;
+        } else {
+            self.framing = Framing::Close;
+        }
+        if self.closes_connection() {
+            self.head.extend_from_slice(b"Connection: close\r\n");
+        } else if !self.cfg.http11 {
+            self.head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        self.head.extend_from_slice(b"\r\n");
+        self.out.append(&mut self.head);
+        self.head_sent = true;
+        // the buffered body, framed
+        let body = std::mem::take(&mut self.body);
+        match self.framing {
+            Framing::Length { remaining } => {
+                let n = body.len() as u64;
+                self.out.extend_from_slice(&body);
+                self.framing = Framing::Length {
+                    remaining: remaining.saturating_sub(n),
+                };
+            }
+            Framing::Chunked => {
+                self.body = body;
+                if self.body.len() >= self.cfg.min_chunk || whole.is_some() {
+                    self.emit_chunk();
+                }
+            }
+            Framing::Close => self.out.extend_from_slice(&body),
+            Framing::None | Framing::Undecided => {}
+        }
+    }
+
+    fn head_line_length(&mut self, n: u64) {
+        if !self.no_body_status() {
+            let _ = write!(DisplayBuf(&mut self.head), "Content-Length: {n}\r\n");
+        }
+    }
+
+    fn emit_chunk(&mut self) {
+        if self.body.is_empty() {
+            return;
+        }
+        let _ = write!(DisplayBuf(&mut self.out), "{:X}\r\n", self.body.len());
+        self.out.append(&mut self.body);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Bytes ready for the socket; the caller writes them out.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Appends the bytes ready for the socket to `dst` without an extra allocation.
+    pub fn drain_output_into(&mut self, dst: &mut Vec<u8>) {
+        dst.append(&mut self.out);
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+}
+
+/// `write!` into a byte vector.
+struct DisplayBuf<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for DisplayBuf<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn trim(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// "200 OK" -> 200. Three digits (100-999), then a space and a reason without CR/LF/NUL
+/// (the reason may be empty: "204 ").
+pub fn parse_status(s: &[u8]) -> Option<u16> {
+    if s.len() < 3 || !s[..3].iter().all(u8::is_ascii_digit) || s[0] == b'0' {
+        return None;
+    }
+    if s.len() > 3 && s[3] != b' ' {
+        return None;
+    }
+    if s.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return None;
+    }
+    Some((s[0] - b'0') as u16 * 100 + (s[1] - b'0') as u16 * 10 + (s[2] - b'0') as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ResponseConfig {
+        ResponseConfig {
+            http11: true,
+            head: false,
+            close: false,
+            min_chunk: 4,
+            static_headers: vec![],
+            date: None,
+        }
+    }
+
+    fn text(r: &mut Response) -> String {
+        String::from_utf8(r.take_output()).unwrap()
+    }
+
+    #[test]
+    fn whole_body_known_at_finish_gets_content_length() {
+        let mut r = Response::new(cfg());
+        r.status(b"200 OK").unwrap();
+        r.header(b"Content-Type", b"text/plain").unwrap();
+        r.data(b"Hello ").unwrap();
+        r.data(b"World!").unwrap();
+        r.finish().unwrap();
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nHello World!"
+        );
+    }
+
+    #[test]
+    fn flush_before_finish_makes_it_chunked() {
+        let mut r = Response::new(cfg());
+        r.status(b"200 OK").unwrap();
+        r.data(b"ab").unwrap();
+        r.flush().unwrap();
+        r.data(b"cdefgh").unwrap(); // >= min_chunk: a chunk at once
+        r.data(b"i").unwrap();
+        r.finish().unwrap();
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n6\r\ncdefgh\r\n1\r\ni\r\n0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn app_content_length_is_used_and_checked() {
+        let mut r = Response::new(cfg());
+        r.status(b"200 OK").unwrap();
+        r.header(b"Content-Length", b"5").unwrap();
+        r.data(b"12345").unwrap();
+        assert_eq!(r.data(b"6"), Err(ResponseError::ContentLengthMismatch));
+        r.finish().unwrap();
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n12345"
+        );
+
+        let mut short = Response::new(cfg());
+        short.status(b"200 OK").unwrap();
+        short.header(b"content-length", b"5").unwrap();
+        short.data(b"123").unwrap();
+        assert_eq!(short.finish(), Err(ResponseError::ContentLengthMismatch));
+    }
+
+    #[test]
+    fn http10_without_length_closes() {
+        let mut r = Response::new(ResponseConfig {
+            http11: false,
+            ..cfg()
+        });
+        r.status(b"200 OK").unwrap();
+        r.data(b"abc").unwrap();
+        r.flush().unwrap();
+        r.data(b"def").unwrap();
+        r.finish().unwrap();
+        assert!(r.closes_connection());
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabcdef"
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_with_known_length() {
+        let mut r = Response::new(ResponseConfig {
+            http11: false,
+            ..cfg()
+        });
+        r.status(b"200 OK").unwrap();
+        r.data(b"abc").unwrap();
+        r.finish().unwrap();
+        assert!(!r.closes_connection());
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc"
+        );
+    }
+
+    #[test]
+    fn head_sends_get_headers_without_body() {
+        let mut r = Response::new(ResponseConfig {
+            head: true,
+            ..cfg()
+        });
+        r.status(b"200 OK").unwrap();
+        r.data(b"Hello").unwrap();
+        r.finish().unwrap();
+        assert_eq!(text(&mut r), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+    }
+
+    #[test]
+    fn no_body_statuses_have_no_framing() {
+        for st in [
+            &b"204 No Content"[..],
+            b"304 Not Modified",
+            b"101 Switching Protocols",
+        ] {
+            let mut r = Response::new(cfg());
+            r.status(st).unwrap();
+            r.header(b"X-A", b"1").unwrap();
+            assert_eq!(r.data(b"x"), Err(ResponseError::BodyNotAllowed));
+            r.finish().unwrap();
+            let out = text(&mut r);
+            assert!(
+                !out.contains("Content-Length") && !out.contains("Transfer-Encoding"),
+                "{out}"
+            );
+            assert!(out.ends_with("X-A: 1\r\n\r\n"), "{out}");
+        }
+    }
+
+    #[test]
+    fn connection_close_from_app_or_config() {
+        let mut r = Response::new(cfg());
+        r.status(b"200 OK").unwrap();
+        r.header(b"Connection", b"close").unwrap();
+        r.finish().unwrap();
+        assert!(r.closes_connection());
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+
+        let mut r = Response::new(ResponseConfig {
+            close: true,
+            ..cfg()
+        });
+        r.status(b"404 Not Found").unwrap();
+        r.finish().unwrap();
+        assert!(text(&mut r).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn static_headers_and_date_come_first() {
+        let mut r = Response::new(ResponseConfig {
+            static_headers: vec![(b"Server".to_vec(), b"mb".to_vec())],
+            date: Some("Wed, 02 Dec 2026 04:00:00 GMT".into()),
+            ..cfg()
+        });
+        r.status(b"200 OK").unwrap();
+        r.header(b"X-App", b"1").unwrap();
+        r.finish().unwrap();
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nDate: Wed, 02 Dec 2026 04:00:00 GMT\r\nServer: mb\r\nX-App: 1\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn states_only_move_forward() {
+        let mut r = Response::new(cfg());
+        assert_eq!(r.header(b"A", b"b"), Err(ResponseError::NoStatus));
+        assert_eq!(r.status(b"20 OK"), Err(ResponseError::InvalidStatus));
+        assert_eq!(r.status(b"200OK"), Err(ResponseError::InvalidStatus));
+        assert_eq!(r.status(b"200 O\r\nK"), Err(ResponseError::InvalidStatus));
+        r.status(b"200 OK").unwrap();
+        assert_eq!(r.status(b"200 OK"), Err(ResponseError::StatusAlreadySent));
+        assert_eq!(
+            r.header(b"Bad Name", b"x"),
+            Err(ResponseError::InvalidHeaderName)
+        );
+        assert_eq!(
+            r.header(b"X", b"a\r\nInjected: 1"),
+            Err(ResponseError::InvalidHeaderValue)
+        );
+        assert_eq!(
+            r.header(b"Content-Length", b"+5"),
+            Err(ResponseError::InvalidContentLength)
+        );
+        r.finish_headers().unwrap();
+        assert_eq!(r.header(b"A", b"b"), Err(ResponseError::HeadersFinished));
+        assert_eq!(r.set_close(), Err(ResponseError::HeadersFinished));
+        r.finish().unwrap();
+        r.finish().unwrap(); // idempotent
+        assert_eq!(r.data(b"x"), Err(ResponseError::Finished));
+    }
+
+    #[test]
+    fn large_bodies_switch_to_chunked_without_waiting_for_finish() {
+        let mut r = Response::new(ResponseConfig {
+            min_chunk: 1024,
+            ..cfg()
+        });
+        r.status(b"200 OK").unwrap();
+        r.data(&vec![b'x'; 20_000]).unwrap();
+        assert!(r.has_output());
+        let out = text(&mut r);
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4E20\r\n"),
+            "{}",
+            &out[..80]
+        );
+        r.finish().unwrap();
+        assert_eq!(text(&mut r), "0\r\n\r\n");
+    }
+}
