@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 pub use crate::io::buffer::ReadStatus;
 use crate::io::buffer::{Decision, ReadBuf, WriteBuf};
@@ -534,9 +534,21 @@ impl Handle {
     }
 
     fn release(&mut self) {
-        self.fd = None;
+        self.fd = None; // an explicit close/reset closes even standard streams
         self.state = State::Closed;
         self.rbuf.clear();
         self.wbuf.clear();
+    }
+}
+
+impl Drop for Handle {
+    /// Descriptors 0-2 belong to the process: a collected standard-stream handle (as at
+    /// `lua_close`, before C stdio flushes its buffers at exit) must not close them.
+    fn drop(&mut self) {
+        if self.kind == Kind::Stdio {
+            if let Some(fd) = self.fd.take() {
+                let _ = fd.into_raw_fd();
+            }
+        }
     }
 }

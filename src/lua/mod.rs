@@ -3,6 +3,7 @@
 //! Everything here goes through the raw C API wrapped in `state.rs`, so that misuse errors
 //! are plain strings and hot paths (`read`, `write`) cost one C call.
 
+mod exec;
 mod handle;
 mod memory;
 mod net;
@@ -15,6 +16,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use mlua::ffi;
 
+use crate::io::exec::Child;
 use crate::io::{Handle, Kind, Listener};
 use state::{register_type, Stack};
 
@@ -23,7 +25,7 @@ const GLUE: &str = include_str!("glue.lua");
 /// Module-level functions, as (name, function) pairs.
 type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
 
-const FUNCTION_SETS: &[Functions] = &[net::FUNCTIONS, poll::FUNCTIONS];
+const FUNCTION_SETS: &[Functions] = &[net::FUNCTIONS, poll::FUNCTIONS, exec::FUNCTIONS];
 
 /// Builds the module table on the stack.
 fn open_io(s: Stack<'_>) {
@@ -49,6 +51,8 @@ fn open_io(s: Stack<'_>) {
         ffi::lua_setfield(l, types, c"handle".as_ptr());
         register_type::<Listener>(s);
         ffi::lua_setfield(l, types, c"listener".as_ptr());
+        register_type::<Child>(s);
+        ffi::lua_setfield(l, types, c"child".as_ptr());
 
         for (name, fd) in [(c"stdin", 0), (c"stdout", 1), (c"stderr", 2)] {
             // SAFETY (of from_raw_fd): fds 0-2 belong to the process; the handle is their

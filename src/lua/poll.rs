@@ -5,9 +5,14 @@
 
 use std::ffi::{c_int, CStr};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// How often poll looks at children that have no pidfd.
+const RECHECK: Duration = Duration::from_millis(20);
 
 use mlua::ffi;
 
+use crate::io::exec::Child;
 use crate::io::net::Listener;
 use crate::io::poll::{self as core, Entry, Interest, Outcome};
 use crate::io::{signal, sys, Handle};
@@ -32,6 +37,17 @@ fn entry_for_key(s: Stack<'_>, key: c_int, argn: i32, interest: Interest) -> LRe
     }
     if let Some(h) = to_object::<Handle>(s, key) {
         return handle_entry(h, interest);
+    }
+    if let Some(c) = to_object::<Child>(s, key) {
+        // input set: the process exited
+        return Ok(if c.exited_now() {
+            Entry::ready(interest)
+        } else if let Some(fd) = c.poll_fd() {
+            Entry::new(fd.as_raw_fd(), interest)
+        } else {
+            // no pidfd (old kernel): nothing to wait on; poll re-checks every few ms
+            Entry::new(-1, interest)
+        });
     }
     if let Some(l) = to_object::<Listener>(s, key) {
         // input set: an incoming connection is pending
@@ -106,7 +122,26 @@ lua_fn! {
         collect_set(s, 1, Interest::Read, &mut entries)?;
         collect_set(s, 2, Interest::Write, &mut entries)?;
         let timeout = timeout_arg(s)?;
-        let (message, sigterm) = match core::poll(&entries, timeout, wakeup) {
+        // A child without a pidfd has no descriptor (fd -1, which poll(2) skips): wait in
+        // short slices and look again.
+        let recheck = entries.iter().any(|e| e.fd < 0 && !e.ready_now);
+        let deadline = core::deadline_after(Instant::now(), timeout);
+        let outcome = loop {
+            let left = core::remaining(deadline, Instant::now());
+            let slice = if recheck { Some(left.map_or(RECHECK, |l| l.min(RECHECK))) } else { left };
+            match core::poll(&entries, slice, wakeup) {
+                Ok(Outcome::Timeout) if recheck && left.is_none_or(|l| l > RECHECK) => {
+                    entries.clear();
+                    collect_set(s, 1, Interest::Read, &mut entries)?;
+                    collect_set(s, 2, Interest::Write, &mut entries)?;
+                    if entries.iter().any(|e| e.ready_now) {
+                        break Ok(Outcome::Ready);
+                    }
+                }
+                other => break other,
+            }
+        };
+        let (message, sigterm) = match outcome {
             Ok(Outcome::Ready) => {
                 s.push_bool(true);
                 return Ok(1);

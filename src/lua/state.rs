@@ -401,7 +401,6 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
 }
 
 /// Sets field `name` of the object at `obj` to the value on top of the stack (popped).
-#[allow(dead_code)] // for bindings that attach Lua values to objects (child stdio handles)
 pub fn set_object_field(s: Stack<'_>, obj: c_int, name: &CStr) {
     // SAFETY: objects made by `push_object` have a metatable whose `__index` is their field
     // table; anything else just drops the value.

@@ -1,0 +1,125 @@
+//! `moonbridge_io.exec` and the child handle userdata: `kill`, `wait`, `wait_nb`, plus the
+//! `stdin`, `stdout`, `stderr` handle fields. `wait_call`/`wait_yield` live in `glue.lua`.
+
+use std::ffi::{c_int, CStr};
+
+use mlua::ffi;
+
+use crate::io::exec::{Child, Command, Spawned};
+use crate::lua::handle::push_handle;
+use crate::lua::state::{
+    bad_arg, check_self, lua_fn, push_object, set_object_field, LuaObject, Stack,
+};
+use crate::lua::Functions;
+
+pub const FUNCTIONS: Functions = &[(c"exec", exec)];
+
+/// Returned (after `false`) by `wait_nb` while the child runs.
+const STILL_RUNNING: &str = "Process is still running";
+
+impl LuaObject for Child {
+    const TNAME: &'static CStr = c"moonbridge_io child";
+
+    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+        &[(c"kill", kill), (c"wait", wait), (c"wait_nb", wait_nb)]
+    }
+
+    fn describe(&self) -> String {
+        match self.status() {
+            Some(status) => format!("moonbridge_io child (pid {}, status {status})", self.pid()),
+            None => format!("moonbridge_io child (pid {})", self.pid()),
+        }
+    }
+
+    /// A to-be-closed child that goes out of scope is killed and reaped, as when collected.
+    fn on_close(&mut self) {
+        self.terminate();
+    }
+}
+
+lua_fn! {
+    /// `exec(command, arg1, ...)`: a child handle, or `nil, message`.
+    fn exec(s) {
+        let top = s.top().max(1);
+        let mut strings = Vec::with_capacity(top as usize);
+        for i in 1..=top {
+            strings.push(s.check_bytes(i, i, "exec")?);
+        }
+        let command = Command::new(strings[0], &strings[1..])
+            .map_err(|i| bad_arg(i as i32 + 1, "exec", "string contains a NUL byte"))?;
+        s.reserve(4);
+        let spawned = match command.spawn() {
+            Ok(spawned) => spawned,
+            Err(e) => return s.fail(&e.to_string()),
+        };
+        push_child(s, spawned);
+        Ok(1)
+    }
+}
+
+/// Pushes the child userdata with its three handles in its fields table.
+/// The caller reserves stack space first: raising here would skip the drops.
+fn push_child(s: Stack<'_>, spawned: Spawned) {
+    push_object(s, spawned.child);
+    let child = s.abs(-1);
+    for (name, h) in [
+        (c"stdin", spawned.stdin),
+        (c"stdout", spawned.stdout),
+        (c"stderr", spawned.stderr),
+    ] {
+        push_handle(s, h);
+        // The handles read like fields set from Lua and live as long as the child handle.
+        set_object_field(s, child, name);
+    }
+}
+
+lua_fn! {
+    /// `child:kill(signal = 9)`: returns the child handle.
+    fn kill(s) {
+        let child = check_self::<Child>(s, "kill")?;
+        let signal = s.opt_integer(2, 1, "kill")?.unwrap_or(libc::SIGKILL as i64);
+        let invalid = || bad_arg(1, "kill", "invalid signal number");
+        let signal = c_int::try_from(signal).map_err(|_| invalid())?;
+        match child.kill(signal) {
+            Ok(()) => {
+                s.push_value(1);
+                Ok(1)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(invalid()),
+            Err(e) => s.fail_os(&e),
+        }
+    }
+}
+
+lua_fn! {
+    /// `child:wait()`: the exit code, or minus the signal number.
+    fn wait(s) {
+        let child = check_self::<Child>(s, "wait")?;
+        match child.wait() {
+            Ok(status) => {
+                s.push_int(status as i64);
+                Ok(1)
+            }
+            Err(e) => s.fail_os(&e),
+        }
+    }
+}
+
+lua_fn! {
+    /// `child:wait_nb()`: the status, or `false, "Process is still running"`.
+    fn wait_nb(s) {
+        let child = check_self::<Child>(s, "wait_nb")?;
+        match child.wait_nb() {
+            Ok(Some(status)) => {
+                s.push_int(status as i64);
+                Ok(1)
+            }
+            Ok(None) => {
+                s.push_bool(false);
+                s.push_str(STILL_RUNNING);
+                Ok(2)
+            }
+            Err(e) => s.fail_os(&e),
+        }
+    }
+}
