@@ -1,1 +1,240 @@
-//! (being written: see src/http/mod.rs for what this module owns)
+//! How a parsed request is framed: which body follows the head, whether the connection stays
+//! open afterwards, and whether the client waits for `100 Continue`.
+//!
+//! The rules close the request-smuggling doors of RFC 9112 §6 strictly: `Content-Length` is
+//! exactly `1*DIGIT` (identical repeats, also as a list `5, 5`, are one value; differing
+//! values, signs, spaces inside, empty values or overflow are errors); `Content-Length`
+//! together with `Transfer-Encoding` is an error rather than a precedence rule; in HTTP/1.0
+//! `Transfer-Encoding` is an error; the coding list must end with one `chunked`, and any
+//! other coding before it is answered with 501 since no other coding is implemented. Empty
+//! list elements (`,chunked`) are errors in both fields. An HTTP/1.1 request needs exactly
+//! one `Host`.
+
+use super::error::HttpError;
+use super::head::{byte_class, trim_ows, Head, Version, TOKEN};
+
+/// The body that follows a request head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body (neither `Content-Length` nor `Transfer-Encoding`).
+    None,
+    /// Exactly this many bytes (possibly 0).
+    Length(u64),
+    /// A chunked body: decode it with [`ChunkedDecoder`](super::chunked::ChunkedDecoder).
+    Chunked,
+}
+
+/// What a request head says about its body and its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Framing {
+    /// The body that follows the head.
+    pub body: BodyKind,
+    /// Whether the connection may carry another request after this one: HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` in an HTTP/1.1 request (RFC 9110 §10.1.1 says to ignore it in
+    /// HTTP/1.0). The caller sends `100 Continue` before it first reads the body.
+    pub expect_continue: bool,
+}
+
+/// Decides the framing of a parsed request, or the error to answer it with.
+pub fn framing(head: &Head<'_>) -> Result<Framing, HttpError> {
+    check_host(head)?;
+    let has_te = head.header("transfer-encoding").is_some();
+    let has_cl = head.header("content-length").is_some();
+    let body = match (has_te, has_cl) {
+        (true, _) if head.version == Version::Http10 => {
+            return Err(HttpError::TransferEncodingHttp10)
+        }
+        (true, true) => return Err(HttpError::LengthAndChunked),
+        (true, false) => {
+            check_transfer_coding(head)?;
+            BodyKind::Chunked
+        }
+        (false, true) => BodyKind::Length(content_length(head)?),
+        (false, false) => BodyKind::None,
+    };
+    let (mut close, mut keep) = (false, false);
+    for item in list_items(head, "connection") {
+        close |= item.eq_ignore_ascii_case(b"close");
+        keep |= item.eq_ignore_ascii_case(b"keep-alive");
+    }
+    let keep_alive = !close && (keep || head.version == Version::Http11);
+    let expect_continue = head.version == Version::Http11
+        && list_items(head, "expect").any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+    Ok(Framing {
+        body,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// The comma-separated elements of every `name` header, each without surrounding OWS.
+fn list_items<'a>(head: &'a Head<'_>, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    head.headers_named(name)
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim_ows)
+}
+
+/// An HTTP/1.1 request needs `Host`; no request may have two, or a value that is not one
+/// `uri-host[:port]`. A comma is refused although RFC 3986 allows it in a reg-name: here it
+/// is far more likely two folded Host headers than a real host name.
+fn check_host(head: &Head<'_>) -> Result<(), HttpError> {
+    let mut hosts = head.headers_named("host");
+    match (hosts.next(), hosts.next()) {
+        (None, _) if head.version == Version::Http11 => Err(HttpError::MissingHost),
+        (Some(_), Some(_)) => Err(HttpError::BadHost),
+        (Some(host), None) if !host.iter().all(|&b| HOST[b as usize]) => Err(HttpError::BadHost),
+        _ => Ok(()),
+    }
+}
+
+/// The one length all `Content-Length` values agree on.
+fn content_length(head: &Head<'_>) -> Result<u64, HttpError> {
+    let mut length = None;
+    for item in list_items(head, "content-length") {
+        let n = parse_decimal(item).ok_or(HttpError::ContentLength)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(HttpError::ContentLengthMismatch);
+        }
+        length = Some(n);
+    }
+    length.ok_or(HttpError::ContentLength)
+}
+
+/// `1*DIGIT` as a `u64`, by hand: `u64::from_str` would accept a leading `+`.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = if d.is_ascii_digit() {
+            d - b'0'
+        } else {
+            return None;
+        };
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// Checks that the transfer codings end with a single `chunked` (else 400) and that there
+/// is no other coding (else 501: only `chunked` is implemented).
+fn check_transfer_coding(head: &Head<'_>) -> Result<(), HttpError> {
+    let (mut chunked, mut last_chunked, mut other) = (0, false, false);
+    for item in list_items(head, "transfer-encoding") {
+        // transfer-coding = token *( OWS ";" OWS transfer-parameter )
+        let semi = item.iter().position(|&b| b == b';');
+        let name = trim_ows(&item[..semi.unwrap_or(item.len())]);
+        if name.is_empty() || !name.iter().all(|&b| TOKEN[b as usize]) {
+            return Err(HttpError::TransferEncoding);
+        }
+        last_chunked = name.eq_ignore_ascii_case(b"chunked");
+        if last_chunked {
+            if semi.is_some() {
+                return Err(HttpError::TransferEncoding);
+            }
+            chunked += 1;
+        } else {
+            other = true;
+        }
+    }
+    if chunked != 1 || !last_chunked {
+        return Err(HttpError::ChunkedNotFinal);
+    }
+    if other {
+        return Err(HttpError::UnsupportedTransferCoding);
+    }
+    Ok(())
+}
+
+/// `Host` bytes: unreserved, pct-encoded, sub-delims except `,`, `:` and IP-literal brackets.
+static HOST: [bool; 256] = byte_class!(|b| b.is_ascii_alphanumeric()
+    || matches!(
+        b,
+        b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+    )
+    || matches!(b, b'*' | b'+' | b';' | b'=' | b':' | b'[' | b']'));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse_head, Limits, Status};
+    use BodyKind::*;
+    use HttpError::*;
+
+    /// (version, header lines, expected body kind and flags or error)
+    type Row = (
+        &'static str,
+        &'static str,
+        Result<(BodyKind, bool, bool), HttpError>,
+    );
+
+    #[rustfmt::skip]
+    const ROWS: &[Row] = &[
+        ("1.1", "Host: a", Ok((None, true, false))),
+        ("1.1", "Host: a\r\nContent-Length: 5", Ok((Length(5), true, false))),
+        ("1.1", "Host: a\r\nContent-Length: 0", Ok((Length(0), true, false))),
+        ("1.1", "Host: a\r\nContent-Length:  5 ", Ok((Length(5), true, false))),
+        ("1.1", "Host: a\r\nContent-Length: 007", Ok((Length(7), true, false))),
+        ("1.1", "Host: a\r\nContent-Length: 5\r\nContent-Length: 5", Ok((Length(5), true, false))),
+        ("1.1", "Host: a\r\nContent-Length: 5, 5", Ok((Length(5), true, false))),
+        ("1.1", "Host: a\r\nContent-Length: 18446744073709551615", Ok((Length(u64::MAX), true, false))),
+        ("1.1", "Host: a\r\nContent-Length: 18446744073709551616", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length:", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length: +5", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length: -1", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length: 0x5", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length: 5.0", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length: 1 2", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length: 5,", Err(ContentLength)),
+        ("1.1", "Host: a\r\nContent-Length: 5\r\nContent-Length: 6", Err(ContentLengthMismatch)),
+        ("1.1", "Host: a\r\nContent-Length: 5, 6", Err(ContentLengthMismatch)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: chunked", Ok((Chunked, true, false))),
+        ("1.1", "Host: a\r\nTransfer-Encoding: CHUNKED", Ok((Chunked, true, false))),
+        ("1.1", "Host: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5", Err(LengthAndChunked)),
+        ("1.1", "Host: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked", Err(LengthAndChunked)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: chunked, chunked", Err(ChunkedNotFinal)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked", Err(ChunkedNotFinal)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: chunked, gzip", Err(ChunkedNotFinal)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: gzip", Err(ChunkedNotFinal)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: gzip, chunked", Err(UnsupportedTransferCoding)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked", Err(UnsupportedTransferCoding)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: ,chunked", Err(TransferEncoding)),
+        ("1.1", "Host: a\r\nTransfer-Encoding:", Err(TransferEncoding)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: chunked;x=1", Err(TransferEncoding)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: \"chunked\"", Err(TransferEncoding)),
+        ("1.1", "Host: a\r\nTransfer-Encoding: chunked ", Ok((Chunked, true, false))),
+        ("1.0", "Transfer-Encoding: chunked", Err(TransferEncodingHttp10)),
+        ("1.1", "", Err(MissingHost)),
+        ("1.1", "Host: a\r\nHost: a", Err(BadHost)),
+        ("1.1", "Host: a, b", Err(BadHost)),
+        ("1.1", "Host: a b", Err(BadHost)),
+        ("1.1", "Host: a@b", Err(BadHost)),
+        ("1.1", "Host:", Ok((None, true, false))),
+        ("1.1", "Host: [::1]:8080", Ok((None, true, false))),
+        ("1.0", "", Ok((None, false, false))),
+        ("1.0", "Connection: keep-alive", Ok((None, true, false))),
+        ("1.0", "Connection: Keep-Alive, close", Ok((None, false, false))),
+        ("1.1", "Host: a\r\nConnection: close", Ok((None, false, false))),
+        ("1.1", "Host: a\r\nConnection: upgrade, CLOSE", Ok((None, false, false))),
+        ("1.1", "Host: a\r\nConnection: keep-alive", Ok((None, true, false))),
+        ("1.1", "Host: a\r\nConnection: closed", Ok((None, true, false))),
+        ("1.1", "Host: a\r\nExpect: 100-Continue\r\nContent-Length: 3", Ok((Length(3), true, true))),
+        ("1.1", "Host: a\r\nExpect: 100-continuex", Ok((None, true, false))),
+        ("1.0", "Expect: 100-continue", Ok((None, false, false))),
+    ];
+
+    #[test]
+    fn framing_table() {
+        for (i, &(version, lines, expected)) in ROWS.iter().enumerate() {
+            let sep = if lines.is_empty() { "" } else { "\r\n" };
+            let text = format!("POST / HTTP/{version}\r\n{lines}{sep}\r\n");
+            let Ok(Status::Complete(head, _)) = parse_head(text.as_bytes(), &Limits::default())
+            else {
+                panic!("row {i}: head does not parse: {text:?}");
+            };
+            let got = framing(&head).map(|f| (f.body, f.keep_alive, f.expect_continue));
+            assert_eq!(got, expected, "row {i}: {text:?}");
+        }
+    }
+}
