@@ -2,6 +2,7 @@
 # Runs every test layer and ends with one line "N passed, N failed".
 #   static: cargo fmt --check, cargo clippy (both Lua versions)
 #   core:   cargo test (both Lua versions; unit, table-driven and property tests)
+#   fuzz:   every cargo-fuzz target for FUZZ_SECONDS (default 15) each; 0 skips this layer
 #   lua:    busted specs against the installed rocks, under lua5.3 and lua5.4
 # Exits non-zero if anything failed. Installs and builds first (scripts/setup.sh).
 set -uo pipefail
@@ -39,6 +40,25 @@ for f in lua53 lua54; do
   [ "$n" -gt 0 ] && grep -E -A15 '^failures:|panicked' "$LOG/cargo.out" | head -60
   count "cargo test ($f)" "$p" "$n"
 done
+
+# Fuzzing needs libFuzzer's unstable compiler flags: stable rustc allows them with
+# RUSTC_BOOTSTRAP=1 (always set, or cargo caches a failed probe in fuzz/target).
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  if ! command -v cargo-fuzz >/dev/null; then
+    cargo install --locked cargo-fuzz >"$LOG/fuzz-install.out" 2>&1 || { tail -20 "$LOG/fuzz-install.out"; count "cargo-fuzz install" 0 1; }
+  fi
+  if command -v cargo-fuzz >/dev/null; then
+    for t in $(sed -n 's/^name = "\([a-z]*\)"$/\1/p' fuzz/Cargo.toml | grep -v moonbridge-fuzz); do
+      if (cd fuzz && RUSTC_BOOTSTRAP=1 timeout $((FUZZ_SECONDS + 300)) cargo fuzz run "$t" -- \
+            -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024) >"$LOG/fuzz-$t.out" 2>&1; then
+        count "fuzz $t (${FUZZ_SECONDS}s)" 1 0
+      else
+        tail -30 "$LOG/fuzz-$t.out"; count "fuzz $t (${FUZZ_SECONDS}s)" 0 1
+      fi
+    done
+  fi
+fi
 
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
