@@ -27,6 +27,7 @@ check() { # name, command...: a check that counts as one test
 bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 
 check "cargo fmt --check" cargo fmt --check
+check "luarocks lint" luarocks lint moonbridge-scm-1.rockspec
 for f in lua53 lua54; do
   check "cargo clippy ($f)" cargo clippy --locked --all-targets --features "$f" -- -D warnings
 done
