@@ -23,17 +23,6 @@ function helper.fd_count()
   return n - 1 -- the directory stream itself
 end
 
--- Runs `fn` and fails the spec if it takes longer than `seconds` (checked after the fact;
--- blocking calls inside specs carry their own poll timeouts).
-function helper.within(seconds, fn)
-  local start = os.clock()
-  local t0 = os.time()
-  local r = table.pack(fn())
-  assert(os.time() - t0 <= seconds + 1, "took longer than " .. seconds .. " s")
-  local _ = start
-  return table.unpack(r, 1, r.n)
-end
-
 -- Deterministic pseudo-random bytes (xorshift), so both ends of a transfer can check it.
 function helper.pattern(len, seed)
   local parts = {}
@@ -48,6 +37,18 @@ function helper.pattern(len, seed)
   end
   parts[#parts + 1] = table.concat(chunk)
   return table.concat(parts)
+end
+
+-- Runs Lua `code` in a child interpreter with `...` as its arguments; returns the pipe of its
+-- standard output (closing it waits for the child) and the script file to remove.
+function helper.spawn(code, ...)
+  local file = helper.tmpname(".lua")
+  local f = assert(io.open(file, "w"))
+  f:write(code)
+  f:close()
+  local args = {}
+  for i, a in ipairs { ... } do args[i] = "'" .. tostring(a) .. "'" end
+  return assert(io.popen(helper.lua .. " " .. file .. " " .. table.concat(args, " "))), file
 end
 
 return helper

@@ -40,17 +40,7 @@ local function local_pair()
   return a, b
 end
 
--- Runs Lua `code` in a child interpreter with `...` as its arguments; returns the pipe of its
--- standard output (closing it waits for the child) and the script file to remove.
-local function spawn(code, ...)
-  local file = helper.tmpname(".lua")
-  local f = assert(io.open(file, "w"))
-  f:write(code)
-  f:close()
-  local args = {}
-  for i, a in ipairs { ... } do args[i] = "'" .. tostring(a) .. "'" end
-  return assert(io.popen(helper.lua .. " " .. file .. " " .. table.concat(args, " "))), file
-end
+local spawn = helper.spawn
 
 -- Reads with read_nb until `n` bytes arrived (bounded), for data the peer already flushed.
 local function read_exactly(h, n)

@@ -20,17 +20,7 @@ local function sleep(seconds)
   assert(os.execute("sleep " .. seconds))
 end
 
--- Runs Lua `code` in a child interpreter with `...` as its arguments; returns the pipe of its
--- standard output (closing it waits for the child) and the script file to remove.
-local function spawn(code, ...)
-  local file = helper.tmpname(".lua")
-  local f = assert(io.open(file, "w"))
-  f:write(code)
-  f:close()
-  local args = {}
-  for i, a in ipairs { ... } do args[i] = "'" .. tostring(a) .. "'" end
-  return assert(io.popen(helper.lua .. " " .. file .. " " .. table.concat(args, " "))), file
-end
+local spawn = helper.spawn
 
 -- Open descriptors of this process. A listing may briefly include the write end of its own
 -- popen pipe (the parent closes it only after the child started), so the count is the

@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 
 use super::encode::decode_uri;
+use super::head::trim_ows;
 
 /// The raw pairs of one `Cookie` header value: trimmed and unquoted, not yet decoded.
 pub fn raw_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -49,18 +50,6 @@ pub fn first_wins(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
         .into_iter()
         .filter(|(name, _)| seen.insert(name.clone()))
         .collect()
-}
-
-fn trim_ows(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &s[start..end]
 }
 
 #[cfg(test)]

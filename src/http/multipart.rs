@@ -26,6 +26,8 @@ use std::ops::Range;
 
 use memchr::memmem::Finder;
 
+use crate::http::head::trim_ows;
+
 pub use headers::Part;
 
 /// Why a multipart body (or its `Content-Type`) was refused.
@@ -128,7 +130,7 @@ pub enum Event<'a> {
 /// Extracts and checks the boundary of a `multipart/form-data` `Content-Type` value.
 pub fn boundary(content_type: &[u8]) -> Result<&[u8], MultipartError> {
     let semicolon = memchr::memchr(b';', content_type).unwrap_or(content_type.len());
-    let media = headers::trim_ows(&content_type[..semicolon]);
+    let media = trim_ows(&content_type[..semicolon]);
     if !media.eq_ignore_ascii_case(b"multipart/form-data") {
         return Err(MultipartError::NotMultipart);
     }

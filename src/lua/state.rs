@@ -192,7 +192,6 @@ impl<'a> Stack<'a> {
         }
     }
 
-    #[allow(dead_code)] // used by the poll/exec bindings
     pub fn check_number(self, i: c_int, n: i32, fname: &str) -> LResult<f64> {
         if self.type_of(i) == ffi::LUA_TNUMBER {
             // SAFETY: the slot holds a number.
@@ -202,7 +201,6 @@ impl<'a> Stack<'a> {
         }
     }
 
-    #[allow(dead_code)] // used by the poll/exec bindings
     pub fn to_boolean(self, i: c_int) -> bool {
         // SAFETY: lua_toboolean accepts any index.
         unsafe { ffi::lua_toboolean(self.l, i) != 0 }
@@ -223,7 +221,6 @@ impl<'a> Stack<'a> {
         unsafe { ffi::lua_pushinteger(self.l, v) }
     }
 
-    #[allow(dead_code)] // used by the poll/exec bindings
     pub fn push_number(self, v: f64) {
         // SAFETY: see push_nil.
         unsafe { ffi::lua_pushnumber(self.l, v) }
@@ -245,7 +242,6 @@ impl<'a> Stack<'a> {
         unsafe { ffi::lua_pushvalue(self.l, i) }
     }
 
-    #[allow(dead_code)] // used by the poll/exec bindings
     pub fn pop(self, n: c_int) {
         // SAFETY: callers pop only what they pushed.
         unsafe { ffi::lua_pop(self.l, n) }
@@ -273,7 +269,6 @@ impl<'a> Stack<'a> {
     }
 
     /// `io::Error` as `nil, strerror`.
-    #[allow(dead_code)] // used by the poll/exec bindings
     pub fn fail_os(self, e: &std::io::Error) -> LResult<c_int> {
         self.fail(&crate::io::sys::error_text(e))
     }
@@ -288,7 +283,6 @@ impl<'a> Stack<'a> {
     }
 
     /// Absolute form of a stack index.
-    #[allow(dead_code)] // used by the poll/exec bindings
     pub fn abs(self, i: c_int) -> c_int {
         // SAFETY: valid state.
         unsafe { ffi::lua_absindex(self.l, i) }

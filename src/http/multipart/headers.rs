@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use super::MultipartError;
 use crate::http::encode::decode_percent;
+use crate::http::head::{trim_ows, TOKEN};
 
 /// What a part's headers say about it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub(super) fn parse_part(block: &[u8]) -> Result<Part, MultipartError> {
         let colon = memchr::memchr(b':', line).ok_or(MultipartError::InvalidHeader)?;
         let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
         // a space before the colon or a folded line (leading space) lands here as well
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        if name.is_empty() || !name.iter().all(|&b| TOKEN[b as usize]) {
             return Err(MultipartError::InvalidHeader);
         }
         if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
@@ -127,7 +128,10 @@ type Param<'a> = (&'a [u8], Cow<'a, [u8]>, &'a [u8]);
 /// One `key=value` at the start of `s`; returns it and what follows (`;...` or empty).
 fn parse_param(s: &[u8]) -> Result<Param<'_>, MultipartError> {
     let bad = MultipartError::InvalidHeader;
-    let key_len = s.iter().position(|&b| !is_tchar(b)).unwrap_or(s.len());
+    let key_len = s
+        .iter()
+        .position(|&b| !TOKEN[b as usize])
+        .unwrap_or(s.len());
     let key = &s[..key_len];
     let s = trim_ows(&s[key_len..]).strip_prefix(b"=").ok_or(bad)?;
     let s = trim_ows(s);
@@ -173,21 +177,4 @@ fn quoted_string(s: &[u8]) -> Option<(Cow<'_, [u8]>, usize)> {
         }
     }
     None
-}
-
-/// RFC 9110 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-pub(super) fn trim_ows(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &s[start..end]
 }
