@@ -1,5 +1,5 @@
 -- Loopback throughput of moonbridge_io versus LuaSocket, on the interpreter running this.
---   lua5.4 bench/io_bench.lua [bulk_mib] [lines]
+--   lua5.4 bench/io_bench.lua [bulk_mib] [lines] [rounds]
 -- For each library, a receiver (this process) listens on 127.0.0.1 and times reading
 -- everything a sender process (started with io.popen) writes:
 --   bulk:  bulk_mib MiB sent in 64 KiB writes, read in 64 KiB reads; the sender uses the
@@ -137,18 +137,37 @@ local function run(libname, what, count, expect)
   return got / dt
 end
 
-local results = {}
-for _, libname in ipairs { "moonbridge", "luasocket" } do
-  results[libname] = {
-    bulk = run(libname, "bulk", bulk_mib * 16, bulk_mib * 1024 * 1024) / (1024 * 1024),
-    lines = run(libname, "lines", lines, lines),
-  }
+-- Rounds alternate the libraries, so a change in machine load hits both alike; the table
+-- shows medians, and the ratio is the median of the per-round ratios.
+local rounds = tonumber(arg[3]) or 5
+local samples = { moonbridge = { bulk = {}, lines = {} }, luasocket = { bulk = {}, lines = {} } }
+local ratios = { bulk = {}, lines = {} }
+for _ = 1, rounds do
+  for _, what in ipairs { "bulk", "lines" } do
+    local r = {}
+    for _, libname in ipairs { "moonbridge", "luasocket" } do
+      if what == "bulk" then
+        r[libname] = run(libname, "bulk", bulk_mib * 16, bulk_mib * 1024 * 1024) / (1024 * 1024)
+      else
+        r[libname] = run(libname, "lines", lines, lines)
+      end
+      table.insert(samples[libname][what], r[libname])
+    end
+    table.insert(ratios[what], r.moonbridge / r.luasocket)
+  end
 end
 
-local m, s = results.moonbridge, results.luasocket
-print(string.format("%s, %d MiB bulk, %d lines", _VERSION, bulk_mib, lines))
-print(string.format("| test | moonbridge_io | LuaSocket | ratio |"))
-print(string.format("|---|---|---|---|"))
-print(string.format("| bulk, 64 KiB reads | %.0f MiB/s | %.0f MiB/s | %.2f |", m.bulk, s.bulk, m.bulk / s.bulk))
+local function median(t)
+  table.sort(t)
+  local n = #t
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+local m, s = samples.moonbridge, samples.luasocket
+print(string.format("%s, %d MiB bulk, %d lines, median of %d rounds", _VERSION, bulk_mib, lines, rounds))
+print("| test | moonbridge_io | LuaSocket | ratio |")
+print("|---|---|---|---|")
+print(string.format("| bulk, 64 KiB reads | %.0f MiB/s | %.0f MiB/s | %.2f |",
+  median(m.bulk), median(s.bulk), median(ratios.bulk)))
 print(string.format("| lines, read(nil, \"\\n\") vs receive(\"*l\") | %.0f lines/s | %.0f lines/s | %.2f |",
-  m.lines, s.lines, m.lines / s.lines))
+  median(m.lines), median(s.lines), median(ratios.lines)))
