@@ -355,7 +355,9 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
     // balanced before returning, leaving only the userdata.
     unsafe {
         let l = s.l;
-        debug_assert!(std::mem::align_of::<Option<T>>() <= 8);
+        // Lua aligns userdata blocks to 8 bytes only (LUAI_MAXALIGN): refuse, at compile
+        // time, a type that needs more (box its over-aligned parts instead).
+        const { assert!(std::mem::align_of::<Option<T>>() <= 8) };
         let p = ffi::lua_newuserdata(l, std::mem::size_of::<Option<T>>()) as *mut Option<T>;
         ptr::write(p, Some(value));
         let ud = ffi::lua_gettop(l);
