@@ -2,10 +2,13 @@
 //! `src/lua/server.rs` exposes what `lua/moonbridge.lua` needs.
 
 pub mod control;
+pub mod lines;
 pub mod log;
 pub mod master;
 pub mod memory;
 pub mod pool;
 pub mod process;
+pub mod signals;
+pub mod timed;
 pub mod timer;
 pub mod worker;

@@ -41,9 +41,17 @@ pub fn set(d: Duration) -> io::Result<Duration> {
     // SAFETY: a zeroed itimerval is a valid out-parameter.
     let mut old: libc::itimerval = unsafe { std::mem::zeroed() };
     if !d.is_zero() {
-        // The default action must be in force, even if the application changed it.
-        // SAFETY: resetting a disposition; no handler pointer involved.
-        unsafe { libc::signal(libc::SIGALRM, libc::SIG_DFL) };
+        // The default action must be in force and the signal deliverable, even if the
+        // application changed either.
+        // SAFETY: resetting a disposition (no handler pointer) and unblocking with a local,
+        // initialised set.
+        unsafe {
+            libc::signal(libc::SIGALRM, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGALRM);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
     }
     // SAFETY: both pointers refer to live, initialised itimerval structures.
     sys::cvt(unsafe { libc::setitimer(libc::ITIMER_REAL, &new, &mut old) })?;
