@@ -62,8 +62,10 @@ function M.pools()
   return pools
 end
 
+-- The handler's traceback, without the frames of this driver and the launcher below it.
 local function traceback(err)
-  return debug.traceback(tostring(err), 2)
+  local tb = debug.traceback(tostring(err), 2)
+  return (tb:gsub("\n%s*%[C%]: in function 'xpcall'.*$", ""))
 end
 
 local function report_error(what, err)

@@ -48,6 +48,18 @@ fn index_of(bytes: &[u8]) -> Option<u32> {
     (bytes.len() == 5).then(|| u32::from_le_bytes(arr))
 }
 
+impl std::fmt::Display for Report {
+    /// For `-d` traces.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Report::Ready => write!(f, "ready"),
+            Report::Accepted => write!(f, "accepted a connection"),
+            Report::Took(i) => write!(f, "took job #{}", *i as u64 + 1),
+            Report::Done => write!(f, "done"),
+        }
+    }
+}
+
 impl Report {
     pub fn encode(self) -> Encoded {
         match self {

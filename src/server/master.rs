@@ -622,10 +622,10 @@ impl Master<'_> {
                     return;
                 }
             };
-            self.log.debug(&format!(
-                "Control message from worker process (PID {pid}) of pool #{}: {report:?}",
-                w.pool + 1
-            ));
+            self.log.debug(&match report {
+                Some(r) => format!("Worker process (PID {pid}) of pool #{}: {r}", w.pool + 1),
+                None => format!("Invalid control message from worker process (PID {pid})"),
+            });
             let timed = &mut self.pools[w.pool].timed;
             match report {
                 Some(Report::Ready) => w.ready = true,
