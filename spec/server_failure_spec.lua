@@ -94,7 +94,7 @@ describe("handler failures", function()
   it("memory_limit makes allocations fail with 'not enough memory'", function()
     srv = H.start(APP)
     local reply = H.request(srv, "big\n")
-    assert.equal("false not enough memory\n", reply)
+    assert.matches("^false not enough memory", reply) -- 5.3 adds " for buffer allocation"
     -- below the limit, allocations succeed
     assert.equal("2000000\n", (H.request(srv, "medium\n")))
   end)

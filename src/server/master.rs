@@ -438,11 +438,14 @@ impl Master<'_> {
                 return None;
             }
         };
+        let blocked = signals::Blocked::master_signals();
         // SAFETY: the process is single-threaded (no threads anywhere in the server), so the
         // child may run ordinary code after fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            self.fork_failed(p, &io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            drop(blocked);
+            self.fork_failed(p, &e);
             return None;
         }
         let ((ours, theirs), (err_r, err_w)) = channels;
@@ -453,7 +456,15 @@ impl Master<'_> {
             unsafe { libc::dup2(err_w.as_raw_fd(), 2) };
             drop((ours, err_r, err_w));
             self.signals.restore();
+            signals::default_interrupts();
             signals::set_parent_death_signal();
+            drop(blocked);
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } != self.pid {
+                // the master died before the death signal was armed
+                // SAFETY: _exit ends this fresh child without touching shared state.
+                unsafe { libc::_exit(0) };
+            }
             let pool = &mut self.pools[p];
             return Some(WorkerStart {
                 pool: p,
@@ -463,6 +474,7 @@ impl Master<'_> {
                 master_pid: self.pid,
             });
         }
+        drop(blocked);
         drop((theirs, err_w));
         let _ = sys::set_nonblocking(err_r.as_raw_fd(), true);
         self.log.stats(&format!(

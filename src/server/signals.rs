@@ -109,6 +109,45 @@ impl SignalPipe {
     }
 }
 
+/// The master's signals blocked until dropped. A fork happens under this guard, so that a
+/// signal meant for a new worker (SIGTERM at shutdown) cannot reach it while it still has
+/// the master's handlers: it stays pending until the worker installed its own dispositions.
+pub struct Blocked {
+    saved: libc::sigset_t,
+}
+
+impl Blocked {
+    pub fn master_signals() -> Self {
+        // SAFETY: sigprocmask with local, initialised sets.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in MASTER_SIGNALS {
+                libc::sigaddset(&mut set, sig);
+            }
+            let mut saved: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut saved);
+            Blocked { saved }
+        }
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        // SAFETY: restores a mask returned by the kernel; pending signals are delivered now.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.saved, std::ptr::null_mut()) };
+    }
+}
+
+/// In a new worker: SIGINT and SIGHUP end it (the master kills its workers on those anyway);
+/// the interpreter's own SIGINT handler would only turn them into Lua errors.
+pub fn default_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: resetting a disposition; no handler pointer involved.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 /// Asks the kernel to send SIGTERM to this worker when the master dies, so that a worker
 /// never outlives its master for long (it then finishes its connection and exits).
 pub fn set_parent_death_signal() {
