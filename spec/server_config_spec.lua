@@ -4,6 +4,8 @@ local config = require "moonbridge_config"
 local mio = require "moonbridge_io"
 local H = require "spec.server_helper"
 
+after_each(H.cleanup_all)
+
 local function f() end
 
 local function tcp(extra)

@@ -4,6 +4,8 @@
 local mio = require "moonbridge_io"
 local H = require "spec.server_helper"
 
+after_each(H.cleanup_all)
+
 -- Answers "<pid>\n" for "pid\n"; other commands fail in various ways.
 local APP = [[
 listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
@@ -106,7 +108,7 @@ describe("handler failures", function()
       -- another client is in the middle of a request meanwhile
       local other = assert(H.connect(srv))
       other:write("hold\n"):flush()
-      assert.equal("held\n", other:read(100, "\n"))
+      assert.equal("held\n", H.read_line(other))
       local data, status = H.request(srv, "huge\n", 20)
       assert.not_equal("eof", status, data)
       local pid = H.wait_log(srv, "%[Pool #1, PID (%d+)%] Error in \"connect\" function: not enough memory")
@@ -151,7 +153,7 @@ describe("a dying master", function()
     local w = assert(H.wait_workers(srv, 2))
     local busy = assert(H.connect(srv))
     busy:write("hold\n"):flush()
-    assert.equal("held\n", busy:read(100, "\n"))
+    assert.equal("held\n", H.read_line(busy))
     local busy_pid = H.wait_log(srv, "PID (%d+)%] holding")
     os.execute("kill -KILL " .. srv.pid)
     local function gone(pids)

@@ -6,6 +6,10 @@ local helper = require "spec.helper"
 
 local H = {}
 
+-- Servers started and not cleaned up yet (a failed spec leaves nothing behind: see
+-- cleanup_all, run after each spec).
+H.running = {}
+
 local ROOT = os.getenv("PWD") or "."
 local V = _VERSION:match("%d+%.%d+")
 H.launcher = ROOT .. "/.trees/" .. V .. "/bin/moonbridge"
@@ -101,7 +105,8 @@ function H.launch(app, args, seconds)
 end
 
 -- start(app_source, {args = {...}, command = "..."}) -> server table (pid, port, dir, log)
--- Runs the launcher in the background (or `command`, where $APP is the application file),
+-- Runs the launcher in the background (or `command`, where $APP is the application file and
+-- $PORT the port),
 -- records its PID and, once it ends, its exit code.
 function H.start(app, opts)
   opts = opts or {}
@@ -111,7 +116,8 @@ function H.start(app, opts)
   write_app(srv, app)
   local args = {}
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = H.quote(a) end
-  local command = opts.command and opts.command:gsub("%$APP", H.quote(srv.app))
+  local command = opts.command
+    and opts.command:gsub("%$APP", H.quote(srv.app)):gsub("%$PORT", tostring(srv.port))
     or string.format("%s %s %s", H.quote(H.launcher), table.concat(args, " "), H.quote(srv.app))
   H.write_file(srv.dir .. "/run.sh", string.format(
     "%s </dev/null >>%s 2>&1 &\necho $! > %s/pid.tmp && mv %s/pid.tmp %s/pid\nwait $!\n" ..
@@ -121,6 +127,7 @@ function H.start(app, opts)
   srv.pid = tonumber(H.wait_for(5, function() return read_file(srv.dir .. "/pid") end))
   assert(srv.pid, "launcher did not start")
   srv.seen = {} -- every worker PID seen, for the leftover check
+  H.running[srv] = true
   return srv
 end
 
@@ -221,9 +228,15 @@ end
 
 -- Stops the server if a spec left it running, and removes its files.
 function H.cleanup(srv)
-  if not srv then return end
+  if not srv or not H.running[srv] then return end
+  H.running[srv] = nil
   if not read_file(srv.dir .. "/code") then H.stop(srv, "KILL", 5) end
   os.execute("rm -rf " .. H.quote(srv.dir))
+end
+
+-- For after_each: stops whatever a (failed) spec left running.
+function H.cleanup_all()
+  for srv in pairs(H.running) do H.cleanup(srv) end
 end
 
 -- Connects (retrying while the server starts) and returns a handle or nil, error.
@@ -248,6 +261,21 @@ function H.read_all(h, seconds)
     if status == "eof" then return table.concat(parts), "eof" end
     local left = deadline - mio.timeref()
     if left <= 0 then return table.concat(parts), "timeout" end
+    mio.poll({ [h] = true }, nil, left)
+  end
+end
+
+-- Reads one line (up to "\n", at most 4096 bytes) within `seconds`; nil, reason otherwise.
+function H.read_line(h, seconds)
+  local parts = {}
+  local deadline = mio.timeref() + (seconds or 5)
+  while true do
+    local data, status = h:read_nb(4096, "\n")
+    if not data then return nil, status end
+    parts[#parts + 1] = data
+    if status ~= "block" then return table.concat(parts), status end
+    local left = deadline - mio.timeref()
+    if left <= 0 then return nil, "timeout" end
     mio.poll({ [h] = true }, nil, left)
   end
 end

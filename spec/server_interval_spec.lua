@@ -5,6 +5,8 @@
 local mio = require "moonbridge_io"
 local H = require "spec.server_helper"
 
+after_each(H.cleanup_all)
+
 -- Times (moonbridge_io.timeref, the system's monotonic clock) a handler logged as `word`.
 local function times(srv, word)
   local out = {}
@@ -96,6 +98,37 @@ listen{ {proto="interval", delay=0.05, strict=true}, pre_fork=3, min_fork=3, for
     local n = 0
     for _ in pairs(pids) do n = n + 1 end
     assert.is_true(n >= 1)
+  end)
+
+  it("runs on an idle worker while another one holds a long connection", function()
+    srv = H.start([[
+listen{ {proto="interval", delay=0.1}, {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=2, max_fork=2,
+  connect = function(s)
+    if s.interval then
+      io.stderr:write("tick ", moonbridge_io.timeref(), "\n")
+    else
+      s:write("holding\n"):flush()
+      s:read(100, "\n")
+    end
+    return true
+  end }
+]])
+    assert.is_not_nil(H.wait_workers(srv, 2))
+    local c = assert(H.connect(srv))
+    assert.equal("holding\n", H.read_line(c))
+    local t0 = mio.timeref()
+    local n0 = #times(srv, "tick")
+    local ticking = H.wait_for(3, function()
+      local after = 0
+      for _, t in ipairs(times(srv, "tick")) do
+        if t > t0 then after = after + 1 end
+      end
+      return after >= 3
+    end)
+    c:write("bye\n"):flush()
+    c:close()
+    assert.is_true(ticking, "intervals stalled behind a connection: " .. n0)
   end)
 
   it("passes an object with the interval's name and no I/O methods", function()

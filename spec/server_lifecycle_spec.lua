@@ -3,6 +3,8 @@
 local mio = require "moonbridge_io"
 local H = require "spec.server_helper"
 
+after_each(H.cleanup_all)
+
 local BODY_SIZE = 200000
 
 local SLOW_APP = [[
@@ -179,7 +181,12 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
     local pid = tonumber(H.wait_for(5, function()
       return (H.read_file(dir .. "/pid") or ""):match("^(%d+)\n$")
     end))
-    assert.is_not_nil(pid)
+    finally(function()
+      -- whatever failed, the daemon (not our child) must not outlive the spec
+      if pid and H.alive(pid) then os.execute("kill -KILL " .. pid) end
+      os.execute("rm -rf " .. H.quote(dir))
+    end)
+    assert.is_not_nil(pid, H.read_file(dir .. "/log"))
     local srv = { pid = pid, port = port, dir = dir, seen = {} }
     local reply = H.request(srv, nil, 5)
     assert.matches("^daemon %d+\n$", reply)
@@ -190,6 +197,5 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
     for _, w in ipairs(workers) do assert.is_false(H.alive(w)) end
     assert.is_truthy(H.wait_for(2, function() return not H.exists(dir .. "/pid") end))
     assert.matches("Shutdown complete", H.read_file(dir .. "/log"))
-    os.execute("rm -rf " .. H.quote(dir))
   end)
 end)

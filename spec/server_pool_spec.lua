@@ -4,6 +4,8 @@
 local mio = require "moonbridge_io"
 local H = require "spec.server_helper"
 
+after_each(H.cleanup_all)
+
 -- A handler that waits for one line, then answers with its PID.
 local PID_HANDLER = [[
   connect = function(s)

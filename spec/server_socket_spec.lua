@@ -4,6 +4,8 @@
 local mio = require "moonbridge_io"
 local H = require "spec.server_helper"
 
+after_each(H.cleanup_all)
+
 local function ipv6_available()
   local l = mio.tcplisten("::1", 0)
   if l then l:close() end

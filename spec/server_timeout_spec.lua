@@ -3,6 +3,7 @@
 -- Handlers compute their observations and send them back as a Lua table literal.
 local H = require "spec.server_helper"
 
+
 local APP = [[
 local function near(x, want) return math.abs(x - want) < 0.15 end
 local tests = {}
@@ -102,9 +103,9 @@ describe("timeout()", function()
   setup(function() srv = H.start(APP) end)
   teardown(function()
     local code = H.stop(srv)
+    H.cleanup(srv)
     assert.equal(0, code)
     assert.same({}, srv.leftover)
-    H.cleanup(srv)
   end)
 
   it("sets, returns the previous time, reports the remaining time and clears", function()
