@@ -106,6 +106,7 @@ local function worker_loop(pool, worker)
     worker:done(true, conn) -- closes the connection if still open
     if result ~= true then break end
   end
+  worker:leaving()
   if pool.finish then
     local ok, err = xpcall(pool.finish, traceback)
     core.timer_set(0)

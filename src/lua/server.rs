@@ -19,7 +19,6 @@ use crate::lua::handle::push_handle;
 use crate::lua::state::{
     check_self, lua_fn, push_object, take_object, to_object, LResult, LuaObject, Misuse, Stack,
 };
-use crate::server::control::Report;
 use crate::server::master::{self, PoolSpec, Role};
 use crate::server::pool::PoolConfig;
 use crate::server::timed::TimedKind;
@@ -187,7 +186,7 @@ lua_fn! {
                 let worker = Worker::new(start, extra.idle_timeout);
                 s.push_str("worker");
                 s.push_int(pool as i64 + 1);
-                push_object(s, WorkerObject { worker, timed: extra.timed, busy: false });
+                push_object(s, WorkerObject { worker, timed: extra.timed, });
                 Ok(3)
             }
             Err(e) => s.fail(&format!("Server failure: {}", crate::io::sys::error_text(&e))),
@@ -199,8 +198,6 @@ lua_fn! {
 struct WorkerObject {
     worker: Worker,
     timed: Vec<TimedName>,
-    /// A job is in progress (between `next` and `done`).
-    busy: bool,
 }
 
 impl LuaObject for WorkerObject {
@@ -211,6 +208,7 @@ impl LuaObject for WorkerObject {
             (c"ready", worker_ready),
             (c"next", worker_next),
             (c"done", worker_done),
+            (c"leaving", worker_leaving),
         ]
     }
 
@@ -223,7 +221,7 @@ lua_fn! {
     /// ready(): `prepare` is done; the master may count on this worker.
     fn worker_ready(s) {
         let w = check_self::<WorkerObject>(s, "ready")?;
-        w.worker.report(Report::Ready);
+        w.worker.ready();
         Ok(0)
     }
 }
@@ -238,13 +236,11 @@ lua_fn! {
             .map_err(|e| Misuse(format!("worker: {}", crate::io::sys::error_text(&e))))?;
         match next {
             Next::Connection(h) => {
-                w.busy = true;
                 s.push_str("connection");
                 push_handle(s, h);
                 Ok(2)
             }
             Next::Timed(j) => {
-                w.busy = true;
                 let t = w.timed.get(j as usize).cloned().unwrap_or(TimedName {
                     main: false,
                     name: Vec::new(),
@@ -273,9 +269,16 @@ lua_fn! {
             }
         }
         let w = check_self::<WorkerObject>(s, "done")?;
-        if std::mem::take(&mut w.busy) {
-            w.worker.report(Report::Done);
-        }
+        w.worker.job_done();
+        Ok(0)
+    }
+}
+
+lua_fn! {
+    /// leaving(): this worker takes no more jobs (it is about to run `finish` and exit).
+    fn worker_leaving(s) {
+        let w = check_self::<WorkerObject>(s, "leaving")?;
+        w.worker.leaving();
         Ok(0)
     }
 }

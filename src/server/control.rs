@@ -14,17 +14,18 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::io::sys;
 
-/// Worker -> master.
+/// Worker -> master. Connections need no message: workers keep their state on the
+/// scoreboard (`board.rs`) and only wake the master when it has something to decide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Report {
-    /// `prepare` finished: the worker is ready for work.
-    Ready,
-    /// A connection was accepted: the worker is busy.
-    Accepted,
+    /// Look at the scoreboard: the pool may need a fork, or has surplus idle workers.
+    Wake,
     /// The job (timed listener) with this index was taken from the pool's queue.
     Took(u32),
-    /// The current connection or job ended: the worker is idle again.
+    /// The job taken last ended.
     Done,
+    /// The worker takes no more jobs (it runs `finish` and exits): do not count it as spare.
+    Leaving,
 }
 
 /// Master -> pool queue: run the interval or main listener with this index.
@@ -52,10 +53,10 @@ impl std::fmt::Display for Report {
     /// For `-d` traces.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Report::Ready => write!(f, "ready"),
-            Report::Accepted => write!(f, "accepted a connection"),
+            Report::Wake => write!(f, "wake-up"),
             Report::Took(i) => write!(f, "took job #{}", *i as u64 + 1),
-            Report::Done => write!(f, "done"),
+            Report::Done => write!(f, "job done"),
+            Report::Leaving => write!(f, "leaving"),
         }
     }
 }
@@ -63,18 +64,18 @@ impl std::fmt::Display for Report {
 impl Report {
     pub fn encode(self) -> Encoded {
         match self {
-            Report::Ready => ([b'R', 0, 0, 0, 0], 1),
-            Report::Accepted => ([b'A', 0, 0, 0, 0], 1),
+            Report::Wake => ([b'W', 0, 0, 0, 0], 1),
             Report::Took(i) => with_index(b'T', i),
             Report::Done => ([b'D', 0, 0, 0, 0], 1),
+            Report::Leaving => ([b'L', 0, 0, 0, 0], 1),
         }
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Report> {
         match bytes {
-            [b'R'] => Some(Report::Ready),
-            [b'A'] => Some(Report::Accepted),
+            [b'W'] => Some(Report::Wake),
             [b'D'] => Some(Report::Done),
+            [b'L'] => Some(Report::Leaving),
             [b'T', ..] => index_of(bytes).map(Report::Took),
             _ => None,
         }
@@ -172,9 +173,9 @@ mod tests {
     #[test]
     fn round_trips() {
         for r in [
-            Report::Ready,
-            Report::Accepted,
+            Report::Wake,
             Report::Done,
+            Report::Leaving,
             Report::Took(0),
             Report::Took(u32::MAX),
         ] {
@@ -192,7 +193,7 @@ mod tests {
         for bad in [
             &b""[..],
             b"X",
-            b"RR",
+            b"WW",
             b"T\x01\x00\x00",
             b"T\x01\x00\x00\x00\x00",
             b"J",

@@ -1,7 +1,8 @@
 //! The master process: owns the listeners, forks workers, and from then on only manages the
 //! pools (counts, delays, timed jobs, signals, logging). It never runs a handler and never
-//! blocks on a client: workers accept on the inherited listeners themselves, and take due
-//! interval/main jobs from their pool's shared queue (see `control.rs`).
+//! blocks on a client: workers accept on the inherited listeners themselves, take due
+//! interval/main jobs from their pool's shared queue (see `control.rs`), and keep their
+//! state on the scoreboard (see `board.rs`), so a connection costs the master nothing.
 //!
 //! The loop: drain queued signals -> reap workers -> queue due jobs -> apply the pool policy
 //! (fork / stop an idle worker) -> `poll(2)` on the signal pipe, the workers' control sockets
@@ -12,10 +13,12 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::io::net::Listener;
 use crate::io::sys;
+use crate::server::board::{self, Board, Limits, Slot};
 use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
 use crate::server::lines::Lines;
 use crate::server::log::Logger;
@@ -44,6 +47,10 @@ pub struct WorkerStart {
     pub queue: Option<OwnedFd>,
     pub listeners: Vec<Listener>,
     pub master_pid: i32,
+    pub board: Rc<Board>,
+    /// This worker's slot on the board (in its pool's part).
+    pub slot: usize,
+    pub limits: Limits,
 }
 
 pub enum Role {
@@ -63,12 +70,6 @@ enum Phase {
     Fast,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Busy {
-    Connection,
-    Timed(usize),
-}
-
 #[derive(Debug)]
 struct Worker {
     pid: i32,
@@ -77,18 +78,13 @@ struct Worker {
     control: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     lines: Lines,
-    ready: bool,
-    busy: Option<Busy>,
-    /// Told to stop (surplus, shutdown): no longer counted, its death is expected.
+    slot: usize,
+    /// The interval or main job it runs.
+    job: Option<usize>,
+    /// Told to stop (surplus, shutdown) or leaving on its own: no longer counted.
     stopping: bool,
     /// Took a main job: its exit stops the server.
     main: bool,
-}
-
-impl Worker {
-    fn idle(&self) -> bool {
-        self.ready && self.busy.is_none() && !self.stopping
-    }
 }
 
 struct PoolState {
@@ -106,6 +102,7 @@ struct PoolState {
 struct Master<'a> {
     pools: Vec<PoolState>,
     workers: Vec<Worker>,
+    board: Rc<Board>,
     signals: SignalPipe,
     log: &'a mut Logger,
     start: Instant,
@@ -116,6 +113,7 @@ struct Master<'a> {
 /// Runs the server until it stops (master) or until this process became a worker.
 pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
     let mut states = Vec::with_capacity(pools.len());
+    let mut slots = Vec::with_capacity(pools.len());
     for p in pools {
         let mut config = p.config;
         let only_main = p.listeners.is_empty() && p.timed.iter().all(|t| *t == TimedKind::Main);
@@ -129,6 +127,7 @@ pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
         } else {
             Some(control::seqpacket_pair()?)
         };
+        slots.push(config.max_fork as usize + board::SLACK);
         states.push(PoolState {
             policy: Pool::new(config),
             listeners: p.listeners,
@@ -141,6 +140,7 @@ pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
     let mut m = Master {
         pools: states,
         workers: Vec::new(),
+        board: Rc::new(Board::new(&slots)?),
         signals: SignalPipe::install()?,
         log,
         start: Instant::now(),
@@ -276,12 +276,14 @@ impl Master<'_> {
             self.log_exit(&w, status, &usage);
             let now = self.now();
             let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            let state = self.board.get(w.pool, w.slot);
+            self.board.set(w.pool, w.slot, Slot::Free);
             let pool = &mut self.pools[w.pool];
-            if !w.ready && !clean && !w.stopping {
+            if state == Slot::Starting && !clean && !w.stopping {
                 // died during prepare: do not fork in a tight loop
                 pool.policy.fork_failed(now);
             }
-            if let Some(Busy::Timed(j)) = w.busy {
+            if let Some(j) = w.job {
                 pool.timed[j].ended(now);
             }
             if w.main && self.phase == Phase::Running {
@@ -338,12 +340,11 @@ impl Master<'_> {
             .iter()
             .filter(|w| w.pool == pool && !w.stopping)
         {
-            if !w.ready {
-                c.starting += 1;
-            } else if w.busy.is_none() {
-                c.idle += 1;
-            } else {
-                c.busy += 1;
+            match self.board.get(pool, w.slot) {
+                Slot::Starting | Slot::Free => c.starting += 1,
+                Slot::Idle => c.idle += 1,
+                Slot::Busy => c.busy += 1,
+                Slot::Leaving => {}
             }
         }
         c
@@ -404,11 +405,13 @@ impl Master<'_> {
                     Action::StopIdle => {
                         self.pools[p].policy.stopped_idle(now);
                         // Never the main worker: its exit would stop the whole server.
-                        if let Some(w) = self
-                            .workers
-                            .iter_mut()
-                            .find(|w| w.pool == p && w.idle() && !w.main)
-                        {
+                        let board = &self.board;
+                        if let Some(w) = self.workers.iter_mut().find(|w| {
+                            w.pool == p
+                                && !w.stopping
+                                && !w.main
+                                && board.get(p, w.slot) == Slot::Idle
+                        }) {
                             w.stopping = true;
                             // SAFETY: plain kill of our own unreaped child.
                             unsafe { libc::kill(w.pid, libc::SIGTERM) };
@@ -424,6 +427,10 @@ impl Master<'_> {
             }
             // A stale sighting must not fork later; the listener is polled again if needed.
             self.pools[p].pending = false;
+            // What workers compare with before waking the master.
+            let total = self.counts(p).total();
+            let tracking = self.pools[p].policy.tracking_surplus();
+            self.board.publish(p, total, tracking);
         }
         None
     }
@@ -431,6 +438,15 @@ impl Master<'_> {
     /// Forks a worker for pool `p`. Returns `Some` in the child. Failures are logged and
     /// pause forking for `fork_error_delay`.
     fn fork_worker(&mut self, p: usize) -> Option<WorkerStart> {
+        // Slots of live workers (also those still finishing after being told to stop).
+        let Some(slot) = (0..self.board.slots(p))
+            .find(|&i| !self.workers.iter().any(|w| w.pool == p && w.slot == i))
+        else {
+            let e = io::Error::other("every worker slot is in use");
+            self.fork_failed(p, &e);
+            return None;
+        };
+        self.board.set(p, slot, Slot::Starting);
         let channels = match control::seqpacket_pair().and_then(|c| Ok((c, pipe()?))) {
             Ok(c) => c,
             Err(e) => {
@@ -445,6 +461,7 @@ impl Master<'_> {
         if pid < 0 {
             let e = io::Error::last_os_error();
             drop(blocked);
+            self.board.set(p, slot, Slot::Free);
             self.fork_failed(p, &e);
             return None;
         }
@@ -466,12 +483,21 @@ impl Master<'_> {
                 unsafe { libc::_exit(0) };
             }
             let pool = &mut self.pools[p];
+            let config = &pool.policy.config;
+            let limits = Limits {
+                pre_fork: config.pre_fork,
+                min_fork: config.min_fork,
+                max_fork: config.max_fork,
+            };
             return Some(WorkerStart {
                 pool: p,
                 control: theirs,
                 queue: pool.queue.take().map(|(_, workers)| workers),
                 listeners: pool.listeners.drain(..).collect(),
                 master_pid: self.pid,
+                board: Rc::clone(&self.board),
+                slot,
+                limits,
             });
         }
         drop(blocked);
@@ -487,8 +513,8 @@ impl Master<'_> {
             control: Some(ours),
             stderr: Some(err_r),
             lines: Lines::default(),
-            ready: false,
-            busy: None,
+            slot,
+            job: None,
             stopping: false,
             main: false,
         });
@@ -640,21 +666,22 @@ impl Master<'_> {
             });
             let timed = &mut self.pools[w.pool].timed;
             match report {
-                Some(Report::Ready) => w.ready = true,
-                Some(Report::Accepted) => w.busy = Some(Busy::Connection),
+                // the loop looks at the scoreboard next
+                Some(Report::Wake) => {}
                 Some(Report::Took(j)) => {
                     if let Some(t) = timed.get_mut(j as usize) {
                         t.state = TimedState::Running;
                         w.main |= t.is_main();
-                        w.busy = Some(Busy::Timed(j as usize));
+                        w.job = Some(j as usize);
                     }
                 }
                 Some(Report::Done) => {
-                    if let Some(Busy::Timed(j)) = w.busy {
+                    if let Some(j) = w.job.take() {
                         timed[j].ended(now);
                     }
-                    w.busy = None;
                 }
+                // it exits soon: a spare worker must be forked now if one is needed
+                Some(Report::Leaving) => w.stopping = true,
                 None => {}
             }
         }

@@ -1,6 +1,7 @@
 //! The pre-forking server core: pool policy, master loop, worker primitives. No Lua types;
 //! `src/lua/server.rs` exposes what `lua/moonbridge.lua` needs.
 
+pub mod board;
 pub mod control;
 pub mod lines;
 pub mod log;

@@ -105,6 +105,11 @@ impl Pool {
         counts.total() < self.config.max_fork && self.error_until.is_none_or(|until| now >= until)
     }
 
+    /// Whether the policy is timing surplus idle workers (an exit_delay is running).
+    pub fn tracking_surplus(&self) -> bool {
+        self.surplus_since.is_some()
+    }
+
     /// Decides the next action. `pending` = a connection waits and no worker is idle.
     pub fn decide(&mut self, counts: Counts, pending: bool, now: Duration) -> Action {
         let c = &self.config;

@@ -1,14 +1,17 @@
 //! The worker side: wait for the next job (a due interval/main job from the pool's queue, or
-//! a connection accepted on one of the pool's inherited listeners), and report progress to
-//! the master. One job at a time; the Lua driver runs the handlers.
+//! a connection accepted on one of the pool's inherited listeners), keep this worker's slot
+//! on the scoreboard up to date, and wake the master only when it has something to decide.
+//! One job at a time; the Lua driver runs the handlers.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::io::net::Listener;
 use crate::io::poll::{self, Entry, Interest};
 use crate::io::Handle;
+use crate::server::board::{Board, Limits, Slot};
 use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
 use crate::server::master::WorkerStart;
 
@@ -41,6 +44,13 @@ impl StopReason {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Current {
+    None,
+    Connection,
+    Timed,
+}
+
 #[derive(Debug)]
 pub struct Worker {
     pub pool: usize,
@@ -49,6 +59,10 @@ pub struct Worker {
     listeners: Vec<Listener>,
     idle_timeout: Option<Duration>,
     master_pid: i32,
+    board: Rc<Board>,
+    slot: usize,
+    limits: Limits,
+    current: Current,
 }
 
 impl Worker {
@@ -60,12 +74,44 @@ impl Worker {
             listeners: start.listeners,
             idle_timeout,
             master_pid: start.master_pid,
+            board: start.board,
+            slot: start.slot,
+            limits: start.limits,
+            current: Current::None,
         }
     }
 
-    /// Tells the master about progress. A vanished master is noticed by `next_job`.
-    pub fn report(&self, r: Report) {
+    /// Tells the master something. A vanished master is noticed by `next_job`.
+    fn report(&self, r: Report) {
         let _ = control::send(&self.control, r.encode());
+    }
+
+    fn set_slot(&self, state: Slot) {
+        self.board.set(self.pool, self.slot, state);
+    }
+
+    /// `prepare` is done: the worker is ready for jobs.
+    pub fn ready(&self) {
+        self.set_slot(Slot::Idle);
+    }
+
+    /// The job from the last `next_job` ended.
+    pub fn job_done(&mut self) {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::None => return,
+            Current::Timed => self.report(Report::Done),
+            Current::Connection => {}
+        }
+        self.set_slot(Slot::Idle);
+        if self.limits.wake_after_finishing(&self.board, self.pool) {
+            self.report(Report::Wake);
+        }
+    }
+
+    /// This worker takes no more jobs (it runs `finish` and exits).
+    pub fn leaving(&self) {
+        self.set_slot(Slot::Leaving);
+        self.report(Report::Leaving);
     }
 
     fn master_alive(&self) -> bool {
@@ -83,13 +129,12 @@ impl Worker {
             if crate::io::signal::sigterm_received() {
                 return Ok(Next::Stop(StopReason::Terminated));
             }
-            if !self.master_alive() {
-                return Ok(Next::Stop(StopReason::MasterGone));
-            }
             if let Some(q) = &self.queue {
                 match control::recv(q, &mut buf)? {
                     Received::Message(m) => {
                         if let Some(Job(j)) = Job::decode(m) {
+                            self.set_slot(Slot::Busy);
+                            self.current = Current::Timed;
                             self.report(Report::Took(j));
                             return Ok(Next::Timed(j));
                         }
@@ -102,7 +147,11 @@ impl Worker {
             while i < self.listeners.len() {
                 match self.listeners[i].accept_nb() {
                     Ok(Some(h)) => {
-                        self.report(Report::Accepted);
+                        self.set_slot(Slot::Busy);
+                        self.current = Current::Connection;
+                        if self.limits.wake_after_taking(&self.board, self.pool) {
+                            self.report(Report::Wake);
+                        }
                         return Ok(Next::Connection(h));
                     }
                     Ok(None) => i += 1,
@@ -113,7 +162,10 @@ impl Worker {
                     Err(e) => return Err(e),
                 }
             }
-            if woken && control::recv(&self.control, &mut buf)? == Received::Closed {
+            // Nothing to do: before waiting, make sure there is still a master to wait for.
+            if !self.master_alive()
+                || (woken && control::recv(&self.control, &mut buf)? == Received::Closed)
+            {
                 return Ok(Next::Stop(StopReason::MasterGone));
             }
             let remaining = match deadline {
