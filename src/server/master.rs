@@ -192,6 +192,7 @@ impl Master<'_> {
             }
             self.log_counts();
             let timeout = self.next_timeout();
+            self.publish();
             self.wait(timeout)?;
         }
     }
@@ -427,12 +428,19 @@ impl Master<'_> {
             }
             // A stale sighting must not fork later; the listener is polled again if needed.
             self.pools[p].pending = false;
-            // What workers compare with before waking the master.
+        }
+        None
+    }
+
+    /// What workers compare with before waking the master: the counted workers, and whether
+    /// an exit_delay is already running. Published right before waiting, from the state the
+    /// wait is based on.
+    fn publish(&self) {
+        for p in 0..self.pools.len() {
             let total = self.counts(p).total();
             let tracking = self.pools[p].policy.tracking_surplus();
             self.board.publish(p, total, tracking);
         }
-        None
     }
 
     /// Forks a worker for pool `p`. Returns `Some` in the child. Failures are logged and
