@@ -20,10 +20,11 @@ use crate::io::net::Listener;
 use crate::io::sys;
 use crate::server::board::{self, Board, Limits, Slot};
 use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
-use crate::server::lines::Lines;
 use crate::server::log::Logger;
 use crate::server::pool::{Action, Counts, Pool, PoolConfig};
-use crate::server::signals::{self, pipe, SignalPipe};
+use crate::server::record::Record;
+use crate::server::signals::{self, SignalPipe};
+use crate::server::spawn::{self, Forked};
 use crate::server::timed::{Timed, TimedKind, TimedState};
 
 /// One `listen{}` call.
@@ -70,23 +71,6 @@ enum Phase {
     Fast,
 }
 
-#[derive(Debug)]
-struct Worker {
-    pid: i32,
-    pool: usize,
-    /// None once the worker closed its end (it is exiting).
-    control: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    lines: Lines,
-    slot: usize,
-    /// The interval or main job it runs.
-    job: Option<usize>,
-    /// Told to stop (surplus, shutdown) or leaving on its own: no longer counted.
-    stopping: bool,
-    /// Took a main job: its exit stops the server.
-    main: bool,
-}
-
 struct PoolState {
     policy: Pool,
     listeners: Vec<Listener>,
@@ -101,7 +85,7 @@ struct PoolState {
 
 struct Master<'a> {
     pools: Vec<PoolState>,
-    workers: Vec<Worker>,
+    workers: Vec<Record>,
     board: Rc<Board>,
     signals: SignalPipe,
     log: &'a mut Logger,
@@ -156,18 +140,20 @@ pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
                 // SAFETY: kill has no memory arguments; the pid is our unreaped child.
                 unsafe { libc::kill(w.pid, libc::SIGKILL) };
             }
-            while m.workers.iter().any(|w| reap_one(w.pid).is_some()) {}
+            for w in &m.workers {
+                reap_one(w.pid);
+            }
         }
         m.signals.restore();
     }
     role
 }
 
-/// Waits for one specific child (blocking); Some while there was one to wait for.
-fn reap_one(pid: i32) -> Option<()> {
+/// Waits for one specific child (blocking).
+fn reap_one(pid: i32) {
     let mut status = 0;
     // SAFETY: waitpid writes only to `status`.
-    (unsafe { libc::waitpid(pid, &mut status, 0) } == pid).then_some(())
+    unsafe { libc::waitpid(pid, &mut status, 0) };
 }
 
 impl Master<'_> {
@@ -270,11 +256,8 @@ impl Master<'_> {
             };
             // Messages it sent before dying still count (e.g. that it took a job).
             self.read_control(pid);
-            self.read_stderr(pid);
             let mut w = self.workers.swap_remove(i);
-            let mut lines = std::mem::take(&mut w.lines);
-            lines.finish(&mut |line, cut| log_worker_line(self.log, &w, line, cut));
-            self.log_exit(&w, status, &usage);
+            w.log_end(self.log, status, &usage);
             let now = self.now();
             let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
             let state = self.board.get(w.pool, w.slot);
@@ -291,46 +274,6 @@ impl Master<'_> {
                 self.log.log("Main handler finished: graceful shutdown");
                 self.begin_shutdown(Phase::Graceful);
             }
-        }
-    }
-
-    fn log_exit(&mut self, w: &Worker, status: i32, usage: &libc::rusage) {
-        let id = format!("(PID {}) of pool #{}", w.pid, w.pool + 1);
-        if libc::WIFSIGNALED(status) {
-            let sig = libc::WTERMSIG(status);
-            if sig == libc::SIGALRM {
-                let text = format!("Worker process {id} exited prematurely due to timeout");
-                self.log.log(&text);
-            } else if w.stopping && (sig == libc::SIGKILL || sig == libc::SIGTERM) {
-                self.log.stats(&format!("Worker process {id} stopped"));
-            } else {
-                let name = signals::signal_name(sig);
-                let text = format!("Worker process {id} terminated by signal {sig} ({name})");
-                self.log.log(&text);
-            }
-        } else {
-            let code = libc::WEXITSTATUS(status);
-            if code != 0 {
-                self.log
-                    .log(&format!("Worker process {id} exited with code {code}"));
-            } else {
-                self.log
-                    .stats(&format!("Worker process {id} exited normally"));
-            }
-        }
-        if self.log.stats {
-            self.log.log(&format!(
-                "Resource usage of worker process {id}: user time {:.3} s, system time {:.3} s, \
-                 max resident set size {} kB, {} minor and {} major page faults, \
-                 {} voluntary and {} involuntary context switches",
-                seconds(usage.ru_utime),
-                seconds(usage.ru_stime),
-                usage.ru_maxrss,
-                usage.ru_minflt,
-                usage.ru_majflt,
-                usage.ru_nvcsw,
-                usage.ru_nivcsw
-            ));
         }
     }
 
@@ -455,78 +398,43 @@ impl Master<'_> {
             return None;
         };
         self.board.set(p, slot, Slot::Starting);
-        let channels = match control::seqpacket_pair().and_then(|c| Ok((c, pipe()?))) {
-            Ok(c) => c,
+        match spawn::fork(&mut self.signals, self.pid) {
             Err(e) => {
+                self.board.set(p, slot, Slot::Free);
                 self.fork_failed(p, &e);
-                return None;
+                None
             }
-        };
-        let blocked = signals::Blocked::master_signals();
-        // SAFETY: the process is single-threaded (no threads anywhere in the server), so the
-        // child may run ordinary code after fork.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let e = io::Error::last_os_error();
-            drop(blocked);
-            self.board.set(p, slot, Slot::Free);
-            self.fork_failed(p, &e);
-            return None;
-        }
-        let ((ours, theirs), (err_r, err_w)) = channels;
-        if pid == 0 {
-            // Worker: stderr goes to the master; the master's signal handling is undone.
-            // SAFETY: dup2 onto fd 2 of a descriptor we own (the copy is not CLOEXEC, so
-            // programs the worker runs write there too).
-            unsafe { libc::dup2(err_w.as_raw_fd(), 2) };
-            drop((ours, err_r, err_w));
-            self.signals.restore();
-            signals::default_interrupts();
-            signals::set_parent_death_signal();
-            drop(blocked);
-            // SAFETY: getppid has no preconditions.
-            if unsafe { libc::getppid() } != self.pid {
-                // the master died before the death signal was armed
-                // SAFETY: _exit ends this fresh child without touching shared state.
-                unsafe { libc::_exit(0) };
+            Ok(Forked::Child { control }) => {
+                let pool = &mut self.pools[p];
+                let config = &pool.policy.config;
+                let limits = Limits {
+                    pre_fork: config.pre_fork,
+                    min_fork: config.min_fork,
+                    max_fork: config.max_fork,
+                };
+                Some(WorkerStart {
+                    pool: p,
+                    control,
+                    queue: pool.queue.take().map(|(_, workers)| workers),
+                    listeners: pool.listeners.drain(..).collect(),
+                    master_pid: self.pid,
+                    board: Rc::clone(&self.board),
+                    slot,
+                    limits,
+                })
             }
-            let pool = &mut self.pools[p];
-            let config = &pool.policy.config;
-            let limits = Limits {
-                pre_fork: config.pre_fork,
-                min_fork: config.min_fork,
-                max_fork: config.max_fork,
-            };
-            return Some(WorkerStart {
-                pool: p,
-                control: theirs,
-                queue: pool.queue.take().map(|(_, workers)| workers),
-                listeners: pool.listeners.drain(..).collect(),
-                master_pid: self.pid,
-                board: Rc::clone(&self.board),
-                slot,
-                limits,
-            });
+            Ok(Forked::Parent {
+                pid,
+                control,
+                stderr,
+            }) => {
+                let text = format!("Created worker process (PID {pid}) in pool #{}", p + 1);
+                self.log.stats(&text);
+                self.workers
+                    .push(Record::new(pid, p, slot, control, stderr));
+                None
+            }
         }
-        drop(blocked);
-        drop((theirs, err_w));
-        let _ = sys::set_nonblocking(err_r.as_raw_fd(), true);
-        self.log.stats(&format!(
-            "Created worker process (PID {pid}) in pool #{}",
-            p + 1
-        ));
-        self.workers.push(Worker {
-            pid,
-            pool: p,
-            control: Some(ours),
-            stderr: Some(err_r),
-            lines: Lines::default(),
-            slot,
-            job: None,
-            stopping: false,
-            main: false,
-        });
-        None
     }
 
     fn fork_failed(&mut self, p: usize, e: &io::Error) {
@@ -697,44 +605,8 @@ impl Master<'_> {
 
     /// Logs the complete lines a worker wrote to stderr.
     fn read_stderr(&mut self, pid: i32) {
-        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
-            return;
-        };
-        let mut buf = [0u8; 8192];
-        // Bounded per call: a chatty worker cannot hold the master.
-        for _ in 0..16 {
-            let Some(fd) = &w.stderr else { return };
-            // SAFETY: read writes at most buf.len() bytes into buf.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
-                return;
-            }
-            if n <= 0 {
-                w.stderr = None; // EOF (or a broken pipe): the worker is exiting
-                return;
-            }
-            let mut lines = std::mem::take(&mut w.lines);
-            lines.push(&buf[..n as usize], &mut |line, cut| {
-                log_worker_line(self.log, w, line, cut)
-            });
-            w.lines = lines;
+        if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            w.read_stderr(self.log);
         }
     }
-}
-
-fn log_worker_line(log: &mut Logger, w: &Worker, line: &[u8], cut: bool) {
-    let text = String::from_utf8_lossy(line);
-    let marker = if cut { " [line truncated]" } else { "" };
-    log.log(&format!(
-        "[Pool #{}, PID {}] {text}{marker}",
-        w.pool + 1,
-        w.pid
-    ));
-}
-
-fn seconds(tv: libc::timeval) -> f64 {
-    tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
 }
