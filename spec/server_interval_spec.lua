@@ -140,9 +140,12 @@ listen{ {proto="interval", name="named", delay=0.1}, {proto="interval", delay=0.
       tostring(e.main)))
     return true
   end }
-]])
+]], { args = { "-d" } })
     assert.is_not_nil(H.wait_log(srv, 'interval="named" read=nil main=nil'), H.log_text(srv))
     assert.is_not_nil(H.wait_log(srv, 'interval="" read=nil main=nil'), H.log_text(srv))
+    -- -d traces the job queue
+    assert.matches("Queued job #1 of pool #1", H.log_text(srv))
+    assert.matches("Worker process %(PID %d+%) of pool #1: took job #2", H.log_text(srv))
     -- a pool of intervals alone forks on demand: one worker (max_fork = 1)
     assert.equal(1, #H.workers(srv))
   end)

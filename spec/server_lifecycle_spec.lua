@@ -190,6 +190,11 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
     local srv = { pid = pid, port = port, dir = dir, seen = {} }
     local reply = H.request(srv, nil, 5)
     assert.matches("^daemon %d+\n$", reply)
+    -- the daemon (not the process that started it) holds the log file's lock
+    local code2, out2 = H.launch("listen{ {proto='main'}, connect=function() end }",
+      { "-l", dir .. "/log" })
+    assert.equal(2, code2, out2)
+    assert.matches("locked by another process %(PID " .. pid .. "%)", out2)
     local workers = H.workers(srv)
     os.execute("kill -TERM " .. pid)
     local gone = H.wait_for(5, function() return not H.alive(pid) end)

@@ -117,13 +117,33 @@ lua_fn! {
 }
 
 lua_fn! {
-    /// daemonize() -> true | nil, message (returns in the background process only)
+    /// daemonize() -> true | nil, message[, holder_pid] (returns in the background process
+    /// only; holder_pid when another process took the log file meanwhile)
     pub fn daemonize(s) {
         match process::daemonize() {
             Ok(()) => {
-                LOGGER.with(|l| l.borrow_mut().to_stderr = false);
-                s.push_bool(true);
-                Ok(1)
+                // The log file lock stayed with the process that went away.
+                let relocked = LOGGER.with(|l| {
+                    let mut l = l.borrow_mut();
+                    l.to_stderr = false;
+                    l.relock()
+                });
+                match relocked {
+                    Ok(()) => {
+                        s.push_bool(true);
+                        Ok(1)
+                    }
+                    Err(PidFileError::Locked(pid)) => {
+                        s.push_nil();
+                        let holder = pid.map_or(String::new(), |p| format!(" (PID {p})"));
+                        s.push_str(&format!(
+                            "Log file is locked by another process{holder}: already running"
+                        ));
+                        s.push_int(pid.unwrap_or(0) as i64);
+                        Ok(3)
+                    }
+                    Err(PidFileError::Io(e)) => s.fail_os(&e),
+                }
             }
             Err(e) => s.fail_os(&e),
         }
