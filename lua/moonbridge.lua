@@ -192,6 +192,7 @@ function M.run()
     end
     specs[p] = spec
   end
+  core.timer_set(0) -- a timeout() armed while loading would kill the master
   collectgarbage("collect")
   io.stdout:flush()
   io.stderr:flush()
