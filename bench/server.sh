@@ -4,6 +4,8 @@
 #   - new connections/s for a raw echo app with two workers (one request per connection,
 #     the server closes), driven by CLIENTS processes of bench/server_client.lua keeping
 #     CONCURRENCY connections in flight each;
+#     and the server's CPU time per connection (which the load on a shared machine disturbs
+#     less than the rate);
 #   - fork latency: connection to handler start when no spare worker exists, next to the
 #     same with a spare worker.
 # The Lua versions alternate over ROUNDS rounds and medians are reported, so that load from
@@ -57,6 +59,13 @@ stop_server() {
   fi
 }
 
+# CPU time (user + system, in clock ticks) used so far by the server: master and workers
+server_ticks() {
+  local pids="$SERVER $(cat "/proc/$SERVER/task/$SERVER/children")"
+  for p in $pids; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ s += $1 } END { print s }'
+}
+TCK=$(getconf CLK_TCK)
+
 # median of the numbers in a file
 median() {
   sort -g "$1" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
@@ -77,9 +86,12 @@ for round in $(seq 1 "$ROUNDS"); do
       pids+=($!)
     done
     wait "${pids[@]}"
+    ticks=$(server_ticks)
     stop_server
-    cat "$TMP"/rate.* | awk -v out="$TMP/failed" '{ done += $1; failed += $2; if ($3 > t) t = $3 }
-      END { printf "%d\n", done / t; if (failed > 0) print failed >> out }' >>"$TMP/rate-$v"
+    cat "$TMP"/rate.* | awk -v out="$TMP/failed" -v ticks="$ticks" -v tck="$TCK" -v cpu="$TMP/cpu-$v" \
+      '{ done += $1; failed += $2; if ($3 > t) t = $3 }
+      END { printf "%d\n", done / t; printf "%.1f\n", ticks / tck * 1e6 / done >> cpu
+            if (failed > 0) print failed >> out }' >>"$TMP/rate-$v"
     # latency with and without a spare worker
     for app in fork spare; do
       start_server "$v" "$app"
@@ -103,6 +115,8 @@ echo "| measurement | Lua 5.4 | Lua 5.3 |"
 echo "|---|---|---|"
 row "echo, 2 workers: new connections/s ($CLIENTS client processes x $CONCURRENCY in flight)" \
   "$(median "$TMP/rate-5.4")" "$(median "$TMP/rate-5.3")"
+row "echo: server CPU per connection (master + workers, user + system), µs" \
+  "$(median "$TMP/cpu-5.4")" "$(median "$TMP/cpu-5.3")"
 for app in fork spare; do
   label="connection to handler start, no spare worker (fork): median / p90 ms"
   [ "$app" = spare ] && label="connection to handler start, spare worker: median / p90 ms"

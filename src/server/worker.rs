@@ -124,7 +124,6 @@ impl Worker {
     pub fn next_job(&mut self) -> io::Result<Next> {
         let deadline = self.idle_timeout.map(|d| Instant::now() + d);
         let mut buf = [0u8; MAX_MESSAGE + 1];
-        let mut woken = false;
         loop {
             if crate::io::signal::sigterm_received() {
                 return Ok(Next::Stop(StopReason::Terminated));
@@ -162,10 +161,10 @@ impl Worker {
                     Err(e) => return Err(e),
                 }
             }
-            // Nothing to do: before waiting, make sure there is still a master to wait for.
-            if !self.master_alive()
-                || (woken && control::recv(&self.control, &mut buf)? == Received::Closed)
-            {
+            // Nothing to do: before waiting, make sure there is still a master to wait for
+            // (its death also sends SIGTERM, and closes the control socket, which wakes the
+            // wait below).
+            if !self.master_alive() {
                 return Ok(Next::Stop(StopReason::MasterGone));
             }
             let remaining = match deadline {
@@ -179,7 +178,6 @@ impl Worker {
                 }
             };
             self.wait(remaining)?;
-            woken = true;
         }
     }
 
