@@ -205,6 +205,44 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT}, connect=function() end,
     assert.matches('Unknown protocol "foo" %(listener #1%)', out)
   end)
 
+  it("exits 3 for listen{} errors, naming the option or listener", function()
+    local T = "{proto='tcp', host='127.0.0.1', port=$PORT}"
+    local C = "connect=function() end"
+    local cases = {
+      { "{ {port=1}, " .. C .. " }", 'Listener #1 has no "proto"' },
+      { "{ " .. T .. ", {proto='udp'}, " .. C .. " }", 'Unknown protocol "udp" %(listener #2%)' },
+      { "{ {proto='tcp'}, " .. C .. " }", "No port specified.*%(listener #1%)" },
+      { "{ {proto='local'}, " .. C .. " }", "No path specified.*%(listener #1%)" },
+      { "{ {proto='interval'}, " .. C .. " }", 'Listener #1: interval needs a "delay"' },
+      { "{ " .. T .. " }", 'Option "connect" must be a function' },
+      { "{ " .. T .. ", " .. C .. ", max_fork=0 }", 'Option "max_fork" must be at least 1' },
+      { "{ " .. T .. ", " .. C .. ", min_fork=3, max_fork=2 }", 'Option "min_fork" %(3%) must not exceed' },
+      { "{ " .. T .. ", " .. C .. ", pre_fork=-1 }", 'Option "pre_fork" is expected to be a non%-negative integer' },
+      { "{ " .. T .. ", " .. C .. ", min_fork='2' }", 'Option "min_fork" is expected' },
+      { "{ " .. T .. ", " .. C .. ", exit_delay=-5 }", 'Option "exit_delay" is expected to be a non%-negative number' },
+      { "{ " .. T .. ", " .. C .. ", memory_limit=0.5 }", 'Option "memory_limit" is expected' },
+      { "{ " .. T .. ", " .. C .. ", prepare=true }", 'Option "prepare" must be a function' },
+    }
+    for _, c in ipairs(cases) do
+      local code, out = H.launch("listen" .. c[1], {}, 10)
+      assert.equal(3, code, c[1] .. ": " .. out)
+      assert.matches("app.lua:1: " .. c[2], out)
+      assert.not_matches("Created worker", out)
+    end
+  end)
+
+  it("accepts the syslog options (-f, -i) and then logs nothing to stderr", function()
+    local srv = H.start([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT}, connect=function(s) s:write("ok") return true end }
+]], { args = { "-f", "3", "-i", "mbspec" } })
+    assert.equal("ok", (H.request(srv, nil)))
+    local code = H.stop(srv)
+    local log = H.log_text(srv)
+    H.cleanup(srv)
+    assert.equal(0, code)
+    assert.equal("", log)
+  end)
+
   it("exits 3 without serving for every start-up error", function()
     local busy = assert(mio.tcplisten("127.0.0.1", 0))
     local dir = H.tmpdir()
