@@ -123,6 +123,21 @@ describe("handler failures", function()
       assert.is_not_nil(pid_of(srv))
     end)
 
+  it("a prepare that exits (even with code 0) is retried only after fork_error_delay", function()
+    srv = H.start([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=2, fork_delay=0, fork_error_delay=0.4,
+  prepare = function() io.stderr:write("preparing\n") os.exit(0) end,
+  connect = function() return true end }
+]])
+    assert.is_truthy(H.wait_for(5, function() return H.log_count(srv, "preparing") >= 2 end))
+    local t0 = mio.timeref()
+    local n0 = H.log_count(srv, "preparing")
+    H.wait_for(1, function() return false end) -- observe one second
+    local rate = (H.log_count(srv, "preparing") - n0) / (mio.timeref() - t0)
+    assert.is_true(rate <= 4, "prepare retried " .. rate .. " times per second")
+  end)
+
   it("a failing prepare is logged and retried only after fork_error_delay", function()
     srv = H.start([[
 listen{ {proto="tcp", host="127.0.0.1", port=$PORT},

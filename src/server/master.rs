@@ -259,12 +259,11 @@ impl Master<'_> {
             let mut w = self.workers.swap_remove(i);
             w.log_end(self.log, status, &usage);
             let now = self.now();
-            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
             let state = self.board.get(w.pool, w.slot);
             self.board.set(w.pool, w.slot, Slot::Free);
             let pool = &mut self.pools[w.pool];
-            if state == Slot::Starting && !clean && !w.stopping {
-                // died during prepare: do not fork in a tight loop
+            if state == Slot::Starting && !w.stopping {
+                // Ended in prepare (an error, os.exit, a crash): do not fork in a tight loop.
                 pool.policy.fork_failed(now);
             }
             if let Some(j) = w.job {
