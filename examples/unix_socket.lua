@@ -4,7 +4,7 @@ local path = os.getenv("SOCKET") or "/tmp/moonbridge-example.sock"
 listen{
   { proto = "local", path = path },
   connect = function(socket)
-    socket:write("hello from PID ", moonbridge_io.getpid(), "\n")
+    socket:write("hello from PID ", moonbridge_io.getpid(), "\n"):flush()
     local line = socket:read(1024, "\n")
     if line then socket:write("you said: ", line) end
     return true

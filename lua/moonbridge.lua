@@ -7,7 +7,7 @@
 -- The launcher (`moonbridge app.lua`) installs `listen` and `timeout` as globals and calls
 -- run() after loading the application. The process model lives in Rust (moonbridge_core,
 -- from the same shared object as moonbridge_io): run() returns in the master when the
--- server stops, and each forked worker continues here in `worker_main`.
+-- server stops, and each forked worker continues here in `worker_main`, which never returns.
 local mio = require "moonbridge_io"
 local config = require "moonbridge_config"
 
@@ -24,7 +24,8 @@ local running = false -- true once run() started (listen is then refused)
 
 M.EXIT_OK, M.EXIT_USAGE, M.EXIT_LOCKED, M.EXIT_STARTUP, M.EXIT_INTERNAL = 0, 1, 2, 3, 4
 
---- Registers a pool of workers for the given listeners (listen.md §2).
+--- Registers a pool of workers for the given listeners (listen.md §2). Errors name the
+--- option or listener and point at the caller's line.
 function M.listen(args)
   if running then
     error("listen{...} must not be called after the server started (from a handler)", 2)
@@ -36,7 +37,7 @@ end
 
 --- timeout(), timeout(seconds), timeout(seconds, func, ...): see listen.md §4.
 function M.timeout(seconds, func, ...)
-  if seconds == nil then
+  if seconds == nil and func == nil then
     return core.timer_remaining()
   end
   if seconds == false then seconds = 0 end
@@ -61,115 +62,146 @@ function M.pools()
   return pools
 end
 
+-- The handler's traceback, without the frames of this driver and the launcher below it.
+local function traceback(err)
+  local tb = debug.traceback(tostring(err), 2)
+  return (tb:gsub("\n%s*%[C%]: in function 'xpcall'.*$", ""))
+end
+
 local function report_error(what, err)
   io.stderr:write(string.format('Error in "%s" function: %s\n', what, tostring(err)))
-  io.stderr:flush()
 end
 
-local function traceback(err)
-  return debug.traceback(tostring(err), 2)
-end
-
--- Runs in a forked worker; never returns.
-local function worker_main(pool, worker)
+-- The life of a worker: prepare, jobs until told to stop, finish. Returns the exit code.
+local function worker_loop(pool, worker)
   if pool.memory_limit > 0 then core.set_memory_limit(pool.memory_limit) end
   if pool.prepare then
     local ok, err = xpcall(pool.prepare, traceback)
     core.timer_set(0)
     if not ok then
+      core.set_memory_limit(0) -- room to report the error
       report_error("prepare", err)
-      core.exit(1)
+      return 1
     end
   end
   mio.catch_sigterm()
   worker:ready()
-  local code = 0
   while true do
-    local kind, arg, name = worker:next()
+    local kind, arg = worker:next()
     if not kind then break end
     local conn = arg
     if kind == "interval" then
-      conn = { interval = name }
+      conn = { interval = arg }
     elseif kind == "main" then
-      conn = { main = name }
+      conn = { main = arg }
     end
     local ok, result = xpcall(pool.connect, traceback, conn)
     core.timer_set(0)
-    worker:done(ok) -- closes (or, after an error, resets) the connection if still open
     if not ok then
+      core.set_memory_limit(0)
+      worker:done(false, conn) -- resets the connection if still open
       report_error("connect", result)
-      code = 1
-      break
+      return 1
     end
-    if result ~= true or kind == "main" then break end
+    worker:done(true, conn) -- closes the connection if still open
+    if result ~= true then break end
   end
-  if code == 0 and pool.finish then
+  worker:leaving()
+  if pool.finish then
     local ok, err = xpcall(pool.finish, traceback)
     core.timer_set(0)
     if not ok then
+      core.set_memory_limit(0)
       report_error("finish", err)
-      code = 1
+      return 1
     end
+  end
+  return 0
+end
+
+-- Runs in a forked worker; never returns.
+local function worker_main(pool, worker)
+  local ok, code = xpcall(worker_loop, traceback, pool, worker)
+  if not ok then
+    core.set_memory_limit(0)
+    io.stderr:write("Worker failure: ", tostring(code), "\n")
+    code = 1
   end
   io.stdout:flush()
   io.stderr:flush()
   core.exit(code)
 end
 
---- Opens every listener and serves until the server stops. Returns the exit code in the
---- master; never returns in workers. Errors before anything was forked are raised as
---- strings (the launcher maps them to exit code 3).
+-- Opens the listeners of one pool; returns the spec for core.serve and the opened ones.
+local function open_pool(p, pool, opened)
+  local spec = {
+    pre_fork = pool.pre_fork, min_fork = pool.min_fork, max_fork = pool.max_fork,
+    fork_delay = pool.fork_delay, fork_error_delay = pool.fork_error_delay,
+    exit_delay = pool.exit_delay, idle_timeout = pool.idle_timeout,
+    listeners = {}, timed = {},
+  }
+  for i, l in ipairs(pool.listeners) do
+    local listener, err
+    if l.proto == "tcp" then
+      core.log(string.format('Adding TCP listener on interface "%s", port %s', l.host, l.port))
+      listener, err = mio.tcplisten(l.host, l.port)
+      if listener and l.port == 0 then
+        core.log(string.format("Listening on port %d", listener.local_tcpport))
+      end
+    elseif l.proto == "local" then
+      core.log(string.format('Adding local socket listener for path "%s"', l.path))
+      listener, err = mio.locallisten(l.path)
+    elseif l.proto == "interval" then
+      core.log(string.format('Adding interval listener "%s" (every %g s%s)', l.name, l.delay,
+        l.strict and ", strict" or ""))
+      spec.timed[#spec.timed + 1] = { kind = "interval", delay = l.delay, strict = l.strict,
+        name = l.name }
+    else
+      core.log(string.format('Adding main listener "%s"', l.name))
+      spec.timed[#spec.timed + 1] = { kind = "main", name = l.name }
+    end
+    if l.proto == "tcp" or l.proto == "local" then
+      if not listener then
+        error(string.format("Could not initialize listener #%d of pool #%d: %s", i, p, err), 0)
+      end
+      opened[#opened + 1] = { listener = listener, path = l.path }
+      spec.listeners[#spec.listeners + 1] = listener
+    end
+  end
+  return spec
+end
+
+--- Opens every listener and serves until the server stops; returns the master's exit code
+--- (0 after a shutdown, 4 after an internal error). Never returns in workers. Errors before
+--- anything was forked are raised as strings (the launcher exits with code 3).
 function M.run()
   if running then error("moonbridge.run() called twice", 2) end
   if #pools == 0 then
     error("No listener registered; call listen{...} first", 2)
   end
   running = true
-  local specs = {}
-  local opened = {}
-  local function close_all()
-    for _, l in ipairs(opened) do pcall(l.close, l) end
-  end
+  local specs, opened = {}, {}
   for p, pool in ipairs(pools) do
-    local spec = {
-      pre_fork = pool.pre_fork, min_fork = pool.min_fork, max_fork = pool.max_fork,
-      fork_delay = pool.fork_delay, fork_error_delay = pool.fork_error_delay,
-      exit_delay = pool.exit_delay, idle_timeout = pool.idle_timeout,
-      listeners = {}, intervals = {}, main = nil,
-    }
-    for i, l in ipairs(pool.listeners) do
-      local listener, err
-      if l.proto == "tcp" then
-        core.log(string.format('Adding TCP listener on interface "%s", port %s', l.host, l.port))
-        listener, err = mio.tcplisten(l.host, l.port)
-      elseif l.proto == "local" then
-        core.log(string.format('Adding local socket listener for path "%s"', l.path))
-        listener, err = mio.locallisten(l.path)
-      elseif l.proto == "interval" then
-        core.log(string.format('Adding interval listener "%s" (every %g s%s)', l.name, l.delay,
-          l.strict and ", strict" or ""))
-        spec.intervals[#spec.intervals + 1] = { delay = l.delay, strict = l.strict, name = l.name }
-      else
-        core.log(string.format('Adding main listener "%s"', l.name))
-        spec.main = l.name
+    local ok, spec = pcall(open_pool, p, pool, opened)
+    if not ok then
+      for _, o in ipairs(opened) do
+        pcall(o.listener.close, o.listener)
+        if o.path then os.remove(o.path) end -- nothing stays half-started
       end
-      if l.proto == "tcp" or l.proto == "local" then
-        if not listener then
-          close_all()
-          error(string.format("Could not initialize listener #%d of pool #%d: %s", i, p, err), 0)
-        end
-        opened[#opened + 1] = listener
-        spec.listeners[#spec.listeners + 1] = { listener = listener, path = l.path }
-      end
+      error(spec, 0)
     end
     specs[p] = spec
   end
+  core.timer_set(0) -- a timeout() armed while loading would kill the master
   collectgarbage("collect")
   io.stdout:flush()
   io.stderr:flush()
   local role, index, worker = core.serve(specs)
   if role == "worker" then
     worker_main(pools[index], worker)
+  elseif role == nil then
+    core.log(index)
+    return M.EXIT_INTERNAL
   end
   return index -- the master's exit code
 end

@@ -6,6 +6,8 @@ local M = {}
 local PROTOS = { tcp = true, ["local"] = true, interval = true, main = true }
 local MAX_LISTENERS = 100
 local MAX_TIME = 1e8
+local MAX_COUNT = 1e6
+local MAX_MEMORY = 2^53
 
 local function fail(fmt, ...)
   error(string.format(fmt, ...), 0)
@@ -25,10 +27,10 @@ end
 local function count_option(opts, name)
   local v = opts[name]
   if v == nil then return nil end
-  if type(v) ~= "number" or v ~= math.floor(v) or v < 0 then
+  if math.type(v) == nil or v ~= math.floor(v) or v < 0 then
     fail('Option "%s" is expected to be a non-negative integer', name)
   end
-  if v > 1e6 then fail('Option "%s" is too large', name) end
+  if v > MAX_COUNT then fail('Option "%s" is too large (at most %d)', name, MAX_COUNT) end
   return math.tointeger(v)
 end
 
@@ -117,10 +119,11 @@ function M.pool(args)
   local pre = count_option(args, "pre_fork")
   local min = count_option(args, "min_fork")
   local max = count_option(args, "max_fork")
+  if max and max < 1 then fail('Option "max_fork" must be at least 1') end
   pre = pre or 1
-  min = min or math.max(pre, 2)
+  -- defaults never contradict what was given: an explicit max_fork caps them
+  min = min or math.min(math.max(pre, 2), max or math.huge)
   max = max or math.max(min, 16)
-  if max < 1 then fail('Option "max_fork" must be at least 1') end
   if pre > max then fail('Option "pre_fork" (%d) must not exceed "max_fork" (%d)', pre, max) end
   if min > max then fail('Option "min_fork" (%d) must not exceed "max_fork" (%d)', min, max) end
   pool.pre_fork, pool.min_fork, pool.max_fork = pre, min, max
@@ -131,14 +134,10 @@ function M.pool(args)
   local mem = args.memory_limit
   if mem == nil or mem == false then
     mem = 0
-  elseif type(mem) ~= "number" or mem < 0 or mem ~= math.floor(mem) then
+  elseif math.type(mem) == nil or mem < 0 or mem ~= math.floor(mem) or mem > MAX_MEMORY then
     fail('Option "memory_limit" is expected to be a non-negative integer (bytes)')
   end
-  pool.memory_limit = math.tointeger(mem) or mem
-  -- a pool with a main listener runs exactly one worker
-  for _, l in ipairs(listeners) do
-    if l.proto == "main" then pool.has_main = true end
-  end
+  pool.memory_limit = math.tointeger(mem)
   return pool
 end
 

@@ -1,32 +1,43 @@
-//! Messages between the master and a worker, one per datagram on a SOCK_SEQPACKET pair.
-//! Pure encode/decode; the sockets live in `master.rs` and `worker.rs`.
+//! Messages between the master and its workers, one per datagram on SOCK_SEQPACKET sockets,
+//! and the small socket helpers they travel on.
+//!
+//! Two channels:
+//! - each worker has a private pair; the worker reports its progress ([`Report`]) on it, and
+//!   the master sees EOF on it when the worker exits;
+//! - each pool has one shared job queue: the master puts a [`Job`] (an interval or main
+//!   listener that is due) into it and whichever idle worker receives it first runs it, just
+//!   as whichever idle worker accepts a connection first serves it. A job can therefore never
+//!   wait behind a connection that its worker accepted at the same moment.
 
-/// Worker -> master.
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::io::sys;
+
+/// Worker -> master. Connections need no message: workers keep their state on the
+/// scoreboard (`board.rs`) and only wake the master when it has something to decide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Report {
-    /// `prepare` finished: the worker is ready for work.
-    Ready,
-    /// A connection was accepted: one more job.
-    Accepted,
-    /// A connection handler returned: one job less.
+    /// Look at the scoreboard: the pool may need a fork, or has surplus idle workers.
+    Wake,
+    /// The job (timed listener) with this index was taken from the pool's queue.
+    Took(u32),
+    /// The job taken last ended.
     Done,
-    /// The interval with this index ran: one job less, and the interval may be planned again.
-    IntervalDone(u32),
+    /// The worker takes no more jobs (it runs `finish` and exits): do not count it as spare.
+    Leaving,
 }
 
-/// Master -> worker.
+/// Master -> pool queue: run the interval or main listener with this index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Stop after the current job (surplus idle worker, or graceful shutdown).
-    Terminate,
-    /// Run the interval handler with this index.
-    RunInterval(u32),
-}
+pub struct Job(pub u32);
 
 /// Longest encoded message.
 pub const MAX_MESSAGE: usize = 5;
 
-fn with_index(tag: u8, idx: u32) -> ([u8; MAX_MESSAGE], usize) {
+type Encoded = ([u8; MAX_MESSAGE], usize);
+
+fn with_index(tag: u8, idx: u32) -> Encoded {
     let mut b = [0u8; MAX_MESSAGE];
     b[0] = tag;
     b[1..5].copy_from_slice(&idx.to_le_bytes());
@@ -38,40 +49,119 @@ fn index_of(bytes: &[u8]) -> Option<u32> {
     (bytes.len() == 5).then(|| u32::from_le_bytes(arr))
 }
 
-impl Report {
-    pub fn encode(self) -> ([u8; MAX_MESSAGE], usize) {
+impl std::fmt::Display for Report {
+    /// For `-d` traces.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Report::Ready => ([b'R', 0, 0, 0, 0], 1),
-            Report::Accepted => ([b'A', 0, 0, 0, 0], 1),
+            Report::Wake => write!(f, "wake-up"),
+            Report::Took(i) => write!(f, "took job #{}", *i as u64 + 1),
+            Report::Done => write!(f, "job done"),
+            Report::Leaving => write!(f, "leaving"),
+        }
+    }
+}
+
+impl Report {
+    pub fn encode(self) -> Encoded {
+        match self {
+            Report::Wake => ([b'W', 0, 0, 0, 0], 1),
+            Report::Took(i) => with_index(b'T', i),
             Report::Done => ([b'D', 0, 0, 0, 0], 1),
-            Report::IntervalDone(i) => with_index(b'E', i),
+            Report::Leaving => ([b'L', 0, 0, 0, 0], 1),
         }
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Report> {
         match bytes {
-            [b'R'] => Some(Report::Ready),
-            [b'A'] => Some(Report::Accepted),
+            [b'W'] => Some(Report::Wake),
             [b'D'] => Some(Report::Done),
-            [b'E', ..] => index_of(bytes).map(Report::IntervalDone),
+            [b'L'] => Some(Report::Leaving),
+            [b'T', ..] => index_of(bytes).map(Report::Took),
             _ => None,
         }
     }
 }
 
-impl Command {
-    pub fn encode(self) -> ([u8; MAX_MESSAGE], usize) {
-        match self {
-            Command::Terminate => ([b'T', 0, 0, 0, 0], 1),
-            Command::RunInterval(i) => with_index(b'I', i),
-        }
+impl Job {
+    pub fn encode(self) -> Encoded {
+        with_index(b'J', self.0)
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<Command> {
+    pub fn decode(bytes: &[u8]) -> Option<Job> {
         match bytes {
-            [b'T'] => Some(Command::Terminate),
-            [b'I', ..] => index_of(bytes).map(Command::RunInterval),
+            [b'J', ..] => index_of(bytes).map(Job),
             _ => None,
+        }
+    }
+}
+
+/// A connected SOCK_SEQPACKET pair (one message per send, EOF when the peer is gone).
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`.
+    sys::cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends one message without blocking; a vanished peer is reported as an error (EPIPE),
+/// never as SIGPIPE.
+pub fn send(fd: &OwnedFd, msg: Encoded) -> io::Result<()> {
+    let (bytes, n) = msg;
+    sys::retry(|| {
+        // SAFETY: `bytes` is a live buffer of at least `n` bytes for the call.
+        sys::cvt(unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                n,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        })
+    })
+    .map(drop)
+}
+
+/// What a non-blocking receive found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    Message(&'a [u8]),
+    Nothing,
+    /// The peer closed its end (or reset it).
+    Closed,
+}
+
+/// Receives one message without blocking into `buf`.
+pub fn recv<'a>(fd: &OwnedFd, buf: &'a mut [u8; MAX_MESSAGE + 1]) -> io::Result<Received<'a>> {
+    loop {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n > 0 {
+            return Ok(Received::Message(&buf[..n as usize]));
+        }
+        if n == 0 {
+            return Ok(Received::Closed);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(Received::Nothing),
+            Some(libc::ECONNRESET) => return Ok(Received::Closed),
+            _ => return Err(e),
         }
     }
 }
@@ -83,18 +173,18 @@ mod tests {
     #[test]
     fn round_trips() {
         for r in [
-            Report::Ready,
-            Report::Accepted,
+            Report::Wake,
             Report::Done,
-            Report::IntervalDone(0),
-            Report::IntervalDone(u32::MAX),
+            Report::Leaving,
+            Report::Took(0),
+            Report::Took(u32::MAX),
         ] {
             let (b, n) = r.encode();
             assert_eq!(Report::decode(&b[..n]), Some(r));
         }
-        for c in [Command::Terminate, Command::RunInterval(7)] {
-            let (b, n) = c.encode();
-            assert_eq!(Command::decode(&b[..n]), Some(c));
+        for j in [Job(0), Job(7), Job(u32::MAX)] {
+            let (b, n) = j.encode();
+            assert_eq!(Job::decode(&b[..n]), Some(j));
         }
     }
 
@@ -103,13 +193,34 @@ mod tests {
         for bad in [
             &b""[..],
             b"X",
-            b"RR",
-            b"E\x01\x00\x00",
-            b"E\x01\x00\x00\x00\x00",
-            b"T1",
+            b"WW",
+            b"T\x01\x00\x00",
+            b"T\x01\x00\x00\x00\x00",
+            b"J",
+            b"J1",
         ] {
             assert_eq!(Report::decode(bad), None, "{bad:?}");
-            assert_eq!(Command::decode(bad), None, "{bad:?}");
+            assert_eq!(Job::decode(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_shared_queue_delivers_each_job_once() {
+        let (master, workers) = seqpacket_pair().unwrap();
+        let other = workers.try_clone().unwrap(); // a second worker's copy
+        for i in 0..3 {
+            send(&master, Job(i).encode()).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; MAX_MESSAGE + 1];
+        for fd in [&workers, &other, &workers, &other] {
+            if let Received::Message(m) = recv(fd, &mut buf).unwrap() {
+                got.push(Job::decode(m).unwrap().0);
+            }
+        }
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(recv(&other, &mut buf).unwrap(), Received::Nothing);
+        drop(master);
+        assert_eq!(recv(&workers, &mut buf).unwrap(), Received::Closed);
     }
 }

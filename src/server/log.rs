@@ -5,7 +5,6 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
 
 use crate::server::process::{lock_exclusive, PidFileError};
 
@@ -37,10 +36,18 @@ impl Logger {
             .append(true)
             .open(path)
             .map_err(PidFileError::Io)?;
-        let fd = OwnedFd::from(f);
-        lock_exclusive(&fd)?;
-        self.file = Some(File::from(fd));
+        lock_file(&f)?;
+        self.file = Some(f);
         Ok(())
+    }
+
+    /// Takes the log file's lock again in a new process (fcntl locks are not inherited, so
+    /// a daemonized master must lock the file it inherited).
+    pub fn relock(&self) -> Result<(), PidFileError> {
+        match &self.file {
+            Some(f) => lock_file(f),
+            None => Ok(()),
+        }
     }
 
     /// Logs to syslog with this ident and facility (LOG_DAEMON, LOG_USER, LOG_LOCAL0..7).
@@ -85,6 +92,12 @@ impl Logger {
             self.log(message)
         }
     }
+}
+
+fn lock_file(f: &File) -> Result<(), PidFileError> {
+    // Never through a duplicate: closing any descriptor of the file drops the process's
+    // fcntl locks on it.
+    lock_exclusive(f)
 }
 
 /// Local time as `YYYY-MM-DD HH:MM:SS TZ`.

@@ -1,31 +1,31 @@
 //! The master process: owns the listeners, forks workers, and from then on only manages the
-//! pools (counts, delays, intervals, signals, logging). It never runs a handler and never
-//! blocks on a client: workers accept on the inherited listeners themselves.
+//! pools (counts, delays, timed jobs, signals, logging). It never runs a handler and never
+//! blocks on a client: workers accept on the inherited listeners themselves, take due
+//! interval/main jobs from their pool's shared queue (see `control.rs`), and keep their
+//! state on the scoreboard (see `board.rs`), so a connection costs the master nothing.
 //!
-//! The loop: drain queued signals -> reap workers -> apply the pool policy (fork / stop) ->
-//! dispatch due intervals -> `poll(2)` on the signal pipe, worker control sockets, worker
-//! stderr pipes and (only for pools without a spare worker) the listeners.
+//! The loop: drain queued signals -> reap workers -> queue due jobs -> apply the pool policy
+//! (fork / stop an idle worker) -> `poll(2)` on the signal pipe, the workers' control sockets
+//! and stderr pipes, and the listeners of pools that have no spare worker but may fork one.
 //!
 //! `run` returns in the master when the server stops (`Role::Exit`), and in each forked
 //! worker right after the fork (`Role::Worker`), so that the worker continues in Lua.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::io::net::Listener;
 use crate::io::sys;
-use crate::server::control::{Command, Report, MAX_MESSAGE};
+use crate::server::board::{self, Board, Limits, Slot};
+use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
 use crate::server::log::Logger;
 use crate::server::pool::{Action, Counts, Pool, PoolConfig};
-
-/// An interval listener: the connect handler runs every `delay`.
-#[derive(Clone, Debug)]
-pub struct IntervalSpec {
-    pub delay: Duration,
-    pub strict: bool,
-}
+use crate::server::record::Record;
+use crate::server::signals::{self, SignalPipe};
+use crate::server::spawn::{self, Forked};
+use crate::server::timed::{Timed, TimedKind, TimedState};
 
 /// One `listen{}` call.
 #[derive(Debug)]
@@ -33,9 +33,8 @@ pub struct PoolSpec {
     pub config: PoolConfig,
     /// Listening sockets (local ones have their socket file removed at shutdown).
     pub listeners: Vec<Listener>,
-    pub intervals: Vec<IntervalSpec>,
-    /// A `main` listener: one worker runs the handler once; its exit stops the server.
-    pub main: bool,
+    /// Interval and main listeners, in the order of the job indices the workers receive.
+    pub timed: Vec<TimedKind>,
 }
 
 /// What a forked worker takes along.
@@ -43,9 +42,16 @@ pub struct PoolSpec {
 pub struct WorkerStart {
     /// 0-based pool index.
     pub pool: usize,
+    /// The worker's end of its private control pair.
     pub control: OwnedFd,
+    /// The workers' end of the pool's job queue (None: the pool has no timed listeners).
+    pub queue: Option<OwnedFd>,
     pub listeners: Vec<Listener>,
-    pub main: bool,
+    pub master_pid: i32,
+    pub board: Rc<Board>,
+    /// This worker's slot on the board (in its pool's part).
+    pub slot: usize,
+    pub limits: Limits,
 }
 
 pub enum Role {
@@ -65,91 +71,89 @@ enum Phase {
     Fast,
 }
 
-#[derive(Debug)]
-struct Worker {
-    pid: i32,
-    pool: usize,
-    /// None once the worker closed its end (it is exiting).
-    control: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    stderr_buf: Vec<u8>,
-    ready: bool,
-    /// Connections and intervals in progress (the worker is idle when 0).
-    jobs: u32,
-    interval: Option<usize>,
-    stopping: bool,
-    main: bool,
-}
-
-#[derive(Debug)]
-struct IntervalState {
-    spec: IntervalSpec,
-    next_at: Duration,
-    running: bool,
-}
-
 struct PoolState {
     policy: Pool,
     listeners: Vec<Listener>,
-    intervals: Vec<IntervalState>,
-    main: bool,
-    main_started: bool,
-    /// A connection waits on a listener (seen by poll) and no worker is spare.
+    timed: Vec<Timed>,
+    /// The job queue: (master end, workers' end), when the pool has timed listeners.
+    queue: Option<(OwnedFd, OwnedFd)>,
+    /// The master saw a connection waiting while no worker was spare.
     pending: bool,
+    /// Counts last logged with `-s`.
+    logged: Counts,
 }
 
 struct Master<'a> {
     pools: Vec<PoolState>,
-    workers: Vec<Worker>,
+    workers: Vec<Record>,
+    board: Rc<Board>,
     signals: SignalPipe,
     log: &'a mut Logger,
     start: Instant,
     phase: Phase,
+    pid: i32,
 }
-
-/// Longest worker stderr line logged whole; longer lines are cut with a marker.
-const MAX_LOG_LINE: usize = 4000;
 
 /// Runs the server until it stops (master) or until this process became a worker.
 pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
-    let signals = SignalPipe::install()?;
-    let start = Instant::now();
-    let pools = pools
-        .into_iter()
-        .map(|p| {
-            let intervals = p
-                .intervals
-                .into_iter()
-                .map(|spec| IntervalState {
-                    next_at: spec.delay,
-                    spec,
-                    running: false,
-                })
-                .collect();
-            PoolState {
-                policy: Pool::new(p.config),
-                listeners: p.listeners,
-                intervals,
-                main: p.main,
-                main_started: false,
-                pending: false,
-            }
-        })
-        .collect();
+    let mut states = Vec::with_capacity(pools.len());
+    let mut slots = Vec::with_capacity(pools.len());
+    for p in pools {
+        let mut config = p.config;
+        let only_main = p.listeners.is_empty() && p.timed.iter().all(|t| *t == TimedKind::Main);
+        if only_main {
+            // Nothing but main jobs: fork exactly when one is queued, keep no spares.
+            config.pre_fork = 0;
+            config.min_fork = 0;
+        }
+        let queue = if p.timed.is_empty() {
+            None
+        } else {
+            Some(control::seqpacket_pair()?)
+        };
+        slots.push(config.max_fork as usize + board::SLACK);
+        states.push(PoolState {
+            policy: Pool::new(config),
+            listeners: p.listeners,
+            timed: p.timed.into_iter().map(Timed::new).collect(),
+            queue,
+            pending: false,
+            logged: Counts::default(),
+        });
+    }
     let mut m = Master {
-        pools,
+        pools: states,
         workers: Vec::new(),
-        signals,
+        board: Rc::new(Board::new(&slots)?),
+        signals: SignalPipe::install()?,
         log,
-        start,
+        start: Instant::now(),
         phase: Phase::Running,
+        pid: sys::getpid(),
     };
     let role = m.run_loop();
-    if matches!(role, Ok(Role::Exit(_)) | Err(_)) {
+    if !matches!(role, Ok(Role::Worker(_))) {
         m.close_listeners();
+        if role.is_err() {
+            // An internal error: no worker may outlive the master.
+            for w in &m.workers {
+                // SAFETY: kill has no memory arguments; the pid is our unreaped child.
+                unsafe { libc::kill(w.pid, libc::SIGKILL) };
+            }
+            for w in &m.workers {
+                reap_one(w.pid);
+            }
+        }
         m.signals.restore();
     }
     role
+}
+
+/// Waits for one specific child (blocking).
+fn reap_one(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid writes only to `status`.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
 }
 
 impl Master<'_> {
@@ -167,12 +171,14 @@ impl Master<'_> {
                     return Ok(Role::Exit(EXIT_OK));
                 }
             } else {
-                if let Some(start) = self.manage_pools()? {
+                self.queue_due_jobs();
+                if let Some(start) = self.manage_pools() {
                     return Ok(Role::Worker(start));
                 }
-                self.dispatch_intervals();
             }
+            self.log_counts();
             let timeout = self.next_timeout();
+            self.publish();
             self.wait(timeout)?;
         }
     }
@@ -185,7 +191,10 @@ impl Master<'_> {
                     self.begin_shutdown(Phase::Graceful);
                 }
                 libc::SIGINT | libc::SIGHUP if self.phase != Phase::Fast => {
-                    self.log.log("Received SIGINT or SIGHUP: fast shutdown");
+                    self.log.log(&format!(
+                        "Received {}: fast shutdown",
+                        signals::signal_name(sig)
+                    ));
                     self.begin_shutdown(Phase::Fast);
                 }
                 _ => {}
@@ -206,11 +215,24 @@ impl Master<'_> {
             // SAFETY: kill has no memory arguments; the pid is our unreaped child.
             unsafe { libc::kill(w.pid, sig) };
         }
+        if !self.workers.is_empty() {
+            self.log.log(&format!(
+                "Waiting for {} worker process(es) to exit",
+                self.workers.len()
+            ));
+        }
     }
 
+    /// Stops listening everywhere: `shutdown(2)` takes the socket out of the listening state
+    /// in every process that shares it (busy workers still hold copies), then the master's
+    /// copy is closed and socket files are removed.
     fn close_listeners(&mut self) {
         for pool in &mut self.pools {
             for l in pool.listeners.drain(..) {
+                if let Some(fd) = l.fd() {
+                    // SAFETY: plain syscall on a descriptor the listener owns.
+                    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+                }
                 if let Some(path) = l.path() {
                     let _ = std::fs::remove_file(path);
                 }
@@ -222,46 +244,30 @@ impl Master<'_> {
     fn reap(&mut self) {
         loop {
             let mut status = 0;
-            // SAFETY: waitpid writes only to `status`.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            // SAFETY: an all-zero rusage is a valid out-parameter.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 writes only to `status` and `usage`.
+            let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
             if pid <= 0 {
                 return; // 0: none exited; -1: ECHILD (no children) or EINTR (next round)
             }
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
+            // Messages it sent before dying still count (e.g. that it took a job).
+            self.read_control(pid);
             let mut w = self.workers.swap_remove(i);
-            flush_stderr(&mut w, self.log, true);
+            w.log_end(self.log, status, &usage);
             let now = self.now();
-            let pool_no = w.pool + 1;
-            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-            if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
-                self.log.log(&format!(
-                    "Worker process (PID {pid}) of pool #{pool_no} exited prematurely due to timeout"
-                ));
-            } else if libc::WIFSIGNALED(status) && !(w.stopping && self.phase != Phase::Running) {
-                let sig = libc::WTERMSIG(status);
-                self.log.log(&format!(
-                    "Worker process (PID {pid}) of pool #{pool_no} terminated by signal {sig} ({})",
-                    signal_name(sig)
-                ));
-            } else if !clean {
-                let code = libc::WEXITSTATUS(status);
-                self.log.log(&format!(
-                    "Worker process (PID {pid}) of pool #{pool_no} exited with code {code}"
-                ));
-            } else {
-                self.log.debug(&format!(
-                    "Worker process (PID {pid}) of pool #{pool_no} exited"
-                ));
-            }
+            let state = self.board.get(w.pool, w.slot);
+            self.board.set(w.pool, w.slot, Slot::Free);
             let pool = &mut self.pools[w.pool];
-            if !w.ready && !clean && !w.stopping {
-                // died during prepare: do not fork in a tight loop
+            if state == Slot::Starting && !w.stopping {
+                // Ended in prepare (an error, os.exit, a crash): do not fork in a tight loop.
                 pool.policy.fork_failed(now);
             }
-            if let Some(idx) = w.interval {
-                finish_interval(&mut pool.intervals[idx], now);
+            if let Some(j) = w.job {
+                pool.timed[j].ended(now);
             }
             if w.main && self.phase == Phase::Running {
                 self.log.log("Main handler finished: graceful shutdown");
@@ -275,165 +281,212 @@ impl Master<'_> {
         for w in self
             .workers
             .iter()
-            .filter(|w| w.pool == pool && !w.stopping && !w.main)
+            .filter(|w| w.pool == pool && !w.stopping)
         {
-            if !w.ready {
-                c.starting += 1;
-            } else if w.jobs == 0 {
-                c.idle += 1;
-            } else {
-                c.busy += 1;
+            match self.board.get(pool, w.slot) {
+                Slot::Starting | Slot::Free => c.starting += 1,
+                Slot::Idle => c.idle += 1,
+                Slot::Busy => c.busy += 1,
+                Slot::Leaving => {}
             }
         }
         c
     }
 
-    /// Applies the pool policy; returns `Some` in a freshly forked worker.
-    fn manage_pools(&mut self) -> io::Result<Option<WorkerStart>> {
-        for p in 0..self.pools.len() {
-            if self.pools[p].main {
-                if !self.pools[p].main_started {
-                    self.pools[p].main_started = true;
-                    if let Some(start) = self.fork_worker(p, true)? {
-                        return Ok(Some(start));
+    /// Whether work waits in pool `p` that no spare worker is known to take.
+    fn work_waiting(&self, p: usize) -> bool {
+        let pool = &self.pools[p];
+        pool.pending || pool.timed.iter().any(|t| t.state == TimedState::Queued)
+    }
+
+    /// Puts due interval and main jobs into their pool's queue.
+    fn queue_due_jobs(&mut self) {
+        let now = self.now();
+        for (p, pool) in self.pools.iter_mut().enumerate() {
+            let Some((queue, _)) = &pool.queue else {
+                continue;
+            };
+            for (j, t) in pool.timed.iter_mut().enumerate() {
+                if !t.due(now) {
+                    continue;
+                }
+                match control::send(queue, Job(j as u32).encode()) {
+                    Ok(()) => {
+                        t.state = TimedState::Queued;
+                        self.log
+                            .debug(&format!("Queued job #{} of pool #{}", j + 1, p + 1));
+                    }
+                    Err(e) => {
+                        // Only a full queue could do this; it is retried on the next round.
+                        self.log.log(&format!(
+                            "Could not queue job #{} of pool #{}: {}",
+                            j + 1,
+                            p + 1,
+                            sys::error_text(&e)
+                        ));
                     }
                 }
-                continue;
             }
+        }
+    }
+
+    /// Applies the pool policy; returns `Some` in a freshly forked worker.
+    fn manage_pools(&mut self) -> Option<WorkerStart> {
+        for p in 0..self.pools.len() {
             loop {
                 let now = self.now();
                 let counts = self.counts(p);
-                let waiting = self.pools[p].pending || self.interval_waiting(p, now);
+                let waiting = self.work_waiting(p);
                 match self.pools[p].policy.decide(counts, waiting, now) {
                     Action::Fork => {
                         self.pools[p].policy.forked(now);
                         self.pools[p].pending = false;
-                        if let Some(start) = self.fork_worker(p, false)? {
-                            return Ok(Some(start));
+                        if let Some(start) = self.fork_worker(p) {
+                            return Some(start);
                         }
                     }
                     Action::StopIdle => {
                         self.pools[p].policy.stopped_idle(now);
-                        if let Some(w) = self
-                            .workers
-                            .iter_mut()
-                            .find(|w| w.pool == p && w.ready && w.jobs == 0 && !w.stopping)
-                        {
+                        // Never the main worker: its exit would stop the whole server.
+                        let board = &self.board;
+                        if let Some(w) = self.workers.iter_mut().find(|w| {
+                            w.pool == p
+                                && !w.stopping
+                                && !w.main
+                                && board.get(p, w.slot) == Slot::Idle
+                        }) {
                             w.stopping = true;
                             // SAFETY: plain kill of our own unreaped child.
                             unsafe { libc::kill(w.pid, libc::SIGTERM) };
+                            self.log.stats(&format!(
+                                "Stopping idle worker process (PID {}) of pool #{}",
+                                w.pid,
+                                p + 1
+                            ));
                         }
                     }
                     Action::Wait(_) => break,
                 }
             }
+            // A stale sighting must not fork later; the listener is polled again if needed.
+            self.pools[p].pending = false;
         }
-        Ok(None)
+        None
     }
 
-    /// An interval is due but no idle worker can take it.
-    fn interval_waiting(&self, p: usize, now: Duration) -> bool {
-        self.pools[p]
-            .intervals
-            .iter()
-            .any(|i| !i.running && i.next_at <= now)
-    }
-
-    fn fork_worker(&mut self, p: usize, main: bool) -> io::Result<Option<WorkerStart>> {
-        let (ours, theirs) = seqpacket_pair()?;
-        let (err_r, err_w) = pipe()?;
-        // SAFETY: the process is single-threaded (no threads anywhere in the server), so the
-        // child may run ordinary code after fork.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let e = io::Error::last_os_error();
-            self.log.log(&format!(
-                "Could not fork worker for pool #{}: {}",
-                p + 1,
-                sys::error_text(&e)
-            ));
-            let now = self.now();
-            self.pools[p].policy.fork_failed(now);
-            return Ok(None);
-        }
-        if pid == 0 {
-            // Worker: stderr goes to the master; the master's signal handling is undone.
-            // SAFETY: dup2 onto fd 2 of descriptors we own.
-            unsafe { libc::dup2(err_w.as_raw_fd(), 2) };
-            drop((ours, err_r, err_w));
-            self.signals.restore();
-            set_parent_death_signal();
-            let listeners = self.pools[p].listeners.drain(..).collect();
-            return Ok(Some(WorkerStart {
-                pool: p,
-                control: theirs,
-                listeners,
-                main,
-            }));
-        }
-        drop((theirs, err_w));
-        let _ = sys::set_nonblocking(err_r.as_raw_fd(), true);
-        let _ = sys::set_nonblocking(ours.as_raw_fd(), true);
-        self.log.debug(&format!(
-            "Forked worker process (PID {pid}) for pool #{}",
-            p + 1
-        ));
-        self.workers.push(Worker {
-            pid,
-            pool: p,
-            control: Some(ours),
-            stderr: Some(err_r),
-            stderr_buf: Vec::new(),
-            ready: false,
-            jobs: 0,
-            interval: None,
-            stopping: false,
-            main,
-        });
-        Ok(None)
-    }
-
-    /// Hands due intervals to idle workers.
-    fn dispatch_intervals(&mut self) {
-        let now = self.now();
+    /// What workers compare with before waking the master: the counted workers, and whether
+    /// an exit_delay is already running. Published right before waiting, from the state the
+    /// wait is based on.
+    fn publish(&self) {
         for p in 0..self.pools.len() {
-            for idx in 0..self.pools[p].intervals.len() {
-                let iv = &self.pools[p].intervals[idx];
-                if iv.running || iv.next_at > now {
-                    continue;
-                }
-                let Some(w) = self
-                    .workers
-                    .iter_mut()
-                    .find(|w| w.pool == p && w.ready && w.jobs == 0 && !w.stopping)
-                else {
-                    break; // manage_pools forks one; retried on the next round
+            let total = self.counts(p).total();
+            let tracking = self.pools[p].policy.tracking_surplus();
+            self.board.publish(p, total, tracking);
+        }
+    }
+
+    /// Forks a worker for pool `p`. Returns `Some` in the child. Failures are logged and
+    /// pause forking for `fork_error_delay`.
+    fn fork_worker(&mut self, p: usize) -> Option<WorkerStart> {
+        // Slots of live workers (also those still finishing after being told to stop).
+        let Some(slot) = (0..self.board.slots(p))
+            .find(|&i| !self.workers.iter().any(|w| w.pool == p && w.slot == i))
+        else {
+            let e = io::Error::other("every worker slot is in use");
+            self.fork_failed(p, &e);
+            return None;
+        };
+        self.board.set(p, slot, Slot::Starting);
+        match spawn::fork(&mut self.signals, self.pid) {
+            Err(e) => {
+                self.board.set(p, slot, Slot::Free);
+                self.fork_failed(p, &e);
+                None
+            }
+            Ok(Forked::Child { control }) => {
+                let pool = &mut self.pools[p];
+                let config = &pool.policy.config;
+                let limits = Limits {
+                    pre_fork: config.pre_fork,
+                    min_fork: config.min_fork,
+                    max_fork: config.max_fork,
                 };
-                let (msg, n) = Command::RunInterval(idx as u32).encode();
-                let Some(control) = &w.control else { continue };
-                if send_message(control, &msg[..n]).is_ok() {
-                    w.jobs += 1;
-                    w.interval = Some(idx);
-                    self.pools[p].intervals[idx].running = true;
-                }
+                Some(WorkerStart {
+                    pool: p,
+                    control,
+                    queue: pool.queue.take().map(|(_, workers)| workers),
+                    listeners: pool.listeners.drain(..).collect(),
+                    master_pid: self.pid,
+                    board: Rc::clone(&self.board),
+                    slot,
+                    limits,
+                })
+            }
+            Ok(Forked::Parent {
+                pid,
+                control,
+                stderr,
+            }) => {
+                let text = format!("Created worker process (PID {pid}) in pool #{}", p + 1);
+                self.log.stats(&text);
+                self.workers
+                    .push(Record::new(pid, p, slot, control, stderr));
+                None
+            }
+        }
+    }
+
+    fn fork_failed(&mut self, p: usize, e: &io::Error) {
+        self.log.log(&format!(
+            "Could not fork a worker process for pool #{}: {}",
+            p + 1,
+            sys::error_text(e)
+        ));
+        let now = self.now();
+        self.pools[p].policy.fork_failed(now);
+    }
+
+    /// `-s`: one line per pool whenever its counts changed.
+    fn log_counts(&mut self) {
+        if !self.log.stats || self.phase != Phase::Running {
+            return;
+        }
+        for p in 0..self.pools.len() {
+            let c = self.counts(p);
+            if c != self.pools[p].logged {
+                self.pools[p].logged = c;
+                self.log.log(&format!(
+                    "Pool #{}: {} worker(s): {} starting, {} idle, {} busy",
+                    p + 1,
+                    c.total(),
+                    c.starting,
+                    c.idle,
+                    c.busy
+                ));
             }
         }
     }
 
     fn next_timeout(&mut self) -> Option<Duration> {
+        if self.phase != Phase::Running {
+            return None;
+        }
         let now = self.now();
         let mut t: Option<Duration> = None;
-        let mut at = |d: Duration| t = Some(t.map_or(d, |x: Duration| x.min(d)));
-        if self.phase == Phase::Running {
-            for p in 0..self.pools.len() {
-                let counts = self.counts(p);
-                let pool = &mut self.pools[p];
-                if let Action::Wait(Some(d)) = pool.policy.decide(counts, pool.pending, now) {
-                    at(d);
-                }
-                for iv in pool.intervals.iter().filter(|i| !i.running) {
-                    at(iv.next_at.saturating_sub(now));
-                }
+        for p in 0..self.pools.len() {
+            let counts = self.counts(p);
+            let waiting = self.work_waiting(p);
+            let pool = &mut self.pools[p];
+            let mut waits = pool
+                .timed
+                .iter()
+                .filter_map(|x| x.wait_time(now))
+                .collect::<Vec<_>>();
+            if let Action::Wait(Some(d)) = pool.policy.decide(counts, waiting, now) {
+                waits.push(d);
+            }
+            for d in waits {
+                t = Some(t.map_or(d, |x| x.min(d)));
             }
         }
         t
@@ -447,47 +500,40 @@ impl Master<'_> {
             Stderr(i32),
             Listener(usize),
         }
-        let mut fds = vec![libc::pollfd {
-            fd: self.signals.read_fd(),
+        let entry = |fd: i32| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        }];
+        };
+        let mut fds = vec![entry(self.signals.read_fd())];
         let mut src = vec![Src::Signals];
         for w in &self.workers {
             if let Some(c) = &w.control {
-                fds.push(libc::pollfd {
-                    fd: c.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
+                fds.push(entry(c.as_raw_fd()));
                 src.push(Src::Control(w.pid));
             }
             if let Some(e) = &w.stderr {
-                fds.push(libc::pollfd {
-                    fd: e.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
+                fds.push(entry(e.as_raw_fd()));
                 src.push(Src::Stderr(w.pid));
             }
         }
         if self.phase == Phase::Running {
+            let now = self.now();
             for p in 0..self.pools.len() {
                 let c = self.counts(p);
                 let pool = &self.pools[p];
-                if c.spare() == 0 && c.total() < pool.policy.config.max_fork && !pool.main {
+                if c.spare() == 0 && pool.policy.can_fork(c, now) {
                     for fd in pool.listeners.iter().filter_map(|l| l.fd()) {
-                        fds.push(libc::pollfd {
-                            fd: fd.as_raw_fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        });
+                        fds.push(entry(fd.as_raw_fd()));
                         src.push(Src::Listener(p));
                     }
                 }
             }
         }
-        let ms = timeout.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
+        // Round up, so that a wake-up never comes a little too early and spins.
+        let ms = timeout.map_or(-1, |d| {
+            (d.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+        });
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n < 0 {
@@ -505,17 +551,14 @@ impl Master<'_> {
             match s {
                 Src::Signals => {}
                 Src::Control(pid) => self.read_control(pid),
-                Src::Stderr(pid) => {
-                    if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
-                        flush_stderr(w, self.log, false);
-                    }
-                }
+                Src::Stderr(pid) => self.read_stderr(pid),
                 Src::Listener(p) => self.pools[p].pending = true,
             }
         }
         Ok(())
     }
 
+    /// Applies every report a worker has sent.
     fn read_control(&mut self, pid: i32) {
         let now = self.now();
         let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
@@ -523,281 +566,46 @@ impl Master<'_> {
         };
         let mut buf = [0u8; MAX_MESSAGE + 1];
         while let Some(control) = &w.control {
-            // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n = unsafe {
-                libc::recv(
-                    control.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
+            let report = match control::recv(control, &mut buf) {
+                Ok(Received::Message(m)) => Report::decode(m),
+                Ok(Received::Nothing) => return,
+                Ok(Received::Closed) | Err(_) => {
+                    // the worker is exiting; stop polling its end
+                    w.control = None;
+                    return;
+                }
             };
-            if n == 0 {
-                // the worker closed its end: it is exiting; stop polling it
-                w.control = None;
-            }
-            if n <= 0 {
-                return;
-            }
-            match Report::decode(&buf[..n as usize]) {
-                Some(Report::Ready) => w.ready = true,
-                Some(Report::Accepted) => w.jobs += 1,
-                Some(Report::Done) => w.jobs = w.jobs.saturating_sub(1),
-                Some(Report::IntervalDone(idx)) => {
-                    w.jobs = w.jobs.saturating_sub(1);
-                    w.interval = None;
-                    if let Some(iv) = self.pools[w.pool].intervals.get_mut(idx as usize) {
-                        finish_interval(iv, now);
+            self.log.debug(&match report {
+                Some(r) => format!("Worker process (PID {pid}) of pool #{}: {r}", w.pool + 1),
+                None => format!("Invalid control message from worker process (PID {pid})"),
+            });
+            let timed = &mut self.pools[w.pool].timed;
+            match report {
+                // the loop looks at the scoreboard next
+                Some(Report::Wake) => {}
+                Some(Report::Took(j)) => {
+                    if let Some(t) = timed.get_mut(j as usize) {
+                        t.state = TimedState::Running;
+                        w.main |= t.is_main();
+                        w.job = Some(j as usize);
                     }
                 }
+                Some(Report::Done) => {
+                    if let Some(j) = w.job.take() {
+                        timed[j].ended(now);
+                    }
+                }
+                // it exits soon: a spare worker must be forked now if one is needed
+                Some(Report::Leaving) => w.stopping = true,
                 None => {}
             }
         }
     }
-}
 
-/// Logs complete lines of a worker's stderr (all of it when `eof`).
-fn flush_stderr(w: &mut Worker, log: &mut Logger, eof: bool) {
-    if let Some(fd) = &w.stderr {
-        let mut buf = [0u8; 8192];
-        loop {
-            // SAFETY: read writes at most buf.len() bytes into buf.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                if n == 0 {
-                    w.stderr = None;
-                }
-                break;
-            }
-            w.stderr_buf.extend_from_slice(&buf[..n as usize]);
-            if w.stderr_buf.len() > 1 << 20 {
-                break; // log what we have; never let one worker hold the master
-            }
+    /// Logs the complete lines a worker wrote to stderr.
+    fn read_stderr(&mut self, pid: i32) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            w.read_stderr(self.log);
         }
-    }
-    let prefix = format!("[Pool #{}, PID {}] ", w.pool + 1, w.pid);
-    while let Some(i) = memchr::memchr(b'\n', &w.stderr_buf) {
-        let line: Vec<u8> = w.stderr_buf.drain(..=i).collect();
-        log_worker_line(log, &prefix, &line[..line.len() - 1]);
-    }
-    if w.stderr_buf.len() > MAX_LOG_LINE || (eof && !w.stderr_buf.is_empty()) {
-        let line = std::mem::take(&mut w.stderr_buf);
-        log_worker_line(log, &prefix, &line);
-    }
-}
-
-fn log_worker_line(log: &mut Logger, prefix: &str, line: &[u8]) {
-    let text = String::from_utf8_lossy(line);
-    if text.len() > MAX_LOG_LINE {
-        let mut cut = MAX_LOG_LINE;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        log.log(&format!("{prefix}{} [line truncated]", &text[..cut]));
-    } else {
-        log.log(&format!("{prefix}{text}"));
-    }
-}
-
-/// Plans an interval's next run after a run ended at `now`.
-fn finish_interval(iv: &mut IntervalState, now: Duration) {
-    iv.running = false;
-    iv.next_at = next_interval_time(iv.next_at, iv.spec.delay, iv.spec.strict, now);
-}
-
-/// Strict intervals keep their grid (missed slots are skipped); others restart from `now`.
-pub fn next_interval_time(
-    planned: Duration,
-    delay: Duration,
-    strict: bool,
-    now: Duration,
-) -> Duration {
-    if !strict || delay.is_zero() {
-        return now + delay;
-    }
-    let mut next = planned + delay;
-    if next <= now {
-        let behind = (now - next).as_nanos() / delay.as_nanos() + 1;
-        next += delay * behind as u32;
-    }
-    next
-}
-
-/// A connected SOCK_SEQPACKET pair (one message per send, EOF when the peer exits).
-pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two descriptors into `fds`.
-    sys::cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`.
-    sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Sends one control message; a vanished peer is not an error worth reporting.
-pub fn send_message(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
-    sys::retry(|| {
-        // SAFETY: `msg` is a live slice for the duration of the call.
-        sys::cvt(unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        })
-    })
-    .map(drop)
-}
-
-/// Workers get SIGTERM when the master dies, and exit gracefully.
-fn set_parent_death_signal() {
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        _ => "signal",
-    }
-}
-
-/// Self-pipe for the master's signals: handlers only write the signal number.
-struct SignalPipe {
-    read: OwnedFd,
-    _write: OwnedFd,
-    previous: Vec<(i32, libc::sigaction)>,
-}
-
-static SIGNAL_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    let fd = SIGNAL_WRITE_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let b = sig as u8;
-        // SAFETY: write(2) is async-signal-safe; errno is saved and restored around it.
-        unsafe {
-            let saved = *libc::__errno_location();
-            libc::write(fd, (&b as *const u8).cast(), 1);
-            *libc::__errno_location() = saved;
-        }
-    }
-}
-
-const MASTER_SIGNALS: [i32; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-
-impl SignalPipe {
-    fn install() -> io::Result<Self> {
-        let (read, write) = pipe()?;
-        sys::set_nonblocking(read.as_raw_fd(), true)?;
-        sys::set_nonblocking(write.as_raw_fd(), true)?;
-        SIGNAL_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
-        let mut previous = Vec::new();
-        for sig in MASTER_SIGNALS {
-            // SAFETY: sigaction with zeroed, then filled structures; the handler only does
-            // async-signal-safe work.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as *const () as usize;
-                sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
-                libc::sigemptyset(&mut sa.sa_mask);
-                let mut old: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(sig, &sa, &mut old);
-                previous.push((sig, old));
-            }
-        }
-        // The master must hear SIGTERM even if the application blocked it.
-        // SAFETY: sigprocmask with a local, initialised set.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in MASTER_SIGNALS {
-                libc::sigaddset(&mut set, sig);
-            }
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        }
-        Ok(SignalPipe {
-            read,
-            _write: write,
-            previous,
-        })
-    }
-
-    fn read_fd(&self) -> RawFd {
-        self.read.as_raw_fd()
-    }
-
-    fn drain(&self) -> Vec<i32> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 64];
-        loop {
-            // SAFETY: read writes at most buf.len() bytes into buf.
-            let n =
-                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return out;
-            }
-            out.extend(buf[..n as usize].iter().map(|&b| b as i32));
-        }
-    }
-
-    /// Puts back the dispositions from before `install` (in workers, and at master exit).
-    fn restore(&mut self) {
-        SIGNAL_WRITE_FD.store(-1, Ordering::Relaxed);
-        for (sig, old) in self.previous.drain(..) {
-            // SAFETY: reinstalls a sigaction previously returned by the kernel.
-            unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    #[test]
-    fn interval_planning() {
-        // non-strict: from the end of the run
-        assert_eq!(next_interval_time(s(10), s(10), false, s(13)), s(23));
-        // strict: on the grid
-        assert_eq!(next_interval_time(s(10), s(10), true, s(13)), s(20));
-        // strict, a run overran two slots: missed slots are skipped
-        assert_eq!(next_interval_time(s(10), s(10), true, s(35)), s(40));
-        // strict, exactly on a slot boundary: the next one
-        assert_eq!(next_interval_time(s(10), s(10), true, s(20)), s(30));
     }
 }

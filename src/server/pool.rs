@@ -98,6 +98,18 @@ impl Pool {
         self.surplus_since = Some(now);
     }
 
+    /// Whether a waiting client would make [`decide`](Self::decide) fork now: below
+    /// `max_fork` and not pausing after a failure. The master watches the listeners for
+    /// pending connections only then, so it never spins on a connection it cannot serve.
+    pub fn can_fork(&self, counts: Counts, now: Duration) -> bool {
+        counts.total() < self.config.max_fork && self.error_until.is_none_or(|until| now >= until)
+    }
+
+    /// Whether the policy is timing surplus idle workers (an exit_delay is running).
+    pub fn tracking_surplus(&self) -> bool {
+        self.surplus_since.is_some()
+    }
+
     /// Decides the next action. `pending` = a connection waits and no worker is idle.
     pub fn decide(&mut self, counts: Counts, pending: bool, now: Duration) -> Action {
         let c = &self.config;
@@ -202,6 +214,16 @@ mod tests {
             Action::Wait(Some(ms(150)))
         );
         assert_eq!(p.decide(counts(1, 0, 0), false, ms(1250)), Action::Fork);
+    }
+
+    #[test]
+    fn can_fork_only_below_max_and_outside_error_pauses() {
+        let mut p = pool(0, 0, 2);
+        assert!(p.can_fork(counts(0, 0, 1), ms(0)));
+        assert!(!p.can_fork(counts(0, 0, 2), ms(0)));
+        p.fork_failed(ms(1000));
+        assert!(!p.can_fork(counts(0, 0, 0), ms(2999)));
+        assert!(p.can_fork(counts(0, 0, 0), ms(3000)));
     }
 
     #[test]

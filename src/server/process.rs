@@ -84,7 +84,9 @@ impl PidFile {
 
 /// Takes an exclusive fcntl lock on the whole file, or names the process holding it.
 /// (fcntl locks, unlike flock, tell who holds them, and are not inherited by workers.)
-pub fn lock_exclusive(fd: &OwnedFd) -> Result<(), PidFileError> {
+/// Never pass a duplicate descriptor that is closed afterwards: closing any descriptor of a
+/// file drops the process's fcntl locks on it.
+pub fn lock_exclusive(fd: &impl AsRawFd) -> Result<(), PidFileError> {
     let mut lock = whole_file_lock(libc::F_WRLCK as i16);
     // SAFETY: F_SETLK reads the flock structure we pass.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {

@@ -3,9 +3,15 @@
 //! master sees "terminated by SIGALRM" and logs a timeout, as listen.md §4 requires.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::io::sys;
+
+/// Whether this process armed the timer. Only the timer's expiry (which ends the process)
+/// or `set` change it, so clearing an unarmed timer needs no system call: the driver clears
+/// the timer after every handler.
+static ARMED: AtomicBool = AtomicBool::new(false);
 
 fn to_timeval(d: Duration) -> libc::timeval {
     libc::timeval {
@@ -34,6 +40,9 @@ pub fn seconds(secs: f64) -> Duration {
 
 /// Arms the timer (`ZERO` disarms it) and returns the time that was remaining before.
 pub fn set(d: Duration) -> io::Result<Duration> {
+    if d.is_zero() && !ARMED.load(Ordering::Relaxed) {
+        return Ok(Duration::ZERO);
+    }
     let new = libc::itimerval {
         it_interval: to_timeval(Duration::ZERO),
         it_value: to_timeval(d),
@@ -41,17 +50,29 @@ pub fn set(d: Duration) -> io::Result<Duration> {
     // SAFETY: a zeroed itimerval is a valid out-parameter.
     let mut old: libc::itimerval = unsafe { std::mem::zeroed() };
     if !d.is_zero() {
-        // The default action must be in force, even if the application changed it.
-        // SAFETY: resetting a disposition; no handler pointer involved.
-        unsafe { libc::signal(libc::SIGALRM, libc::SIG_DFL) };
+        // The default action must be in force and the signal deliverable, even if the
+        // application changed either.
+        // SAFETY: resetting a disposition (no handler pointer) and unblocking with a local,
+        // initialised set.
+        unsafe {
+            libc::signal(libc::SIGALRM, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGALRM);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
     }
     // SAFETY: both pointers refer to live, initialised itimerval structures.
     sys::cvt(unsafe { libc::setitimer(libc::ITIMER_REAL, &new, &mut old) })?;
+    ARMED.store(!d.is_zero(), Ordering::Relaxed);
     Ok(from_timeval(old.it_value))
 }
 
 /// Time remaining (`ZERO` when no timer is armed).
 pub fn remaining() -> io::Result<Duration> {
+    if !ARMED.load(Ordering::Relaxed) {
+        return Ok(Duration::ZERO);
+    }
     // SAFETY: a zeroed itimerval is a valid out-parameter.
     let mut cur: libc::itimerval = unsafe { std::mem::zeroed() };
     // SAFETY: `cur` is a live itimerval.

@@ -1,22 +1,26 @@
-//! The worker side: wait for the next job (a connection accepted on one of the pool's
-//! inherited listeners, an interval command from the master, or the end), and report
-//! progress to the master. One job at a time; the Lua driver runs the handlers.
+//! The worker side: wait for the next job (a due interval/main job from the pool's queue, or
+//! a connection accepted on one of the pool's inherited listeners), keep this worker's slot
+//! on the scoreboard up to date, and wake the master only when it has something to decide.
+//! One job at a time; the Lua driver runs the handlers.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::io::net::Listener;
 use crate::io::poll::{self, Entry, Interest};
 use crate::io::Handle;
-use crate::server::control::{Command, Report, MAX_MESSAGE};
-use crate::server::master::{send_message, WorkerStart};
+use crate::server::board::{Board, Limits, Slot};
+use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
+use crate::server::master::WorkerStart;
 
 /// What the worker should do next.
 #[derive(Debug)]
-pub enum Job {
+pub enum Next {
     Connection(Handle),
-    Interval(u32),
+    /// Run the interval or main listener with this index.
+    Timed(u32),
     Stop(StopReason),
 }
 
@@ -30,66 +34,145 @@ pub enum StopReason {
     MasterGone,
 }
 
+impl StopReason {
+    pub fn text(self) -> &'static str {
+        match self {
+            StopReason::Terminated => "terminated",
+            StopReason::IdleTimeout => "idle timeout",
+            StopReason::MasterGone => "master gone",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Current {
+    None,
+    Connection,
+    Timed,
+}
+
 #[derive(Debug)]
 pub struct Worker {
     pub pool: usize,
-    pub main: bool,
     control: OwnedFd,
+    queue: Option<OwnedFd>,
     listeners: Vec<Listener>,
     idle_timeout: Option<Duration>,
     master_pid: i32,
+    board: Rc<Board>,
+    slot: usize,
+    limits: Limits,
+    current: Current,
 }
 
 impl Worker {
     pub fn new(start: WorkerStart, idle_timeout: Option<Duration>) -> Self {
         Worker {
             pool: start.pool,
-            main: start.main,
             control: start.control,
+            queue: start.queue,
             listeners: start.listeners,
             idle_timeout,
-            // SAFETY: getppid has no preconditions.
-            master_pid: unsafe { libc::getppid() },
+            master_pid: start.master_pid,
+            board: start.board,
+            slot: start.slot,
+            limits: start.limits,
+            current: Current::None,
         }
     }
 
-    /// Tells the master about progress. A vanished master is noticed by `next_job`.
-    pub fn report(&self, r: Report) {
-        let (msg, n) = r.encode();
-        let _ = send_message(&self.control, &msg[..n]);
+    /// Tells the master something. A vanished master is noticed by `next_job`.
+    fn report(&self, r: Report) {
+        let _ = control::send(&self.control, r.encode());
     }
 
-    /// Waits for the next job. Interval commands come first (the master already counted
-    /// them); then the listeners are tried before waiting, so a pending connection is taken
-    /// without a poll round.
-    pub fn next_job(&mut self) -> io::Result<Job> {
+    fn set_slot(&self, state: Slot) {
+        self.board.set(self.pool, self.slot, state);
+    }
+
+    /// `prepare` is done: the worker is ready for jobs.
+    pub fn ready(&self) {
+        self.set_slot(Slot::Idle);
+    }
+
+    /// The job from the last `next_job` ended.
+    pub fn job_done(&mut self) {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::None => return,
+            Current::Timed => self.report(Report::Done),
+            Current::Connection => {}
+        }
+        self.set_slot(Slot::Idle);
+        if self.limits.wake_after_finishing(&self.board, self.pool) {
+            self.report(Report::Wake);
+        }
+    }
+
+    /// This worker takes no more jobs (it runs `finish` and exits).
+    pub fn leaving(&self) {
+        self.set_slot(Slot::Leaving);
+        self.report(Report::Leaving);
+    }
+
+    fn master_alive(&self) -> bool {
+        // SAFETY: getppid has no preconditions.
+        unsafe { libc::getppid() == self.master_pid }
+    }
+
+    /// Waits for the next job. Queued jobs come first; then the listeners are tried before
+    /// waiting, so a pending connection is taken without a poll round.
+    pub fn next_job(&mut self) -> io::Result<Next> {
         let deadline = self.idle_timeout.map(|d| Instant::now() + d);
+        let mut buf = [0u8; MAX_MESSAGE + 1];
         loop {
             if crate::io::signal::sigterm_received() {
-                return Ok(Job::Stop(StopReason::Terminated));
+                return Ok(Next::Stop(StopReason::Terminated));
             }
-            // SAFETY: getppid has no preconditions.
-            if unsafe { libc::getppid() } != self.master_pid {
-                return Ok(Job::Stop(StopReason::MasterGone));
-            }
-            match self.read_command()? {
-                Some(Ok(Command::RunInterval(i))) => return Ok(Job::Interval(i)),
-                Some(Ok(Command::Terminate)) => return Ok(Job::Stop(StopReason::Terminated)),
-                Some(Err(())) => return Ok(Job::Stop(StopReason::MasterGone)),
-                None => {}
-            }
-            for l in &self.listeners {
-                if let Some(h) = l.accept_nb()? {
-                    self.report(Report::Accepted);
-                    return Ok(Job::Connection(h));
+            if let Some(q) = &self.queue {
+                match control::recv(q, &mut buf)? {
+                    Received::Message(m) => {
+                        if let Some(Job(j)) = Job::decode(m) {
+                            self.set_slot(Slot::Busy);
+                            self.current = Current::Timed;
+                            self.report(Report::Took(j));
+                            return Ok(Next::Timed(j));
+                        }
+                    }
+                    Received::Nothing => {}
+                    Received::Closed => return Ok(Next::Stop(StopReason::MasterGone)),
                 }
+            }
+            let mut i = 0;
+            while i < self.listeners.len() {
+                match self.listeners[i].accept_nb() {
+                    Ok(Some(h)) => {
+                        self.set_slot(Slot::Busy);
+                        self.current = Current::Connection;
+                        if self.limits.wake_after_taking(&self.board, self.pool) {
+                            self.report(Report::Wake);
+                        }
+                        return Ok(Next::Connection(h));
+                    }
+                    Ok(None) => i += 1,
+                    // The master shut the listener down (graceful shutdown): forget it.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.listeners.swap_remove(i);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            // Nothing to do: before waiting, make sure there is still a master to wait for
+            // (its death also sends SIGTERM, and closes the control socket, which wakes the
+            // wait below).
+            if !self.master_alive() {
+                return Ok(Next::Stop(StopReason::MasterGone));
             }
             let remaining = match deadline {
                 None => None,
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Ok(Job::Stop(StopReason::IdleTimeout));
+                        return Ok(Next::Stop(StopReason::IdleTimeout));
                     }
                     Some(d - now)
                 }
@@ -98,36 +181,14 @@ impl Worker {
         }
     }
 
-    /// A pending command: `Some(Err(()))` when the master closed the control socket.
-    fn read_command(&self) -> io::Result<Option<Result<Command, ()>>> {
-        let mut buf = [0u8; MAX_MESSAGE + 1];
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe {
-            libc::recv(
-                self.control.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-                io::ErrorKind::ConnectionReset => Ok(Some(Err(()))),
-                _ => Err(e),
-            };
-        }
-        if n == 0 {
-            return Ok(Some(Err(())));
-        }
-        Ok(Command::decode(&buf[..n as usize]).map(Ok))
-    }
-
-    /// Waits until a listener or the control socket is readable, the timeout passes, or
-    /// SIGTERM arrives (after `catch_sigterm`, poll wakes up for it without a race).
+    /// Waits until the queue, a listener or the control socket (EOF: master gone) is
+    /// readable, the timeout passes, or SIGTERM arrives (after `catch_sigterm`, poll wakes up
+    /// for it without a race).
     fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut entries = vec![Entry::new(self.control.as_raw_fd(), Interest::Read)];
+        if let Some(q) = &self.queue {
+            entries.push(Entry::new(q.as_raw_fd(), Interest::Read));
+        }
         for fd in self.listeners.iter().filter_map(|l| l.fd()) {
             entries.push(Entry::new(fd.as_raw_fd(), Interest::Read));
         }

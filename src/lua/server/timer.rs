@@ -1,0 +1,71 @@
+//! `timeout()` and `memory_limit` for `moonbridge_core`: the worker's real-time timer (its
+//! expiry kills the worker) and the allocation budget of its Lua state.
+
+use std::time::Duration;
+
+use crate::io::signal::monotonic_seconds;
+use crate::lua::state::{bad_arg, lua_fn, Misuse, Stack};
+use crate::server::timer;
+
+fn push_secs(s: Stack<'_>, d: Duration) {
+    s.push_number(d.as_secs_f64());
+}
+
+fn failure(e: std::io::Error) -> Misuse {
+    Misuse(format!("timeout: {}", crate::io::sys::error_text(&e)))
+}
+
+lua_fn! {
+    /// timer_set(seconds) -> previous remaining seconds (0 disarms)
+    pub fn timer_set(s) {
+        let secs = s.check_number(1, 1, "timeout")?;
+        let prev = timer::set(timer::seconds(secs)).map_err(failure)?;
+        push_secs(s, prev);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// timer_remaining() -> seconds (0 when no timer is armed)
+    pub fn timer_remaining(s) {
+        push_secs(s, timer::remaining().map_err(failure)?);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// timer_sub(seconds) -> outer remaining, start time: arms the sub-timer of
+    /// `timeout(seconds, f)` (a shorter outer timer wins).
+    pub fn timer_sub(s) {
+        let secs = s.check_number(1, 1, "timeout")?;
+        let outer = timer::remaining().map_err(failure)?;
+        timer::set(timer::sub_timer(timer::seconds(secs), outer)).map_err(failure)?;
+        push_secs(s, outer);
+        s.push_number(monotonic_seconds());
+        Ok(2)
+    }
+}
+
+lua_fn! {
+    /// timer_restore(outer, start): the outer timer continues minus the elapsed time.
+    pub fn timer_restore(s) {
+        let outer = timer::seconds(s.check_number(1, 1, "timeout")?);
+        let start = s.check_number(2, 2, "timeout")?;
+        let elapsed = timer::seconds(monotonic_seconds() - start);
+        timer::set(timer::outer_after(outer, elapsed)).map_err(failure)?;
+        Ok(0)
+    }
+}
+
+lua_fn! {
+    /// set_memory_limit(bytes): 0 lifts the limit.
+    pub fn set_memory_limit(s) {
+        let n = s.check_integer(1, 1, "set_memory_limit")?;
+        if n < 0 {
+            return Err(bad_arg(1, "set_memory_limit", "non-negative number expected"));
+        }
+        // SAFETY: the state of this call, used by this thread only.
+        unsafe { crate::lua::memory::set_limit(s.raw(), n as usize) };
+        Ok(0)
+    }
+}

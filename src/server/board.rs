@@ -1,0 +1,262 @@
+//! The scoreboard: one shared memory page set (an anonymous MAP_SHARED mapping made by the
+//! master before the first fork) where every worker keeps its state in its own slot, so that
+//! workers need not tell the master about each connection. The master reads the slots when
+//! it applies the pool policy; a worker wakes the master (a control message) only when a
+//! threshold that matters is crossed: its pool has too few spare workers while it may still
+//! grow, or surplus idle workers appeared that the master does not know of.
+//!
+//! All the unsafe code of the mapping is here; the rest of the server sees safe methods.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::SeqCst};
+
+/// The state of one worker slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Slot {
+    Free = 0,
+    /// Forked, running `prepare`.
+    Starting = 1,
+    Idle = 2,
+    Busy = 3,
+    /// Takes no more jobs; runs `finish` and exits.
+    Leaving = 4,
+}
+
+impl Slot {
+    fn from_u8(v: u8) -> Slot {
+        match v {
+            1 => Slot::Starting,
+            2 => Slot::Idle,
+            3 => Slot::Busy,
+            4 => Slot::Leaving,
+            _ => Slot::Free,
+        }
+    }
+}
+
+/// Slots beyond `max_fork` per pool, for workers that were told to stop and are still
+/// finishing their last connection.
+pub const SLACK: usize = 64;
+
+/// Per-pool words the master publishes for the workers.
+#[repr(C)]
+struct Header {
+    /// Workers the pool policy counts (not stopping or leaving).
+    total: AtomicU32,
+    /// 1 while the master knows of surplus idle workers (and has a timer for them).
+    surplus_known: AtomicU32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    header: usize,
+    slots: usize,
+    len: usize,
+}
+
+/// The shared mapping; both the master and each worker hold it (unmapped on drop).
+#[derive(Debug)]
+pub struct Board {
+    base: NonNull<u8>,
+    size: usize,
+    pools: Vec<Layout>,
+}
+
+impl Board {
+    /// A board with `slots[p]` worker slots for pool `p`, all free.
+    pub fn new(slots: &[usize]) -> io::Result<Board> {
+        let mut pools = Vec::with_capacity(slots.len());
+        let mut off = 0;
+        for &len in slots {
+            let header = off;
+            off += std::mem::size_of::<Header>();
+            pools.push(Layout {
+                header,
+                slots: off,
+                len,
+            });
+            off += len;
+            off = off.next_multiple_of(std::mem::align_of::<Header>());
+        }
+        let size = off.max(1);
+        // SAFETY: an anonymous shared mapping; no file, no existing memory involved.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        // Anonymous mappings are zero-filled: every slot is Free, every header 0.
+        Ok(Board { base, size, pools })
+    }
+
+    fn header(&self, pool: usize) -> &Header {
+        // SAFETY: the offset lies inside the mapping, is aligned for Header (offsets are
+        // rounded up to its alignment) and the memory lives as long as `self`; Header
+        // holds only atomics, so shared access from several processes is sound.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(self.pools[pool].header)
+                .cast::<Header>()
+        }
+    }
+
+    fn slot_ref(&self, pool: usize, slot: usize) -> &AtomicU8 {
+        let l = self.pools[pool];
+        assert!(slot < l.len, "slot {slot} out of range");
+        // SAFETY: in bounds (checked above), AtomicU8 has alignment 1, the mapping lives as
+        // long as `self`, and atomics may be shared between processes.
+        unsafe { &*self.base.as_ptr().add(l.slots + slot).cast::<AtomicU8>() }
+    }
+
+    /// Number of slots of a pool.
+    pub fn slots(&self, pool: usize) -> usize {
+        self.pools[pool].len
+    }
+
+    pub fn get(&self, pool: usize, slot: usize) -> Slot {
+        Slot::from_u8(self.slot_ref(pool, slot).load(SeqCst))
+    }
+
+    pub fn set(&self, pool: usize, slot: usize, state: Slot) {
+        self.slot_ref(pool, slot).store(state as u8, SeqCst);
+    }
+
+    /// (starting, idle) workers of a pool, from the slots.
+    pub fn spare(&self, pool: usize) -> (u32, u32) {
+        let (mut starting, mut idle) = (0, 0);
+        for i in 0..self.pools[pool].len {
+            match self.get(pool, i) {
+                Slot::Starting => starting += 1,
+                Slot::Idle => idle += 1,
+                _ => {}
+            }
+        }
+        (starting, idle)
+    }
+
+    pub fn publish(&self, pool: usize, total: u32, surplus_known: bool) {
+        let h = self.header(pool);
+        h.total.store(total, SeqCst);
+        h.surplus_known.store(surplus_known as u32, SeqCst);
+    }
+
+    pub fn total(&self, pool: usize) -> u32 {
+        self.header(pool).total.load(SeqCst)
+    }
+
+    pub fn surplus_known(&self, pool: usize) -> bool {
+        self.header(pool).surplus_known.load(SeqCst) != 0
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
+    }
+}
+
+/// The pool limits a worker needs to decide when to wake the master.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub pre_fork: u32,
+    pub min_fork: u32,
+    pub max_fork: u32,
+}
+
+impl Limits {
+    /// After taking a job: the master may have to fork (too few spare workers left, and the
+    /// pool may still grow).
+    pub fn wake_after_taking(&self, board: &Board, pool: usize) -> bool {
+        if board.total(pool) >= self.max_fork {
+            return false;
+        }
+        let (starting, idle) = board.spare(pool);
+        starting + idle < self.pre_fork.max(1)
+    }
+
+    /// After finishing a job: surplus idle workers the master should stop after exit_delay.
+    pub fn wake_after_finishing(&self, board: &Board, pool: usize) -> bool {
+        if board.total(pool) <= self.min_fork || board.surplus_known(pool) {
+            return false;
+        }
+        board.spare(pool).1 > self.pre_fork
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_start_free_and_keep_their_state() {
+        let b = Board::new(&[3, 5]).unwrap();
+        assert_eq!(b.slots(1), 5);
+        for p in 0..2 {
+            for s in 0..b.slots(p) {
+                assert_eq!(b.get(p, s), Slot::Free);
+            }
+        }
+        b.set(1, 4, Slot::Busy);
+        b.set(0, 0, Slot::Idle);
+        b.set(0, 2, Slot::Starting);
+        assert_eq!(b.get(1, 4), Slot::Busy);
+        assert_eq!(b.spare(0), (1, 1));
+        assert_eq!(b.spare(1), (0, 0));
+        b.publish(1, 7, true);
+        assert_eq!((b.total(1), b.surplus_known(1)), (7, true));
+        assert_eq!((b.total(0), b.surplus_known(0)), (0, false));
+    }
+
+    #[test]
+    fn a_forked_child_writes_where_the_parent_reads() {
+        let b = Board::new(&[2]).unwrap();
+        // SAFETY: the child only stores into the mapping and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            b.set(0, 1, Slot::Leaving);
+            // SAFETY: ends the child at once (no test harness code runs in it).
+            unsafe { libc::_exit(0) };
+        }
+        assert!(pid > 0);
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(b.get(0, 1), Slot::Leaving);
+    }
+
+    #[test]
+    fn wake_thresholds() {
+        let b = Board::new(&[4]).unwrap();
+        let lim = Limits {
+            pre_fork: 1,
+            min_fork: 1,
+            max_fork: 3,
+        };
+        b.set(0, 0, Slot::Busy);
+        b.set(0, 1, Slot::Busy);
+        b.publish(0, 2, false);
+        assert!(lim.wake_after_taking(&b, 0)); // no spare, may grow
+        b.publish(0, 3, false);
+        assert!(!lim.wake_after_taking(&b, 0)); // at max_fork: nothing to do
+        b.set(0, 2, Slot::Idle);
+        assert!(!lim.wake_after_taking(&b, 0));
+        b.set(0, 0, Slot::Idle);
+        assert!(lim.wake_after_finishing(&b, 0)); // 2 idle > pre_fork 1, total 3 > min 1
+        b.publish(0, 3, true);
+        assert!(!lim.wake_after_finishing(&b, 0)); // the master knows already
+    }
+}
