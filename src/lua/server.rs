@@ -78,7 +78,7 @@ fn name_field(s: Stack<'_>, t: c_int, name: &CStr) -> Vec<u8> {
 }
 
 /// A timed listener as the worker sees it: what to pass to the handler.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct TimedName {
     main: bool,
     name: Vec<u8>,
@@ -186,7 +186,7 @@ lua_fn! {
                 let worker = Worker::new(start, extra.idle_timeout);
                 s.push_str("worker");
                 s.push_int(pool as i64 + 1);
-                push_object(s, WorkerObject { worker, timed: extra.timed, });
+                push_object(s, WorkerObject { worker, timed: extra.timed });
                 Ok(3)
             }
             Err(e) => s.fail(&format!("Server failure: {}", crate::io::sys::error_text(&e))),
@@ -241,12 +241,9 @@ lua_fn! {
                 Ok(2)
             }
             Next::Timed(j) => {
-                let t = w.timed.get(j as usize).cloned().unwrap_or(TimedName {
-                    main: false,
-                    name: Vec::new(),
-                });
-                s.push_str(if t.main { "main" } else { "interval" });
-                s.push_bytes(&t.name);
+                let (main, name) = w.timed.get(j as usize).map_or((false, &[][..]), |t| (t.main, &t.name[..]));
+                s.push_str(if main { "main" } else { "interval" });
+                s.push_bytes(name);
                 Ok(2)
             }
             Next::Stop(reason) => {
