@@ -1,13 +1,15 @@
 //! The response writer: status line, headers and body framing, as bytes in an output buffer.
-//! Pure (no I/O): the binding appends what `take_output` returns to the socket's write
-//! buffer. States only move forward (status -> headers -> body -> finished); misuse is a
-//! `ResponseError` that the binding raises as a Lua error.
+//! Pure (no I/O): the caller writes what [`Response::output`] holds to the socket and then
+//! calls [`Response::clear_output`]. One `Response` serves every request of a connection
+//! ([`Response::reset`] keeps its buffers). States only move forward (status -> headers ->
+//! body -> finished); misuse is a `ResponseError` that the binding raises as a Lua error.
 //!
 //! Framing rules (listen.md §7): the app's own Content-Length is used as given (and the body
 //! is checked against it); otherwise, if the whole body is known when the response finishes
 //! (no flush before), a Content-Length is sent; otherwise the body is chunked for HTTP/1.1,
 //! or delimited by closing the connection for HTTP/1.0. HEAD responses, 1xx, 204 and 304
-//! carry no body; for 204/304/1xx no framing headers are sent either.
+//! carry no body; for 204/304/1xx no framing headers are sent either. An interim 1xx status
+//! other than 101 ends with its header section, after which a final status may follow.
 
 use std::fmt::Write as _;
 
@@ -26,6 +28,8 @@ pub enum ResponseError {
     ContentLengthMismatch,
     /// A body for a status that has none (1xx, 204, 304).
     BodyNotAllowed,
+    /// Content-Length or `Connection: close` for an interim (1xx) response.
+    InterimHeader,
 }
 
 impl ResponseError {
@@ -45,6 +49,9 @@ impl ResponseError {
                 "Response body length does not match the Content-Length header"
             }
             ResponseError::BodyNotAllowed => "This HTTP status does not allow a response body",
+            ResponseError::InterimHeader => {
+                "Content-Length and Connection: close are not allowed in an informational response"
+            }
         }
     }
 }
@@ -52,7 +59,7 @@ impl ResponseError {
 /// Where the response is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
-    /// Nothing sent yet.
+    /// Nothing sent yet (or only interim 1xx responses).
     Initial,
     /// Status given; headers may follow.
     Headers,
@@ -77,7 +84,7 @@ enum Framing {
 }
 
 /// Per-response settings from the request and the module options.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct ResponseConfig {
     /// The request was HTTP/1.1 (chunked responses are possible).
     pub http11: bool,
@@ -87,11 +94,10 @@ pub struct ResponseConfig {
     pub close: bool,
     /// Bodies shorter than this are gathered before a chunk is written.
     pub min_chunk: usize,
-    /// Headers sent with every response (already validated "Name: value" lines).
-    pub static_headers: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The `Date` header value to send (the caller caches it per second).
-    pub date: Option<String>,
 }
+
+/// Bodies up to this size are held back in the hope of sending a Content-Length.
+const HOLD_BACK: usize = 16 * 1024;
 
 /// An HTTP/1.x response being written.
 #[derive(Debug)]
@@ -104,6 +110,8 @@ pub struct Response {
     head_sent: bool,
     app_length: Option<u64>,
     app_connection_close: bool,
+    /// The app sent a `Connection` header without `close` (e.g. `Upgrade`).
+    app_connection_header: bool,
     framing: Framing,
     /// Body bytes not yet framed (chunked: below `min_chunk`; undecided: everything).
     body: Vec<u8>,
@@ -112,23 +120,7 @@ pub struct Response {
 }
 
 fn is_token_byte(b: u8) -> bool {
-    matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ) || b.is_ascii_alphanumeric()
+    crate::http::head::TOKEN[b as usize]
 }
 
 impl Response {
@@ -141,9 +133,28 @@ impl Response {
             head_sent: false,
             app_length: None,
             app_connection_close: false,
+            app_connection_header: false,
             framing: Framing::Undecided,
             body: Vec::new(),
-            out: Vec::new(),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Starts the next response of the connection, keeping the buffers' memory. Output not
+    /// yet taken is kept.
+    pub fn reset(&mut self, cfg: ResponseConfig) {
+        self.cfg = cfg;
+        self.phase = Phase::Initial;
+        self.status = 0;
+        self.head.clear();
+        self.head_sent = false;
+        self.app_length = None;
+        self.app_connection_close = false;
+        self.app_connection_header = false;
+        self.framing = Framing::Undecided;
+        self.body.clear();
+        if self.body.capacity() > 1 << 20 {
+            self.body = Vec::new();
         }
     }
 
@@ -151,17 +162,26 @@ impl Response {
         self.phase
     }
 
-    /// Whether any byte of the response was produced (after that, an error can only reset).
+    /// The status code sent (0 before `status`).
+    pub fn status_code(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the final header section was produced (after that, an error can only reset).
     pub fn started(&self) -> bool {
-        self.head_sent || !self.out.is_empty()
+        self.head_sent
     }
 
     /// The connection must close after this response.
     pub fn closes_connection(&self) -> bool {
-        self.cfg.close || self.app_connection_close || self.framing == Framing::Close
+        self.cfg.close
+            || self.app_connection_close
+            || self.framing == Framing::Close
+            || self.status == 101
     }
 
-    /// Asks for `Connection: close` (before the header section is complete).
+    /// `close_after_finish()`: asks for `Connection: close` (before the header section is
+    /// complete).
     pub fn set_close(&mut self) -> Result<(), ResponseError> {
         if self.phase >= Phase::Body {
             return Err(ResponseError::HeadersFinished);
@@ -170,12 +190,24 @@ impl Response {
         Ok(())
     }
 
+    /// The server decided to close after this response: announced if the head is still
+    /// held back. Returns whether it will be announced.
+    pub fn force_close(&mut self) -> bool {
+        self.cfg.close = true;
+        !self.head_sent
+    }
+
     fn no_body_status(&self) -> bool {
         self.status < 200 || self.status == 204 || self.status == 304
     }
 
-    /// `send_status("200 OK")`.
-    pub fn status(&mut self, status: &[u8]) -> Result<(), ResponseError> {
+    fn interim(&self) -> bool {
+        self.status < 200 && self.status != 101
+    }
+
+    /// `send_status("200 OK")`. `prelude` holds header lines (each ending in CRLF) sent right
+    /// after the status line: the `Date` and the static headers.
+    pub fn status(&mut self, status: &[u8], prelude: &[&[u8]]) -> Result<(), ResponseError> {
         match self.phase {
             Phase::Initial => {}
             Phase::Finished => return Err(ResponseError::Finished),
@@ -186,16 +218,8 @@ impl Response {
         self.head.extend_from_slice(b"HTTP/1.1 ");
         self.head.extend_from_slice(status);
         self.head.extend_from_slice(b"\r\n");
-        if let Some(d) = &self.cfg.date {
-            self.head.extend_from_slice(b"Date: ");
-            self.head.extend_from_slice(d.as_bytes());
-            self.head.extend_from_slice(b"\r\n");
-        }
-        for (k, v) in &self.cfg.static_headers {
-            self.head.extend_from_slice(k);
-            self.head.extend_from_slice(b": ");
-            self.head.extend_from_slice(v);
-            self.head.extend_from_slice(b"\r\n");
+        for lines in prelude {
+            self.head.extend_from_slice(lines);
         }
         self.phase = Phase::Headers;
         Ok(())
@@ -216,6 +240,9 @@ impl Response {
             return Err(ResponseError::InvalidHeaderValue);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
+            if self.interim() {
+                return Err(ResponseError::InterimHeader);
+            }
             let trimmed = trim(value);
             if trimmed.is_empty() || !trimmed.iter().all(u8::is_ascii_digit) || trimmed.len() > 19 {
                 return Err(ResponseError::InvalidContentLength);
@@ -239,9 +266,14 @@ impl Response {
                 .split(|&b| b == b',')
                 .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
             {
+                if self.interim() {
+                    return Err(ResponseError::InterimHeader);
+                }
                 self.app_connection_close = true;
+                return Ok(()); // written with the framing decision, once
             }
-            return Ok(()); // written with the framing decision, once
+            // other options (`Upgrade`, `keep-alive`) are the app's to send
+            self.app_connection_header = true;
         }
         self.head.extend_from_slice(name);
         self.head.extend_from_slice(b": ");
@@ -251,7 +283,8 @@ impl Response {
     }
 
     /// `finish_headers()`: no more headers. The head may still be held back until the
-    /// framing is decided (first flush, a large body, or finish).
+    /// framing is decided (first flush, a large body, or finish). An interim response is
+    /// complete here, and the next status may follow.
     pub fn finish_headers(&mut self) -> Result<(), ResponseError> {
         match self.phase {
             Phase::Initial => return Err(ResponseError::NoStatus),
@@ -259,7 +292,12 @@ impl Response {
             Phase::Body => {}
             Phase::Finished => return Err(ResponseError::Finished),
         }
-        if self.no_body_status() || (self.cfg.head && self.app_length.is_some()) {
+        if self.interim() {
+            self.head.extend_from_slice(b"\r\n");
+            self.out.append(&mut self.head);
+            self.phase = Phase::Initial;
+            self.status = 0;
+        } else if self.no_body_status() || (self.cfg.head && self.app_length.is_some()) {
             self.decide(None);
         } else if let Some(n) = self.app_length {
             self.framing = Framing::Length { remaining: n };
@@ -271,6 +309,9 @@ impl Response {
     /// `send_data(...)`: body bytes (ignored for HEAD).
     pub fn data(&mut self, bytes: &[u8]) -> Result<(), ResponseError> {
         if self.phase < Phase::Body {
+            if self.interim() {
+                return Err(ResponseError::BodyNotAllowed);
+            }
             self.finish_headers()?;
         }
         if self.phase == Phase::Finished {
@@ -287,7 +328,7 @@ impl Response {
             Framing::None => Ok(()),
             Framing::Undecided => {
                 self.body.extend_from_slice(bytes);
-                if self.body.len() >= self.cfg.min_chunk.max(16 * 1024) {
+                if self.body.len() >= self.cfg.min_chunk.max(HOLD_BACK) {
                     self.decide(Some(false));
                 }
                 Ok(())
@@ -320,11 +361,11 @@ impl Response {
 
     /// `flush()`: everything so far goes out (a pending chunk is written even if small).
     pub fn flush(&mut self) -> Result<(), ResponseError> {
-        if self.phase == Phase::Finished {
-            return Ok(());
-        }
-        if self.phase < Phase::Body {
-            self.finish_headers()?;
+        match self.phase {
+            Phase::Finished | Phase::Initial => return Ok(()),
+            Phase::Headers if self.interim() => return Ok(()),
+            Phase::Headers => self.finish_headers()?,
+            Phase::Body => {}
         }
         if self.framing == Framing::Undecided {
             self.decide(Some(false));
@@ -340,6 +381,7 @@ impl Response {
         match self.phase {
             Phase::Finished => return Ok(()),
             Phase::Initial => return Err(ResponseError::NoStatus),
+            Phase::Headers if self.interim() => return Err(ResponseError::NoStatus),
             Phase::Headers => self.finish_headers()?,
             Phase::Body => {}
         }
@@ -393,32 +435,32 @@ impl Response {
         } else {
             self.framing = Framing::Close;
         }
-        if self.closes_connection() {
+        if self.status == 101 {
+            // the app's `Connection: Upgrade` says it all
+        } else if self.closes_connection() {
             self.head.extend_from_slice(b"Connection: close\r\n");
-        } else if !self.cfg.http11 {
+        } else if !self.cfg.http11 && !self.app_connection_header {
             self.head.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         self.head.extend_from_slice(b"\r\n");
         self.out.append(&mut self.head);
         self.head_sent = true;
         // the buffered body, framed
-        let body = std::mem::take(&mut self.body);
         match self.framing {
             Framing::Length { remaining } => {
-                let n = body.len() as u64;
-                self.out.extend_from_slice(&body);
+                let n = self.body.len() as u64;
+                self.out.append(&mut self.body);
                 self.framing = Framing::Length {
                     remaining: remaining.saturating_sub(n),
                 };
             }
             Framing::Chunked => {
-                self.body = body;
                 if self.body.len() >= self.cfg.min_chunk || whole.is_some() {
                     self.emit_chunk();
                 }
             }
-            Framing::Close => self.out.extend_from_slice(&body),
-            Framing::None | Framing::Undecided => {}
+            Framing::Close => self.out.append(&mut self.body),
+            Framing::None | Framing::Undecided => self.body.clear(),
         }
     }
 
@@ -437,18 +479,22 @@ impl Response {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// Bytes ready for the socket.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Marks the output as written.
+    pub fn clear_output(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > 1 << 20 {
+            self.out = Vec::with_capacity(1024);
+        }
+    }
+
     /// Bytes ready for the socket; the caller writes them out.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
-    }
-
-    /// Appends the bytes ready for the socket to `dst` without an extra allocation.
-    pub fn drain_output_into(&mut self, dst: &mut Vec<u8>) {
-        dst.append(&mut self.out);
-    }
-
-    pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
     }
 }
 
@@ -487,6 +533,27 @@ pub fn parse_status(s: &[u8]) -> Option<u16> {
     Some((s[0] - b'0') as u16 * 100 + (s[1] - b'0') as u16 * 10 + (s[2] - b'0') as u16)
 }
 
+/// A complete error response that closes the connection: `HTTP/1.1 <code> <reason>`,
+/// `Content-Type: text/plain`, `Connection: close`, and the body `<code> <reason>` followed
+/// by the detail, if any. `prelude` as for [`Response::status`].
+pub fn error_response(code: u16, reason: &str, detail: &str, prelude: &[&[u8]]) -> Vec<u8> {
+    let mut body = format!("{code} {reason}\n");
+    if !detail.is_empty() {
+        let _ = write!(body, "\n{detail}\n");
+    }
+    let mut out = Vec::with_capacity(160 + body.len());
+    let _ = write!(DisplayBuf(&mut out), "HTTP/1.1 {code} {reason}\r\n");
+    for lines in prelude {
+        out.extend_from_slice(lines);
+    }
+    let _ = write!(
+        DisplayBuf(&mut out),
+        "Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,8 +564,6 @@ mod tests {
             head: false,
             close: false,
             min_chunk: 4,
-            static_headers: vec![],
-            date: None,
         }
     }
 
@@ -509,7 +574,7 @@ mod tests {
     #[test]
     fn whole_body_known_at_finish_gets_content_length() {
         let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.header(b"Content-Type", b"text/plain").unwrap();
         r.data(b"Hello ").unwrap();
         r.data(b"World!").unwrap();
@@ -523,7 +588,7 @@ mod tests {
     #[test]
     fn flush_before_finish_makes_it_chunked() {
         let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.data(b"ab").unwrap();
         r.flush().unwrap();
         r.data(b"cdefgh").unwrap(); // >= min_chunk: a chunk at once
@@ -538,7 +603,7 @@ mod tests {
     #[test]
     fn app_content_length_is_used_and_checked() {
         let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.header(b"Content-Length", b"5").unwrap();
         r.data(b"12345").unwrap();
         assert_eq!(r.data(b"6"), Err(ResponseError::ContentLengthMismatch));
@@ -549,7 +614,7 @@ mod tests {
         );
 
         let mut short = Response::new(cfg());
-        short.status(b"200 OK").unwrap();
+        short.status(b"200 OK", &[]).unwrap();
         short.header(b"content-length", b"5").unwrap();
         short.data(b"123").unwrap();
         assert_eq!(short.finish(), Err(ResponseError::ContentLengthMismatch));
@@ -561,7 +626,7 @@ mod tests {
             http11: false,
             ..cfg()
         });
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.data(b"abc").unwrap();
         r.flush().unwrap();
         r.data(b"def").unwrap();
@@ -579,7 +644,7 @@ mod tests {
             http11: false,
             ..cfg()
         });
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.data(b"abc").unwrap();
         r.finish().unwrap();
         assert!(!r.closes_connection());
@@ -595,7 +660,7 @@ mod tests {
             head: true,
             ..cfg()
         });
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.data(b"Hello").unwrap();
         r.finish().unwrap();
         assert_eq!(text(&mut r), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
@@ -609,7 +674,7 @@ mod tests {
             b"101 Switching Protocols",
         ] {
             let mut r = Response::new(cfg());
-            r.status(st).unwrap();
+            r.status(st, &[]).unwrap();
             r.header(b"X-A", b"1").unwrap();
             assert_eq!(r.data(b"x"), Err(ResponseError::BodyNotAllowed));
             r.finish().unwrap();
@@ -625,7 +690,7 @@ mod tests {
     #[test]
     fn connection_close_from_app_or_config() {
         let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.header(b"Connection", b"close").unwrap();
         r.finish().unwrap();
         assert!(r.closes_connection());
@@ -638,19 +703,16 @@ mod tests {
             close: true,
             ..cfg()
         });
-        r.status(b"404 Not Found").unwrap();
+        r.status(b"404 Not Found", &[]).unwrap();
         r.finish().unwrap();
         assert!(text(&mut r).contains("Connection: close\r\n"));
     }
 
     #[test]
     fn static_headers_and_date_come_first() {
-        let mut r = Response::new(ResponseConfig {
-            static_headers: vec![(b"Server".to_vec(), b"mb".to_vec())],
-            date: Some("Wed, 02 Dec 2026 04:00:00 GMT".into()),
-            ..cfg()
-        });
-        r.status(b"200 OK").unwrap();
+        let mut r = Response::new(cfg());
+        let date = b"Date: Wed, 02 Dec 2026 04:00:00 GMT\r\n";
+        r.status(b"200 OK", &[date, b"Server: mb\r\n"]).unwrap();
         r.header(b"X-App", b"1").unwrap();
         r.finish().unwrap();
         assert_eq!(
@@ -663,11 +725,17 @@ mod tests {
     fn states_only_move_forward() {
         let mut r = Response::new(cfg());
         assert_eq!(r.header(b"A", b"b"), Err(ResponseError::NoStatus));
-        assert_eq!(r.status(b"20 OK"), Err(ResponseError::InvalidStatus));
-        assert_eq!(r.status(b"200OK"), Err(ResponseError::InvalidStatus));
-        assert_eq!(r.status(b"200 O\r\nK"), Err(ResponseError::InvalidStatus));
-        r.status(b"200 OK").unwrap();
-        assert_eq!(r.status(b"200 OK"), Err(ResponseError::StatusAlreadySent));
+        assert_eq!(r.status(b"20 OK", &[]), Err(ResponseError::InvalidStatus));
+        assert_eq!(r.status(b"200OK", &[]), Err(ResponseError::InvalidStatus));
+        assert_eq!(
+            r.status(b"200 O\r\nK", &[]),
+            Err(ResponseError::InvalidStatus)
+        );
+        r.status(b"200 OK", &[]).unwrap();
+        assert_eq!(
+            r.status(b"200 OK", &[]),
+            Err(ResponseError::StatusAlreadySent)
+        );
         assert_eq!(
             r.header(b"Bad Name", b"x"),
             Err(ResponseError::InvalidHeaderName)
@@ -694,9 +762,9 @@ mod tests {
             min_chunk: 1024,
             ..cfg()
         });
-        r.status(b"200 OK").unwrap();
+        r.status(b"200 OK", &[]).unwrap();
         r.data(&vec![b'x'; 20_000]).unwrap();
-        assert!(r.has_output());
+        assert!(!r.output().is_empty());
         let out = text(&mut r);
         assert!(
             out.starts_with("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4E20\r\n"),
@@ -705,5 +773,81 @@ mod tests {
         );
         r.finish().unwrap();
         assert_eq!(text(&mut r), "0\r\n\r\n");
+    }
+
+    #[test]
+    fn interim_responses_precede_the_final_one() {
+        let mut r = Response::new(cfg());
+        r.status(b"103 Early Hints", &[]).unwrap();
+        r.header(b"Link", b"</a.css>; rel=preload").unwrap();
+        assert_eq!(
+            r.header(b"Content-Length", b"0"),
+            Err(ResponseError::InterimHeader)
+        );
+        assert_eq!(r.data(b"x"), Err(ResponseError::BodyNotAllowed));
+        r.finish_headers().unwrap();
+        assert!(!r.started());
+        r.status(b"200 OK", &[]).unwrap();
+        r.data(b"ok").unwrap();
+        r.finish().unwrap();
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn switching_protocols_keeps_the_apps_connection_header() {
+        let mut r = Response::new(cfg());
+        r.status(b"101 Switching Protocols", &[]).unwrap();
+        r.header(b"Connection", b"Upgrade").unwrap();
+        r.header(b"Upgrade", b"websocket").unwrap();
+        r.finish_headers().unwrap();
+        assert!(r.closes_connection(), "the connection is no longer HTTP");
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn server_close_is_announced_only_while_the_head_is_held() {
+        let mut r = Response::new(cfg());
+        r.status(b"200 OK", &[]).unwrap();
+        r.data(b"a").unwrap();
+        assert!(r.force_close());
+        r.finish().unwrap();
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\na"
+        );
+        r.reset(cfg());
+        r.status(b"200 OK", &[]).unwrap();
+        r.flush().unwrap();
+        assert!(!r.force_close());
+        assert!(r.closes_connection());
+        r.finish().unwrap();
+        assert_eq!(
+            text(&mut r),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn error_responses_are_small_and_close() {
+        let out = error_response(413, "Content Too Large", "Request body too large", &[]);
+        let body = "413 Content Too Large\n\nRequest body too large\n";
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        let out = error_response(400, "Bad Request", "", &[b"Server: x\r\n"]);
+        assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\nServer: x\r\n"));
+        assert!(out.ends_with(b"\r\n\r\n400 Bad Request\n"));
     }
 }
