@@ -201,8 +201,9 @@ impl Response {
         self.status < 200 || self.status == 204 || self.status == 304
     }
 
+    /// A 1xx status other than 101 was given (0: none yet).
     fn interim(&self) -> bool {
-        self.status < 200 && self.status != 101
+        (100..200).contains(&self.status) && self.status != 101
     }
 
     /// `send_status("200 OK")`. `prelude` holds header lines (each ending in CRLF) sent right
@@ -495,6 +496,15 @@ impl Response {
     /// Bytes ready for the socket; the caller writes them out.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
+    }
+
+    /// Gives a vector from [`take_output`](Self::take_output) back once written, so its
+    /// memory serves the next response.
+    pub fn recycle_output(&mut self, mut written: Vec<u8>) {
+        if self.out.is_empty() && written.capacity() <= 1 << 20 {
+            written.clear();
+            self.out = written;
+        }
     }
 }
 
