@@ -185,7 +185,8 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Waits until `h` is ready for `interests` (any of them), the deadline passes or, with
+/// Waits until the kernel has more for `h` in one of `interests` (input already buffered
+/// does not count: callers wait only when they need more), the deadline passes or, with
 /// `sigterm`, SIGTERM was received.
 fn wait(
     h: &Handle,
@@ -196,13 +197,6 @@ fn wait(
     let Some(fd) = h.raw_fd() else {
         return Ok(Outcome::Ready);
     };
-    if interests.contains(&Interest::Read) && h.readable_without_kernel() {
-        return Ok(if sigterm && signal::sigterm_received() {
-            Outcome::Sigterm
-        } else {
-            Outcome::Ready
-        });
-    }
     let entries: Vec<Entry> = interests.iter().map(|&i| Entry::new(fd, i)).collect();
     let timeout = until.map(|d| d.saturating_duration_since(Instant::now()));
     poll::poll(&entries, timeout, sigterm)
@@ -284,6 +278,17 @@ impl Connection {
     }
 
     fn read_head(&mut self, h: &mut Handle) -> Result<Next, Fail> {
+        // Nothing of the previous request may shape a refusal of this one.
+        self.resp.reset(ResponseConfig {
+            http11: true,
+            head: false,
+            close: true,
+            min_chunk: self.cfg.min_output_chunk,
+        });
+        self.body = Body::Done;
+        self.expect_continue = false;
+        self.discard_input = false;
+        self.faulty = false;
         if h.buffered().is_empty() {
             if !self.wait_first_byte(h)? {
                 return Ok(Next::Closed);
