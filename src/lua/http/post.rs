@@ -129,12 +129,12 @@ lua_fn! {
                 };
                 match MultipartDecoder::new(&ct, limits) {
                     Ok(decoder) => {
-                        ctx.http.post = Some(PostState {
+                        ctx.http.post = Some(Box::new(PostState {
                             decoder,
                             queue: VecDeque::new(),
                             collected: Vec::new(),
                             finished: false,
-                        });
+                        }));
                         "multipart"
                     }
                     Err(e) => return Err(multipart_error(ctx, e)),

@@ -49,7 +49,8 @@ pub struct HttpConn {
     pub input: Input,
     /// `send_status` was called for this request.
     pub status_sent: bool,
-    pub post: Option<PostState>,
+    /// Boxed: the decoder holds SIMD searchers aligned beyond what Lua gives userdata.
+    pub post: Option<Box<PostState>>,
 }
 
 impl LuaObject for HttpConn {
@@ -65,6 +66,10 @@ impl LuaObject for HttpConn {
         format!("moonbridge_http connection ({:?})", self.conn.state)
     }
 }
+
+// Lua aligns userdata to 8 bytes only: anything needing more must be boxed.
+const _: () = assert!(std::mem::align_of::<Option<HttpConn>>() <= 8);
+const _: () = assert!(std::mem::align_of::<Option<HttpConfig>>() <= 8);
 
 /// A request method's view: its connection, the socket, and whether it is current.
 pub struct Ctx<'a> {
