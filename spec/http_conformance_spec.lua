@@ -300,4 +300,31 @@ describe("moonbridge_http timeouts and shutdown", function()
     H.stop(srv)
     H.cleanup(srv)
   end)
+
+  it("ends a worker whose handler runs longer than response_timeout", function()
+    local srv = H.start([[
+      options = { response_timeout = 0.5 }
+      handler = function(request)
+        if request.path == "slow" then
+          moonbridge_io.poll(nil, nil, 5)
+        end
+        request:send_status("200 OK")
+        request:send_data("done")
+        return true
+      end]])
+    local sock = H.connect(srv)
+    local t0 = mio.timeref()
+    H.send(sock, H.get("/slow"))
+    local received, how = H.read_until_close(sock, 8)
+    assert.are.equal("", received)
+    assert.are.equal("reset", how)
+    assert.is_true(mio.timeref() - t0 < 4)
+    sock:close()
+    assert.truthy(H.wait_for(5, function()
+      return H.log_text(srv):find("exited prematurely due to timeout")
+    end))
+    assert.are.equal("done", H.exchange(srv, H.get("/fast")).body)
+    H.stop(srv)
+    H.cleanup(srv)
+  end)
 end)

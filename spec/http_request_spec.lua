@@ -153,6 +153,29 @@ function routes.early_hints(request)
   request:send_data("final")
 end
 
+-- 101, then the socket speaks another protocol: bytes the client sent right after the
+-- request head are read through request.socket (the same read buffer, nothing lost)
+function routes.upgrade(request)
+  request:send_status("101 Switching Protocols")
+  request:send_header("Connection", "Upgrade")
+  request:send_header("Upgrade", "echo")
+  request:finish_headers()
+  local socket = request.socket
+  while true do
+    local line = socket:read(100, "\n")
+    if not line or line == "" then break end
+    socket:write("echo: ", line):flush()
+    if line == "bye\n" then break end
+  end
+end
+
+function routes.stream10(request)
+  request:send_status("200 OK")
+  request:send_data("part one, ")
+  request:flush()
+  request:send_data("part two")
+end
+
 handler = function(request)
   mark(tostring(request.path))
   local route = routes[request.path or "asterisk"] or routes.target
@@ -333,5 +356,31 @@ describe("moonbridge_http request object", function()
     assert.are.equal("kept", e.stale_before)
     assert.are.equal("Response has already been finished", e.stale_send)
     assert.are.equal("ok", e.stale_finish)
+  end)
+
+  it("hands the socket over after 101 without losing buffered bytes", function()
+    local sock = H.connect(srv)
+    H.send(sock, H.get("/upgrade", "Connection: Upgrade\r\nUpgrade: echo\r\n") .. "first\n")
+    local r = H.read_response(sock)
+    assert.are.equal(101, r.status)
+    assert.are.equal("Upgrade", r.header("connection"))
+    assert.are.equal("echo", r.header("upgrade"))
+    local deadline = require("moonbridge_io").timeref() + 5
+    assert.are.equal("echo: first\n", sock:read_call(H.waiter(deadline), 100, "\n"))
+    H.send(sock, "bye\n")
+    assert.are.equal("echo: bye\n", sock:read_call(H.waiter(deadline), 100, "\n"))
+    assert.are.equal("", (H.read_until_close(sock, 5)))
+    sock:close()
+  end)
+
+  it("delimits an HTTP/1.0 body of unknown length by closing", function()
+    local sock = H.connect(srv)
+    H.send(sock, "GET /stream10 HTTP/1.0\r\n\r\n")
+    local r = H.read_response(sock)
+    assert.are.equal("close", r.header("connection"))
+    assert.is_nil(r.header("content-length"))
+    assert.is_nil(r.header("transfer-encoding"))
+    assert.are.equal("part one, part two", r.body)
+    sock:close()
   end)
 end)

@@ -360,6 +360,47 @@ impl Response {
         }
     }
 
+    /// A large piece of body that the caller sends itself, without copying it into the
+    /// output: frames it (deciding the framing if needed) and returns the bytes the caller
+    /// must send after [`output`](Self::output) and the piece itself (`"\r\n"` after a
+    /// chunk, else nothing). `Ok(None)`: this response takes no body bytes on the wire (HEAD,
+    /// or a status without body, which [`data`](Self::data) reports): use `data` instead.
+    pub fn data_direct(&mut self, len: usize) -> Result<Option<&'static [u8]>, ResponseError> {
+        if self.phase < Phase::Body {
+            if self.interim() {
+                return Err(ResponseError::BodyNotAllowed);
+            }
+            self.finish_headers()?;
+        }
+        if self.phase == Phase::Finished {
+            return Err(ResponseError::Finished);
+        }
+        if len == 0 || self.cfg.head || self.no_body_status() {
+            return Ok(None);
+        }
+        if self.framing == Framing::Undecided {
+            self.decide(Some(false));
+        }
+        match self.framing {
+            Framing::Length { remaining } => {
+                if len as u64 > remaining {
+                    return Err(ResponseError::ContentLengthMismatch);
+                }
+                self.framing = Framing::Length {
+                    remaining: remaining - len as u64,
+                };
+                Ok(Some(b""))
+            }
+            Framing::Chunked => {
+                self.emit_chunk();
+                let _ = write!(DisplayBuf(&mut self.out), "{len:X}\r\n");
+                Ok(Some(b"\r\n"))
+            }
+            Framing::Close => Ok(Some(b"")),
+            Framing::None | Framing::Undecided => Ok(None),
+        }
+    }
+
     /// `flush()`: everything so far goes out (a pending chunk is written even if small).
     pub fn flush(&mut self) -> Result<(), ResponseError> {
         match self.phase {
@@ -859,5 +900,41 @@ mod tests {
         let out = error_response(400, "Bad Request", "", &[b"Server: x\r\n"]);
         assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\nServer: x\r\n"));
         assert!(out.ends_with(b"\r\n\r\n400 Bad Request\n"));
+    }
+
+    #[test]
+    fn large_pieces_are_framed_for_the_caller_to_send() {
+        let mut r = Response::new(cfg());
+        r.status(b"200 OK", &[]).unwrap();
+        r.data(b"ab").unwrap();
+        assert_eq!(r.data_direct(5), Ok(Some(&b"\r\n"[..])));
+        let mut wire = text(&mut r);
+        wire.push_str("12345\r\n");
+        r.data(b"c").unwrap();
+        r.finish().unwrap();
+        wire.push_str(&text(&mut r));
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n5\r\n12345\r\n1\r\nc\r\n0\r\n\r\n"
+        );
+
+        let mut r = Response::new(cfg());
+        r.status(b"200 OK", &[]).unwrap();
+        r.header(b"Content-Length", b"6").unwrap();
+        assert_eq!(r.data_direct(5), Ok(Some(&b""[..])));
+        assert_eq!(r.data_direct(2), Err(ResponseError::ContentLengthMismatch));
+        r.data(b"6").unwrap();
+        r.finish().unwrap();
+
+        let mut head = Response::new(ResponseConfig {
+            head: true,
+            ..cfg()
+        });
+        head.status(b"200 OK", &[]).unwrap();
+        assert_eq!(head.data_direct(5), Ok(None));
+        let mut empty = Response::new(cfg());
+        empty.status(b"204 No Content", &[]).unwrap();
+        assert_eq!(empty.data_direct(5), Ok(None));
+        assert_eq!(empty.data(b"x"), Err(ResponseError::BodyNotAllowed));
     }
 }

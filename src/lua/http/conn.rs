@@ -28,6 +28,10 @@ use crate::io::{signal, Handle};
 /// connection can stay open; a larger one closes it.
 pub const DRAIN_LIMIT: u64 = 1 << 20;
 
+/// Pieces of response body at least this long are written from the application's string
+/// (framed around it) instead of being copied into the output buffer first.
+const DIRECT_WRITE: usize = 64 << 10;
+
 /// The options of `generate_handler` that the connection needs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -164,6 +168,9 @@ pub struct Connection {
     /// SIGTERM arrived: no further request after this one.
     shutdown: bool,
     requests: u64,
+    /// A response write happened on this connection; TCP_NODELAY is set (see `nodelay`).
+    wrote: bool,
+    nodelay: bool,
     date: DateCache,
 }
 
@@ -186,20 +193,55 @@ fn unix_secs() -> u64 {
 }
 
 /// Waits until the kernel has more for `h` in one of `interests` (input already buffered
-/// does not count: callers wait only when they need more), the deadline passes or, with
-/// `sigterm`, SIGTERM was received.
-fn wait(
-    h: &Handle,
-    interests: &[Interest],
-    until: Option<Instant>,
-    sigterm: bool,
-) -> io::Result<Outcome> {
+/// does not count: callers wait only when they need more), or the deadline passes.
+fn wait(h: &Handle, interests: &[Interest], until: Option<Instant>) -> io::Result<Outcome> {
     let Some(fd) = h.raw_fd() else {
         return Ok(Outcome::Ready);
     };
     let entries: Vec<Entry> = interests.iter().map(|&i| Entry::new(fd, i)).collect();
     let timeout = until.map(|d| d.saturating_duration_since(Instant::now()));
-    poll::poll(&entries, timeout, sigterm)
+    poll::poll(&entries, timeout, false)
+}
+
+/// Longest single `poll` while waiting for a request: bounds the delay when a SIGTERM lands
+/// between the flag check and the `poll` (see `wait_for_request`).
+const SIGTERM_SLICE: Duration = Duration::from_secs(1);
+
+/// Waits for input on `h` until `until`, returning early when SIGTERM was received.
+///
+/// Cheaper than `poll::poll(.., true)`, which blocks and unblocks SIGTERM around every wait
+/// (two more system calls per request): here the handler's flag is checked and `poll(2)`,
+/// which a signal always interrupts (SA_RESTART does not restart it), waits in slices. A
+/// SIGTERM that arrives between the check and the `poll` is seen within one slice.
+fn wait_for_request(h: &Handle, until: Option<Instant>) -> io::Result<Outcome> {
+    let Some(fd) = h.raw_fd() else {
+        return Ok(Outcome::Ready);
+    };
+    loop {
+        if signal::sigterm_received() {
+            return Ok(Outcome::Sigterm);
+        }
+        let now = Instant::now();
+        let slice = match until {
+            Some(d) if d <= now => return Ok(Outcome::Timeout),
+            Some(d) => (d - now).min(SIGTERM_SLICE),
+            None => SIGTERM_SLICE,
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Round up, so a short remaining time does not become a busy loop of 0 ms polls.
+        let ms = slice.as_micros().div_ceil(1000) as libc::c_int;
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        match crate::io::sys::cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+            Ok(0) => {}
+            Ok(_) => return Ok(Outcome::Ready),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Reads once into the buffer without blocking: `Some(true)` = new data, `Some(false)` =
@@ -242,6 +284,8 @@ impl Connection {
             faulty: false,
             shutdown: false,
             requests: 0,
+            wrote: false,
+            nodelay: false,
             date: DateCache::default(),
         }
     }
@@ -371,8 +415,8 @@ impl Connection {
         }
         let until = deadline(self.cfg.idle_timeout);
         loop {
-            let outcome = wait(h, &[Interest::Read], until, true)
-                .map_err(|e| Fail::Io(crate::io::sys::error_text(&e)))?;
+            let outcome =
+                wait_for_request(h, until).map_err(|e| Fail::Io(crate::io::sys::error_text(&e)))?;
             match outcome {
                 Outcome::Sigterm => {
                     self.refuse(h, 408, "Request Timeout", "Server shutdown");
@@ -403,7 +447,7 @@ impl Connection {
                 None => {}
             }
             let until = earliest(until, deadline(self.cfg.stall_timeout));
-            let outcome = wait(h, &[Interest::Read], until, false)
+            let outcome = wait(h, &[Interest::Read], until)
                 .map_err(|e| Fail::Io(crate::io::sys::error_text(&e)))?;
             if outcome == Outcome::Timeout {
                 return Ok(Fill::TimedOut);
@@ -448,7 +492,7 @@ impl Connection {
             &[&date, &self.cfg.static_headers],
         ));
         self.resp.clear_output();
-        match self.write_out(h, &bytes, true) {
+        match self.write_out(h, &[&bytes], true) {
             Ok(()) => self.close_gracefully(h),
             Err(_) => self.state = State::Closed,
         }
@@ -483,7 +527,7 @@ impl Connection {
                 }
             }
             let until = earliest(until, deadline(self.cfg.stall_timeout));
-            match wait(h, &[Interest::Read], until, false) {
+            match wait(h, &[Interest::Read], until) {
                 Ok(Outcome::Ready) => {}
                 _ => {
                     let _ = h.reset();
@@ -496,7 +540,7 @@ impl Connection {
     /// Writes `bytes` after anything pending; with `flush`, waits until all is sent,
     /// otherwise only until less than the handle's buffer limit is pending. Waits are
     /// bounded by `stall_timeout`; a failure resets the connection and marks it faulty.
-    fn write_out(&mut self, h: &mut Handle, bytes: &[u8], flush: bool) -> Result<(), Fail> {
+    fn write_out(&mut self, h: &mut Handle, parts: &[&[u8]], flush: bool) -> Result<(), Fail> {
         let step = |h: &mut Handle, parts: &[&[u8]]| {
             if flush {
                 h.flush_nb(parts)
@@ -504,7 +548,7 @@ impl Connection {
                 h.write_nb(parts)
             }
         };
-        let mut pending = match step(h, &[bytes]) {
+        let mut pending = match step(h, parts) {
             Ok(n) => n,
             Err(e) => return Err(self.broken(h, &io_fail(e))),
         };
@@ -516,7 +560,7 @@ impl Connection {
             } else {
                 &[Interest::Write]
             };
-            match wait(h, interests, until, false) {
+            match wait(h, interests, until) {
                 Ok(Outcome::Ready) => {}
                 Ok(_) => return Err(self.broken(h, "Client connection stalled")),
                 Err(e) => return Err(self.broken(h, &crate::io::sys::error_text(&e))),
@@ -564,8 +608,25 @@ impl Connection {
             Body::Length(n) => self.expect_continue || *n > DRAIN_LIMIT,
             Body::Chunked { .. } => self.expect_continue,
         };
+        if signal::sigterm_received() {
+            self.shutdown = true;
+        }
         if unread || self.shutdown || self.discard_input {
             self.resp.force_close();
+        }
+    }
+
+    /// Turns off Nagle's algorithm once a connection carries a second write: a small piece
+    /// after earlier data (the tail of a long or flushed response, the next response of a
+    /// keep-alive connection) would otherwise wait for the client's delayed ACK (up to
+    /// 40 ms). A connection with one request and one write never needs the system call.
+    fn nodelay(&mut self, h: &Handle) {
+        if self.nodelay || h.kind() != crate::io::Kind::Tcp {
+            return;
+        }
+        self.nodelay = true;
+        if let Some(fd) = h.raw_fd() {
+            let _ = crate::io::sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
     }
 
@@ -574,8 +635,12 @@ impl Connection {
         if self.resp.output().len() < WRITE_BUFFER_LIMIT && !flush {
             return Ok(());
         }
+        if self.wrote {
+            self.nodelay(h);
+        }
+        self.wrote = true;
         let out = self.resp.take_output();
-        let r = self.write_out(h, &out, flush);
+        let r = self.write_out(h, &[&out], flush);
         self.resp.recycle_output(out);
         r
     }
@@ -610,6 +675,20 @@ impl Connection {
         self.usable()?;
         self.before_head();
         for part in parts {
+            if part.len() >= DIRECT_WRITE {
+                if let Some(suffix) = self.resp.data_direct(part.len())? {
+                    // straight from the Lua string to the socket: no copy into the output
+                    if self.wrote {
+                        self.nodelay(h);
+                    }
+                    self.wrote = true;
+                    let out = self.resp.take_output();
+                    let r = self.write_out(h, &[&out, part, suffix], false);
+                    self.resp.recycle_output(out);
+                    r?;
+                    continue;
+                }
+            }
             self.resp.data(part)?;
         }
         self.push(h, false)
@@ -658,7 +737,7 @@ impl Connection {
         if self.expect_continue {
             self.expect_continue = false;
             if !self.resp.started() {
-                self.write_out(h, b"HTTP/1.1 100 Continue\r\n\r\n", true)?;
+                self.write_out(h, &[b"HTTP/1.1 100 Continue\r\n\r\n"], true)?;
             }
         }
         let max = max.max(1);
@@ -768,6 +847,19 @@ impl Connection {
             if self.resp.status_code() == 101 {
                 // the socket belongs to the new protocol now; the server closes it
                 self.state = State::Closed;
+            } else if !self.keep_alive
+                && !self.shutdown
+                && self.body_done()
+                && h.buffered().is_empty()
+                && matches!(fill_nb(h), Ok(None | Some(false)))
+            {
+                // The client asked to close and sent nothing more (a well-behaved client
+                // sends nothing after that): no input is left to turn the close into a
+                // reset, so lingering would only cost time.
+                self.state = State::Closed;
+                if self.write_out(h, &[], true).is_ok() {
+                    let _ = h.close();
+                }
             } else {
                 self.close_gracefully(h);
             }

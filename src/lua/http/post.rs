@@ -100,8 +100,15 @@ lua_fn! {
     pub fn read_all(s) {
         let ctx = request_ctx(s, "body")?;
         ctx.require_current()?;
+        let conn = &mut ctx.http.conn;
         let mut body = Vec::new();
-        while let Some(r) = ctx.http.conn.body_data(ctx.h, 1 << 20).map_err(raise)? {
+        while let Some(r) = conn.body_data(ctx.h, usize::MAX).map_err(raise)? {
+            if body.is_empty() && conn.body_done() {
+                // all of it was buffered at once: one copy, straight into the Lua string
+                s.push_bytes(&ctx.h.buffered()[r.clone()]);
+                ctx.h.consume(r.end);
+                return Ok(1);
+            }
             body.extend_from_slice(&ctx.h.buffered()[r.clone()]);
             ctx.h.consume(r.end);
         }
