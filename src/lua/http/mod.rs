@@ -7,6 +7,7 @@
 //! - `fields`: lazily built tables (`headers`, query pairs, `cookies`)
 //! - `post`: body chunks and multipart events for the glue
 //! - `glue.lua`: `generate_handler`, the request loop, lazy fields and streaming callbacks
+//! - `options.lua`: checking `generate_handler`'s options
 
 mod conn;
 mod fields;
@@ -22,6 +23,7 @@ use crate::lua::state::{lua_fn, register_type, Stack};
 use request::{HttpConfig, HttpConn};
 
 const GLUE: &str = include_str!("glue.lua");
+const OPTIONS: &str = include_str!("options.lua");
 
 type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
 
@@ -96,6 +98,25 @@ lua_fn! {
     }
 }
 
+/// Pushes the compiled Lua chunk `source` (raises its syntax error, which cannot happen for
+/// the files built in).
+fn load_chunk(s: Stack<'_>, source: &str, name: &CStr) {
+    // SAFETY: valid state in protected mode; pushes the chunk or raises.
+    unsafe {
+        let l = s.raw();
+        if ffi::luaL_loadbufferx(
+            l,
+            source.as_ptr().cast(),
+            source.len(),
+            name.as_ptr(),
+            c"t".as_ptr(),
+        ) != ffi::LUA_OK
+        {
+            ffi::lua_error(l);
+        }
+    }
+}
+
 /// Builds the module table on the stack.
 pub fn open(s: Stack<'_>) {
     s.reserve(8);
@@ -123,19 +144,15 @@ pub fn open(s: Stack<'_>) {
         register_type::<HttpConn>(s);
         ffi::lua_pop(l, 1);
 
-        if ffi::luaL_loadbufferx(
-            l,
-            GLUE.as_ptr().cast(),
-            GLUE.len(),
-            c"=moonbridge_http/glue".as_ptr(),
-            c"t".as_ptr(),
-        ) != ffi::LUA_OK
-        {
-            ffi::lua_error(l);
-        }
+        load_chunk(s, OPTIONS, c"=moonbridge_http/options");
+        ffi::lua_pushvalue(l, core);
+        ffi::lua_call(l, 1, 1); // -> build_config
+        let build_config = ffi::lua_gettop(l);
+        load_chunk(s, GLUE, c"=moonbridge_http/glue");
         ffi::lua_pushvalue(l, module);
         ffi::lua_pushvalue(l, core);
-        ffi::lua_call(l, 2, 0);
+        ffi::lua_pushvalue(l, build_config);
+        ffi::lua_call(l, 3, 0);
         ffi::lua_settop(l, module);
     }
 }
