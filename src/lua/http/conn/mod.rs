@@ -355,6 +355,11 @@ impl Connection {
                 wait_for_request(h, until).map_err(|e| Fail::Io(crate::io::sys::error_text(&e)))?;
             match outcome {
                 Outcome::Sigterm => {
+                    // a request that already arrived is still served, then the connection closes
+                    if fill_nb(h).map_err(|e| Fail::Io(io_fail(e)))? == Some(true) {
+                        self.shutdown = true;
+                        return Ok(true);
+                    }
                     self.refuse(h, 408, "Request Timeout", "Server shutdown");
                     return Ok(false);
                 }
