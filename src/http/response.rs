@@ -112,6 +112,8 @@ pub struct Response {
     app_connection_close: bool,
     /// The app sent a `Connection` header without `close` (e.g. `Upgrade`).
     app_connection_header: bool,
+    /// Where our `Date` line is in `head` (until the app sends its own).
+    date_line: Option<std::ops::Range<usize>>,
     framing: Framing,
     /// Body bytes not yet framed (chunked: below `min_chunk`; undecided: everything).
     body: Vec<u8>,
@@ -134,6 +136,7 @@ impl Response {
             app_length: None,
             app_connection_close: false,
             app_connection_header: false,
+            date_line: None,
             framing: Framing::Undecided,
             body: Vec::new(),
             out: Vec::with_capacity(1024),
@@ -151,6 +154,7 @@ impl Response {
         self.app_length = None;
         self.app_connection_close = false;
         self.app_connection_header = false;
+        self.date_line = None;
         self.framing = Framing::Undecided;
         self.body.clear();
         if self.body.capacity() > 1 << 20 {
@@ -207,7 +211,8 @@ impl Response {
     }
 
     /// `send_status("200 OK")`. `prelude` holds header lines (each ending in CRLF) sent right
-    /// after the status line: the `Date` and the static headers.
+    /// after the status line: the `Date` (first, if any) and the static headers. A `Date`
+    /// line there is dropped if the application sends its own.
     pub fn status(&mut self, status: &[u8], prelude: &[&[u8]]) -> Result<(), ResponseError> {
         match self.phase {
             Phase::Initial => {}
@@ -219,7 +224,11 @@ impl Response {
         self.head.extend_from_slice(b"HTTP/1.1 ");
         self.head.extend_from_slice(status);
         self.head.extend_from_slice(b"\r\n");
-        for lines in prelude {
+        self.date_line = None;
+        for (i, lines) in prelude.iter().enumerate() {
+            if i == 0 && lines.starts_with(b"Date: ") {
+                self.date_line = Some(self.head.len()..self.head.len() + lines.len());
+            }
             self.head.extend_from_slice(lines);
         }
         self.phase = Phase::Headers;
@@ -257,6 +266,12 @@ impl Response {
             }
             self.app_length = Some(n);
             return Ok(()); // written with the framing decision
+        }
+        if name.eq_ignore_ascii_case(b"date") {
+            // Date is a single value: the application's replaces ours
+            if let Some(ours) = self.date_line.take() {
+                self.head.drain(ours);
+            }
         }
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // We frame the body ourselves; an app's own chunked coding would be doubled.

@@ -331,3 +331,16 @@ fn large_pieces_are_framed_for_the_caller_to_send() {
     assert_eq!(empty.data_direct(5), Ok(None));
     assert_eq!(empty.data(b"x"), Err(ResponseError::BodyNotAllowed));
 }
+
+#[test]
+fn the_applications_date_replaces_ours() {
+    let mut r = Response::new(cfg());
+    let date = b"Date: Wed, 02 Dec 2026 04:00:00 GMT\r\n";
+    r.status(b"200 OK", &[date, b"Server: mb\r\n"]).unwrap();
+    r.header(b"date", b"Thu, 01 Jan 2026 00:00:00 GMT").unwrap();
+    r.finish().unwrap();
+    assert_eq!(
+        text(&mut r),
+        "HTTP/1.1 200 OK\r\nServer: mb\r\ndate: Thu, 01 Jan 2026 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n"
+    );
+}
