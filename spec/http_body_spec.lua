@@ -88,6 +88,15 @@ function routes.patterns(request)
   request:send_data("registered")
 end
 
+function routes.urlencoded_stream(request)
+  local calls = {}
+  request:stream_post_param("big", function(chunk, meta, meta3)
+    calls[#calls + 1] = chunk == nil and "end" or
+      string.format("%q %s %s", chunk, meta and meta.field_name or "-", tostring(meta == meta3))
+  end)
+  reply(request, { calls = calls, params = copy(request.post_params) })
+end
+
 function routes.log(request)
   reply(request, routes.last_log)
 end
@@ -268,6 +277,13 @@ describe("moonbridge_http request bodies", function()
       'start file_1 one.txt text/plain "first file"', "end",
       'start file_2 empty.txt nil ""', "end",
     }, log)
+  end)
+
+  it("hands urlencoded fields with a stream handler to it", function()
+    local body = "small=1&big=a+b&big=&other=2"
+    local f = H.decode(H.exchange(srv, post("/urlencoded_stream", "application/x-www-form-urlencoded", body)).body)
+    assert.are.same({ small = "1", other = "2" }, f.params)
+    assert.are.same({ '"a b" big true', "end", '"" big true', "end" }, f.calls)
   end)
 
   it("streams the raw body with stream_request_body and stream_request_body_now", function()
