@@ -27,6 +27,7 @@ build = {
       lua = {
          moonbridge = "lua/moonbridge.lua",
          moonbridge_config = "lua/moonbridge_config.lua",
+         moonbridge_http = "lua/moonbridge_http.lua",
       },
       bin = { moonbridge = "bin/moonbridge" },
    },

@@ -10,9 +10,11 @@
 //! - `cookie`: the `Cookie` request header
 //! - `encode`: `encode_html` and URL encoding helpers
 //! - `response`: status line, headers and body framing of a response
+//! - `date`: the `Date` header, cached per second
 
 pub mod chunked;
 pub mod cookie;
+pub mod date;
 pub mod encode;
 pub mod error;
 pub mod form;

@@ -1,13 +1,15 @@
 //! The response writer: status line, headers and body framing, as bytes in an output buffer.
-//! Pure (no I/O): the binding appends what `take_output` returns to the socket's write
-//! buffer. States only move forward (status -> headers -> body -> finished); misuse is a
-//! `ResponseError` that the binding raises as a Lua error.
+//! Pure (no I/O): the caller writes what [`Response::output`] holds to the socket and then
+//! calls [`Response::clear_output`]. One `Response` serves every request of a connection
+//! ([`Response::reset`] keeps its buffers). States only move forward (status -> headers ->
+//! body -> finished); misuse is a `ResponseError` that the binding raises as a Lua error.
 //!
 //! Framing rules (listen.md §7): the app's own Content-Length is used as given (and the body
 //! is checked against it); otherwise, if the whole body is known when the response finishes
 //! (no flush before), a Content-Length is sent; otherwise the body is chunked for HTTP/1.1,
 //! or delimited by closing the connection for HTTP/1.0. HEAD responses, 1xx, 204 and 304
-//! carry no body; for 204/304/1xx no framing headers are sent either.
+//! carry no body; for 204/304/1xx no framing headers are sent either. An interim 1xx status
+//! other than 101 ends with its header section, after which a final status may follow.
 
 use std::fmt::Write as _;
 
@@ -26,6 +28,8 @@ pub enum ResponseError {
     ContentLengthMismatch,
     /// A body for a status that has none (1xx, 204, 304).
     BodyNotAllowed,
+    /// Content-Length or `Connection: close` for an interim (1xx) response.
+    InterimHeader,
 }
 
 impl ResponseError {
@@ -45,6 +49,9 @@ impl ResponseError {
                 "Response body length does not match the Content-Length header"
             }
             ResponseError::BodyNotAllowed => "This HTTP status does not allow a response body",
+            ResponseError::InterimHeader => {
+                "Content-Length and Connection: close are not allowed in an informational response"
+            }
         }
     }
 }
@@ -52,7 +59,7 @@ impl ResponseError {
 /// Where the response is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
-    /// Nothing sent yet.
+    /// Nothing sent yet (or only interim 1xx responses).
     Initial,
     /// Status given; headers may follow.
     Headers,
@@ -77,7 +84,7 @@ enum Framing {
 }
 
 /// Per-response settings from the request and the module options.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct ResponseConfig {
     /// The request was HTTP/1.1 (chunked responses are possible).
     pub http11: bool,
@@ -87,11 +94,10 @@ pub struct ResponseConfig {
     pub close: bool,
     /// Bodies shorter than this are gathered before a chunk is written.
     pub min_chunk: usize,
-    /// Headers sent with every response (already validated "Name: value" lines).
-    pub static_headers: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The `Date` header value to send (the caller caches it per second).
-    pub date: Option<String>,
 }
+
+/// Bodies up to this size are held back in the hope of sending a Content-Length.
+const HOLD_BACK: usize = 16 * 1024;
 
 /// An HTTP/1.x response being written.
 #[derive(Debug)]
@@ -104,6 +110,10 @@ pub struct Response {
     head_sent: bool,
     app_length: Option<u64>,
     app_connection_close: bool,
+    /// The app sent a `Connection` header without `close` (e.g. `Upgrade`).
+    app_connection_header: bool,
+    /// Where our `Date` line is in `head` (until the app sends its own).
+    date_line: Option<std::ops::Range<usize>>,
     framing: Framing,
     /// Body bytes not yet framed (chunked: below `min_chunk`; undecided: everything).
     body: Vec<u8>,
@@ -112,23 +122,7 @@ pub struct Response {
 }
 
 fn is_token_byte(b: u8) -> bool {
-    matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ) || b.is_ascii_alphanumeric()
+    crate::http::head::TOKEN[b as usize]
 }
 
 impl Response {
@@ -141,9 +135,30 @@ impl Response {
             head_sent: false,
             app_length: None,
             app_connection_close: false,
+            app_connection_header: false,
+            date_line: None,
             framing: Framing::Undecided,
             body: Vec::new(),
-            out: Vec::new(),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Starts the next response of the connection, keeping the buffers' memory. Output not
+    /// yet taken is kept.
+    pub fn reset(&mut self, cfg: ResponseConfig) {
+        self.cfg = cfg;
+        self.phase = Phase::Initial;
+        self.status = 0;
+        self.head.clear();
+        self.head_sent = false;
+        self.app_length = None;
+        self.app_connection_close = false;
+        self.app_connection_header = false;
+        self.date_line = None;
+        self.framing = Framing::Undecided;
+        self.body.clear();
+        if self.body.capacity() > 1 << 20 {
+            self.body = Vec::new();
         }
     }
 
@@ -151,17 +166,26 @@ impl Response {
         self.phase
     }
 
-    /// Whether any byte of the response was produced (after that, an error can only reset).
+    /// The status code sent (0 before `status`).
+    pub fn status_code(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the final header section was produced (after that, an error can only reset).
     pub fn started(&self) -> bool {
-        self.head_sent || !self.out.is_empty()
+        self.head_sent
     }
 
     /// The connection must close after this response.
     pub fn closes_connection(&self) -> bool {
-        self.cfg.close || self.app_connection_close || self.framing == Framing::Close
+        self.cfg.close
+            || self.app_connection_close
+            || self.framing == Framing::Close
+            || self.status == 101
     }
 
-    /// Asks for `Connection: close` (before the header section is complete).
+    /// `close_after_finish()`: asks for `Connection: close` (before the header section is
+    /// complete).
     pub fn set_close(&mut self) -> Result<(), ResponseError> {
         if self.phase >= Phase::Body {
             return Err(ResponseError::HeadersFinished);
@@ -170,12 +194,26 @@ impl Response {
         Ok(())
     }
 
+    /// The server decided to close after this response: announced if the head is still
+    /// held back. Returns whether it will be announced.
+    pub fn force_close(&mut self) -> bool {
+        self.cfg.close = true;
+        !self.head_sent
+    }
+
     fn no_body_status(&self) -> bool {
         self.status < 200 || self.status == 204 || self.status == 304
     }
 
-    /// `send_status("200 OK")`.
-    pub fn status(&mut self, status: &[u8]) -> Result<(), ResponseError> {
+    /// A 1xx status other than 101 was given (0: none yet).
+    fn interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+
+    /// `send_status("200 OK")`. `prelude` holds header lines (each ending in CRLF) sent right
+    /// after the status line: the `Date` (first, if any) and the static headers. A `Date`
+    /// line there is dropped if the application sends its own.
+    pub fn status(&mut self, status: &[u8], prelude: &[&[u8]]) -> Result<(), ResponseError> {
         match self.phase {
             Phase::Initial => {}
             Phase::Finished => return Err(ResponseError::Finished),
@@ -186,16 +224,12 @@ impl Response {
         self.head.extend_from_slice(b"HTTP/1.1 ");
         self.head.extend_from_slice(status);
         self.head.extend_from_slice(b"\r\n");
-        if let Some(d) = &self.cfg.date {
-            self.head.extend_from_slice(b"Date: ");
-            self.head.extend_from_slice(d.as_bytes());
-            self.head.extend_from_slice(b"\r\n");
-        }
-        for (k, v) in &self.cfg.static_headers {
-            self.head.extend_from_slice(k);
-            self.head.extend_from_slice(b": ");
-            self.head.extend_from_slice(v);
-            self.head.extend_from_slice(b"\r\n");
+        self.date_line = None;
+        for (i, lines) in prelude.iter().enumerate() {
+            if i == 0 && lines.starts_with(b"Date: ") {
+                self.date_line = Some(self.head.len()..self.head.len() + lines.len());
+            }
+            self.head.extend_from_slice(lines);
         }
         self.phase = Phase::Headers;
         Ok(())
@@ -216,6 +250,9 @@ impl Response {
             return Err(ResponseError::InvalidHeaderValue);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
+            if self.interim() {
+                return Err(ResponseError::InterimHeader);
+            }
             let trimmed = trim(value);
             if trimmed.is_empty() || !trimmed.iter().all(u8::is_ascii_digit) || trimmed.len() > 19 {
                 return Err(ResponseError::InvalidContentLength);
@@ -230,6 +267,12 @@ impl Response {
             self.app_length = Some(n);
             return Ok(()); // written with the framing decision
         }
+        if name.eq_ignore_ascii_case(b"date") {
+            // Date is a single value: the application's replaces ours
+            if let Some(ours) = self.date_line.take() {
+                self.head.drain(ours);
+            }
+        }
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // We frame the body ourselves; an app's own chunked coding would be doubled.
             return Ok(());
@@ -239,9 +282,14 @@ impl Response {
                 .split(|&b| b == b',')
                 .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
             {
+                if self.interim() {
+                    return Err(ResponseError::InterimHeader);
+                }
                 self.app_connection_close = true;
+                return Ok(()); // written with the framing decision, once
             }
-            return Ok(()); // written with the framing decision, once
+            // other options (`Upgrade`, `keep-alive`) are the app's to send
+            self.app_connection_header = true;
         }
         self.head.extend_from_slice(name);
         self.head.extend_from_slice(b": ");
@@ -251,7 +299,8 @@ impl Response {
     }
 
     /// `finish_headers()`: no more headers. The head may still be held back until the
-    /// framing is decided (first flush, a large body, or finish).
+    /// framing is decided (first flush, a large body, or finish). An interim response is
+    /// complete here, and the next status may follow.
     pub fn finish_headers(&mut self) -> Result<(), ResponseError> {
         match self.phase {
             Phase::Initial => return Err(ResponseError::NoStatus),
@@ -259,7 +308,12 @@ impl Response {
             Phase::Body => {}
             Phase::Finished => return Err(ResponseError::Finished),
         }
-        if self.no_body_status() || (self.cfg.head && self.app_length.is_some()) {
+        if self.interim() {
+            self.head.extend_from_slice(b"\r\n");
+            self.out.append(&mut self.head);
+            self.phase = Phase::Initial;
+            self.status = 0;
+        } else if self.no_body_status() || (self.cfg.head && self.app_length.is_some()) {
             self.decide(None);
         } else if let Some(n) = self.app_length {
             self.framing = Framing::Length { remaining: n };
@@ -271,6 +325,9 @@ impl Response {
     /// `send_data(...)`: body bytes (ignored for HEAD).
     pub fn data(&mut self, bytes: &[u8]) -> Result<(), ResponseError> {
         if self.phase < Phase::Body {
+            if self.interim() {
+                return Err(ResponseError::BodyNotAllowed);
+            }
             self.finish_headers()?;
         }
         if self.phase == Phase::Finished {
@@ -287,7 +344,7 @@ impl Response {
             Framing::None => Ok(()),
             Framing::Undecided => {
                 self.body.extend_from_slice(bytes);
-                if self.body.len() >= self.cfg.min_chunk.max(16 * 1024) {
+                if self.body.len() >= self.cfg.min_chunk.max(HOLD_BACK) {
                     self.decide(Some(false));
                 }
                 Ok(())
@@ -318,13 +375,54 @@ impl Response {
         }
     }
 
+    /// A large piece of body that the caller sends itself, without copying it into the
+    /// output: frames it (deciding the framing if needed) and returns the bytes the caller
+    /// must send after [`output`](Self::output) and the piece itself (`"\r\n"` after a
+    /// chunk, else nothing). `Ok(None)`: this response takes no body bytes on the wire (HEAD,
+    /// or a status without body, which [`data`](Self::data) reports): use `data` instead.
+    pub fn data_direct(&mut self, len: usize) -> Result<Option<&'static [u8]>, ResponseError> {
+        if self.phase < Phase::Body {
+            if self.interim() {
+                return Err(ResponseError::BodyNotAllowed);
+            }
+            self.finish_headers()?;
+        }
+        if self.phase == Phase::Finished {
+            return Err(ResponseError::Finished);
+        }
+        if len == 0 || self.cfg.head || self.no_body_status() {
+            return Ok(None);
+        }
+        if self.framing == Framing::Undecided {
+            self.decide(Some(false));
+        }
+        match self.framing {
+            Framing::Length { remaining } => {
+                if len as u64 > remaining {
+                    return Err(ResponseError::ContentLengthMismatch);
+                }
+                self.framing = Framing::Length {
+                    remaining: remaining - len as u64,
+                };
+                Ok(Some(b""))
+            }
+            Framing::Chunked => {
+                self.emit_chunk();
+                let _ = write!(DisplayBuf(&mut self.out), "{len:X}\r\n");
+                Ok(Some(b"\r\n"))
+            }
+            Framing::Close => Ok(Some(b"")),
+            Framing::None | Framing::Undecided => Ok(None),
+        }
+    }
+
     /// `flush()`: everything so far goes out (a pending chunk is written even if small).
     pub fn flush(&mut self) -> Result<(), ResponseError> {
-        if self.phase == Phase::Finished {
-            return Ok(());
-        }
-        if self.phase < Phase::Body {
-            self.finish_headers()?;
+        match self.phase {
+            Phase::Finished | Phase::Initial => return Ok(()),
+            Phase::Headers if self.interim() => return Ok(()),
+            Phase::Headers => self.finish_headers()?,
+            Phase::Body => {}
         }
         if self.framing == Framing::Undecided {
             self.decide(Some(false));
@@ -340,6 +438,7 @@ impl Response {
         match self.phase {
             Phase::Finished => return Ok(()),
             Phase::Initial => return Err(ResponseError::NoStatus),
+            Phase::Headers if self.interim() => return Err(ResponseError::NoStatus),
             Phase::Headers => self.finish_headers()?,
             Phase::Body => {}
         }
@@ -393,32 +492,32 @@ impl Response {
         } else {
             self.framing = Framing::Close;
         }
-        if self.closes_connection() {
+        if self.status == 101 {
+            // the app's `Connection: Upgrade` says it all
+        } else if self.closes_connection() {
             self.head.extend_from_slice(b"Connection: close\r\n");
-        } else if !self.cfg.http11 {
+        } else if !self.cfg.http11 && !self.app_connection_header {
             self.head.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         self.head.extend_from_slice(b"\r\n");
         self.out.append(&mut self.head);
         self.head_sent = true;
         // the buffered body, framed
-        let body = std::mem::take(&mut self.body);
         match self.framing {
             Framing::Length { remaining } => {
-                let n = body.len() as u64;
-                self.out.extend_from_slice(&body);
+                let n = self.body.len() as u64;
+                self.out.append(&mut self.body);
                 self.framing = Framing::Length {
                     remaining: remaining.saturating_sub(n),
                 };
             }
             Framing::Chunked => {
-                self.body = body;
                 if self.body.len() >= self.cfg.min_chunk || whole.is_some() {
                     self.emit_chunk();
                 }
             }
-            Framing::Close => self.out.extend_from_slice(&body),
-            Framing::None | Framing::Undecided => {}
+            Framing::Close => self.out.append(&mut self.body),
+            Framing::None | Framing::Undecided => self.body.clear(),
         }
     }
 
@@ -437,18 +536,31 @@ impl Response {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// Bytes ready for the socket.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Marks the output as written.
+    pub fn clear_output(&mut self) {
+        self.out.clear();
+        if self.out.capacity() > 1 << 20 {
+            self.out = Vec::with_capacity(1024);
+        }
+    }
+
     /// Bytes ready for the socket; the caller writes them out.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
     }
 
-    /// Appends the bytes ready for the socket to `dst` without an extra allocation.
-    pub fn drain_output_into(&mut self, dst: &mut Vec<u8>) {
-        dst.append(&mut self.out);
-    }
-
-    pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
+    /// Gives a vector from [`take_output`](Self::take_output) back once written, so its
+    /// memory serves the next response.
+    pub fn recycle_output(&mut self, mut written: Vec<u8>) {
+        if self.out.is_empty() && written.capacity() <= 1 << 20 {
+            written.clear();
+            self.out = written;
+        }
     }
 }
 
@@ -487,223 +599,26 @@ pub fn parse_status(s: &[u8]) -> Option<u16> {
     Some((s[0] - b'0') as u16 * 100 + (s[1] - b'0') as u16 * 10 + (s[2] - b'0') as u16)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> ResponseConfig {
-        ResponseConfig {
-            http11: true,
-            head: false,
-            close: false,
-            min_chunk: 4,
-            static_headers: vec![],
-            date: None,
-        }
+/// A complete error response that closes the connection: `HTTP/1.1 <code> <reason>`,
+/// `Content-Type: text/plain`, `Connection: close`, and the body `<code> <reason>` followed
+/// by the detail, if any. `prelude` as for [`Response::status`].
+pub fn error_response(code: u16, reason: &str, detail: &str, prelude: &[&[u8]]) -> Vec<u8> {
+    let mut body = format!("{code} {reason}\n");
+    if !detail.is_empty() {
+        let _ = write!(body, "\n{detail}\n");
     }
-
-    fn text(r: &mut Response) -> String {
-        String::from_utf8(r.take_output()).unwrap()
+    let mut out = Vec::with_capacity(160 + body.len());
+    let _ = write!(DisplayBuf(&mut out), "HTTP/1.1 {code} {reason}\r\n");
+    for lines in prelude {
+        out.extend_from_slice(lines);
     }
-
-    #[test]
-    fn whole_body_known_at_finish_gets_content_length() {
-        let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
-        r.header(b"Content-Type", b"text/plain").unwrap();
-        r.data(b"Hello ").unwrap();
-        r.data(b"World!").unwrap();
-        r.finish().unwrap();
-        assert_eq!(
-            text(&mut r),
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nHello World!"
-        );
-    }
-
-    #[test]
-    fn flush_before_finish_makes_it_chunked() {
-        let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
-        r.data(b"ab").unwrap();
-        r.flush().unwrap();
-        r.data(b"cdefgh").unwrap(); // >= min_chunk: a chunk at once
-        r.data(b"i").unwrap();
-        r.finish().unwrap();
-        assert_eq!(
-            text(&mut r),
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n6\r\ncdefgh\r\n1\r\ni\r\n0\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn app_content_length_is_used_and_checked() {
-        let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
-        r.header(b"Content-Length", b"5").unwrap();
-        r.data(b"12345").unwrap();
-        assert_eq!(r.data(b"6"), Err(ResponseError::ContentLengthMismatch));
-        r.finish().unwrap();
-        assert_eq!(
-            text(&mut r),
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n12345"
-        );
-
-        let mut short = Response::new(cfg());
-        short.status(b"200 OK").unwrap();
-        short.header(b"content-length", b"5").unwrap();
-        short.data(b"123").unwrap();
-        assert_eq!(short.finish(), Err(ResponseError::ContentLengthMismatch));
-    }
-
-    #[test]
-    fn http10_without_length_closes() {
-        let mut r = Response::new(ResponseConfig {
-            http11: false,
-            ..cfg()
-        });
-        r.status(b"200 OK").unwrap();
-        r.data(b"abc").unwrap();
-        r.flush().unwrap();
-        r.data(b"def").unwrap();
-        r.finish().unwrap();
-        assert!(r.closes_connection());
-        assert_eq!(
-            text(&mut r),
-            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabcdef"
-        );
-    }
-
-    #[test]
-    fn http10_keep_alive_with_known_length() {
-        let mut r = Response::new(ResponseConfig {
-            http11: false,
-            ..cfg()
-        });
-        r.status(b"200 OK").unwrap();
-        r.data(b"abc").unwrap();
-        r.finish().unwrap();
-        assert!(!r.closes_connection());
-        assert_eq!(
-            text(&mut r),
-            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc"
-        );
-    }
-
-    #[test]
-    fn head_sends_get_headers_without_body() {
-        let mut r = Response::new(ResponseConfig {
-            head: true,
-            ..cfg()
-        });
-        r.status(b"200 OK").unwrap();
-        r.data(b"Hello").unwrap();
-        r.finish().unwrap();
-        assert_eq!(text(&mut r), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
-    }
-
-    #[test]
-    fn no_body_statuses_have_no_framing() {
-        for st in [
-            &b"204 No Content"[..],
-            b"304 Not Modified",
-            b"101 Switching Protocols",
-        ] {
-            let mut r = Response::new(cfg());
-            r.status(st).unwrap();
-            r.header(b"X-A", b"1").unwrap();
-            assert_eq!(r.data(b"x"), Err(ResponseError::BodyNotAllowed));
-            r.finish().unwrap();
-            let out = text(&mut r);
-            assert!(
-                !out.contains("Content-Length") && !out.contains("Transfer-Encoding"),
-                "{out}"
-            );
-            assert!(out.ends_with("X-A: 1\r\n\r\n"), "{out}");
-        }
-    }
-
-    #[test]
-    fn connection_close_from_app_or_config() {
-        let mut r = Response::new(cfg());
-        r.status(b"200 OK").unwrap();
-        r.header(b"Connection", b"close").unwrap();
-        r.finish().unwrap();
-        assert!(r.closes_connection());
-        assert_eq!(
-            text(&mut r),
-            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-
-        let mut r = Response::new(ResponseConfig {
-            close: true,
-            ..cfg()
-        });
-        r.status(b"404 Not Found").unwrap();
-        r.finish().unwrap();
-        assert!(text(&mut r).contains("Connection: close\r\n"));
-    }
-
-    #[test]
-    fn static_headers_and_date_come_first() {
-        let mut r = Response::new(ResponseConfig {
-            static_headers: vec![(b"Server".to_vec(), b"mb".to_vec())],
-            date: Some("Wed, 02 Dec 2026 04:00:00 GMT".into()),
-            ..cfg()
-        });
-        r.status(b"200 OK").unwrap();
-        r.header(b"X-App", b"1").unwrap();
-        r.finish().unwrap();
-        assert_eq!(
-            text(&mut r),
-            "HTTP/1.1 200 OK\r\nDate: Wed, 02 Dec 2026 04:00:00 GMT\r\nServer: mb\r\nX-App: 1\r\nContent-Length: 0\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn states_only_move_forward() {
-        let mut r = Response::new(cfg());
-        assert_eq!(r.header(b"A", b"b"), Err(ResponseError::NoStatus));
-        assert_eq!(r.status(b"20 OK"), Err(ResponseError::InvalidStatus));
-        assert_eq!(r.status(b"200OK"), Err(ResponseError::InvalidStatus));
-        assert_eq!(r.status(b"200 O\r\nK"), Err(ResponseError::InvalidStatus));
-        r.status(b"200 OK").unwrap();
-        assert_eq!(r.status(b"200 OK"), Err(ResponseError::StatusAlreadySent));
-        assert_eq!(
-            r.header(b"Bad Name", b"x"),
-            Err(ResponseError::InvalidHeaderName)
-        );
-        assert_eq!(
-            r.header(b"X", b"a\r\nInjected: 1"),
-            Err(ResponseError::InvalidHeaderValue)
-        );
-        assert_eq!(
-            r.header(b"Content-Length", b"+5"),
-            Err(ResponseError::InvalidContentLength)
-        );
-        r.finish_headers().unwrap();
-        assert_eq!(r.header(b"A", b"b"), Err(ResponseError::HeadersFinished));
-        assert_eq!(r.set_close(), Err(ResponseError::HeadersFinished));
-        r.finish().unwrap();
-        r.finish().unwrap(); // idempotent
-        assert_eq!(r.data(b"x"), Err(ResponseError::Finished));
-    }
-
-    #[test]
-    fn large_bodies_switch_to_chunked_without_waiting_for_finish() {
-        let mut r = Response::new(ResponseConfig {
-            min_chunk: 1024,
-            ..cfg()
-        });
-        r.status(b"200 OK").unwrap();
-        r.data(&vec![b'x'; 20_000]).unwrap();
-        assert!(r.has_output());
-        let out = text(&mut r);
-        assert!(
-            out.starts_with("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4E20\r\n"),
-            "{}",
-            &out[..80]
-        );
-        r.finish().unwrap();
-        assert_eq!(text(&mut r), "0\r\n\r\n");
-    }
+    let _ = write!(
+        DisplayBuf(&mut out),
+        "Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    out
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@
 
 mod exec;
 mod handle;
+mod http;
 mod memory;
 mod net;
 mod poll;
@@ -113,6 +114,17 @@ fn moonbridge_core(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
         lua.exec_raw((), |l| {
             let s = Stack::new(l);
             open_core(s);
+        })
+    }
+}
+
+#[mlua::lua_module(name = "moonbridge_http")]
+fn moonbridge_http(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    // SAFETY: as for moonbridge_io; `http::open` leaves only the module table on the stack.
+    unsafe {
+        lua.exec_raw((), |l| {
+            let s = Stack::new(l);
+            http::open(s);
         })
     }
 }

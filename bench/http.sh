@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# HTTP benchmark: wrk against moonbridge_http (examples/helloworld.lua, and bench/http_app.lua
+# for the 1 MiB response and the 64 KiB POST), with nginx `return 200` and nginx
+# `content_by_lua_block` as peers when installed. The servers are pinned to core 0, wrk to
+# core 1. Every case runs ROUNDS times, servers interleaved, and the median is reported, so
+# that noise from other processes on the machine hits every server alike.
+#
+#   bash bench/http.sh                       # defaults below
+#   DUR=10 CONN=8 ROUNDS=5 LUA=5.3 bash bench/http.sh
+#
+# Prints a markdown table (req/s and p99 latency, and moonbridge's ratio to each peer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DUR=${DUR:-5}          # seconds per wrk run
+CONN=${CONN:-8}        # wrk connections (moonbridge gets at least as many workers)
+ROUNDS=${ROUNDS:-3}    # runs per case; the median is reported
+LUA=${LUA:-5.4}        # which rock tree (.trees/5.3 or .trees/5.4) to benchmark
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
+[ -x ".trees/$LUA/bin/moonbridge" ] || bash scripts/setup.sh >/dev/null
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+MOONBRIDGE="$ROOT/.trees/$LUA/bin/moonbridge"
+
+TMP=$(mktemp -d)
+chmod 755 "$TMP" # nginx workers run as another user
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() {
+  "lua$LUA" -e 'local m = require "moonbridge_io"; local l = m.tcplisten("127.0.0.1", 0)
+    io.write(l.local_tcpport); l:close()'
+}
+
+wait_port() { # port
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.1
+  done
+  echo "server on port $1 did not start" >&2
+  exit 1
+}
+
+HELLO_PORT=$(free_port)
+APP_PORT=$(free_port)
+PORT=$HELLO_PORT taskset -c "$SERVER_CPU" "$MOONBRIDGE" examples/helloworld.lua >"$TMP/hello.log" 2>&1 &
+PIDS+=($!)
+PORT=$APP_PORT WORKERS=$CONN taskset -c "$SERVER_CPU" "$MOONBRIDGE" bench/http_app.lua >"$TMP/app.log" 2>&1 &
+PIDS+=($!)
+wait_port "$HELLO_PORT"
+wait_port "$APP_PORT"
+
+NGINX_PORT=""
+NGINX_LUA=""
+if command -v nginx >/dev/null; then
+  NGINX_PORT=$(free_port)
+  mkdir -p "$TMP/ngx/www" "$TMP/ngx/body"
+  head -c 1048576 /dev/zero | tr '\0' 'x' >"$TMP/ngx/www/1m"
+  lua_mark="# "
+  if [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then lua_mark=""; fi
+  sed -e "s|@DIR@|$TMP/ngx|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@LUA@|$lua_mark|g" \
+    bench/http_nginx.conf >"$TMP/ngx/nginx.conf"
+  if nginx -t -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" >/dev/null 2>&1; then
+    taskset -c "$SERVER_CPU" nginx -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" &
+    PIDS+=($!)
+    wait_port "$NGINX_PORT"
+    if [ -z "$lua_mark" ] && [ "$(curl -s "http://127.0.0.1:$NGINX_PORT/lua/")" = "Hello World!" ]; then
+      NGINX_LUA=1
+    fi
+  else
+    echo "nginx does not start with the benchmark configuration; skipping the peers" >&2
+    NGINX_PORT=""
+  fi
+fi
+
+# run_wrk url [extra wrk args...] -> "req/s p99"; "@" in an argument stands for a space
+run_wrk() {
+  local url=$1
+  shift
+  local args=()
+  for a in "$@"; do args+=("${a//@/ }"); done
+  set -- "${args[@]}"
+  local out
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONN" -d"${DUR}s" --latency "$@" "$url" 2>&1)
+  local rps p99 errors
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+|Socket errors:.*' <<<"$out" || true)
+  [ -n "$errors" ] && echo "  ($url: $errors)" >&2
+  echo "${rps:-0} ${p99:--}"
+}
+
+median() { # values... -> median
+  printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+# case name | wrk args | moonbridge url | nginx path | nginx lua path
+CASES=(
+  "GET keep-alive||http://127.0.0.1:$HELLO_PORT/|/|/lua/"
+  "GET, Connection: close|-H Connection:@close|http://127.0.0.1:$HELLO_PORT/|/|/lua/"
+  "GET 1 MiB response||http://127.0.0.1:$APP_PORT/1m|/1m|/lua/1m"
+  "POST 64 KiB body|-s $ROOT/bench/http_post.lua|http://127.0.0.1:$APP_PORT/post|/post|/lua/post"
+)
+
+declare -A RPS P99
+for round in $(seq "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  for c in "${CASES[@]}"; do
+    IFS='|' read -r name args mb_url ngx_path lua_path <<<"$c"
+    # shellcheck disable=SC2086 # args are word lists on purpose
+    read -r r p < <(run_wrk "$mb_url" $args)
+    RPS["$name|mb"]+="$r "
+    P99["$name|mb"]+="$p "
+    if [ -n "$NGINX_PORT" ]; then
+      # shellcheck disable=SC2086
+      read -r r p < <(run_wrk "http://127.0.0.1:$NGINX_PORT$ngx_path" $args)
+      RPS["$name|ngx"]+="$r "
+      P99["$name|ngx"]+="$p "
+    fi
+    if [ -n "$NGINX_LUA" ]; then
+      # shellcheck disable=SC2086
+      read -r r p < <(run_wrk "http://127.0.0.1:$NGINX_PORT$lua_path" $args)
+      RPS["$name|lua"]+="$r "
+      P99["$name|lua"]+="$p "
+    fi
+  done
+done
+
+# p99 of the run whose req/s is the median
+pick() { # key
+  local -a r p
+  read -ra r <<<"${RPS[$1]}"
+  read -ra p <<<"${P99[$1]}"
+  local m
+  m=$(median "${r[@]}")
+  for i in "${!r[@]}"; do
+    if [ "${r[$i]}" = "$m" ]; then
+      printf '%.0f (%s)' "$m" "${p[$i]}"
+      return
+    fi
+  done
+}
+ratio() { # key_a key_b
+  local -a a b
+  read -ra a <<<"${RPS[$1]}"
+  read -ra b <<<"${RPS[$2]}"
+  awk -v x="$(median "${a[@]}")" -v y="$(median "${b[@]}")" 'BEGIN {printf "%.2f", (y > 0 ? x / y : 0)}'
+}
+
+echo
+echo "moonbridge_http (Lua $LUA), $CONN connections, ${DUR}s per run, median of $ROUNDS;"
+echo "servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU: \`taskset -c $CLIENT_CPU wrk -t1 -c$CONN -d${DUR}s --latency [args] URL\`"
+echo
+header="| case | wrk args | moonbridge req/s (p99) |"
+rule="|---|---|---|"
+[ -n "$NGINX_PORT" ] && header+=" nginx \`return 200\` | moonbridge / nginx |" && rule+="---|---|"
+[ -n "$NGINX_LUA" ] && header+=" nginx \`content_by_lua_block\` | moonbridge / lua |" && rule+="---|---|"
+echo "$header"
+echo "$rule"
+for c in "${CASES[@]}"; do
+  IFS='|' read -r name args _ _ _ <<<"$c"
+  args=${args/$ROOT\//}
+  args=${args//@/ }
+  line="| $name | \`${args:--}\` | $(pick "$name|mb") |"
+  [ -n "$NGINX_PORT" ] && line+=" $(pick "$name|ngx") | $(ratio "$name|mb" "$name|ngx") |"
+  [ -n "$NGINX_LUA" ] && line+=" $(pick "$name|lua") | $(ratio "$name|mb" "$name|lua") |"
+  echo "$line"
+done

@@ -1,0 +1,24 @@
+-- The application for bench/http.sh: "/" as examples/helloworld.lua, "/1m" a 1 MiB
+-- response, "/post" reads the whole request body and answers with its length.
+local http = require "moonbridge_http"
+local MiB = string.rep("0123456789abcdef", 65536)
+local workers = tonumber(os.getenv("WORKERS")) or 8
+
+listen{
+  { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT")) or 8080 },
+  pre_fork = workers, min_fork = workers, max_fork = math.max(workers, 16),
+  connect = http.generate_handler(function(request)
+    local path = request.path
+    local body = path == "post" and request.body -- read before the response starts
+    request:send_status("200 OK")
+    request:send_header("Content-Type", "text/plain; charset=UTF-8")
+    if path == "1m" then
+      request:send_data(MiB)
+    elseif body then
+      request:send_data(#body, "\n")
+    else
+      request:send_data("Hello World!\n")
+    end
+    return true
+  end),
+}

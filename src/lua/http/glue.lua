@@ -1,0 +1,379 @@
+-- moonbridge_http glue: generate_handler, the request loop of a connection, the request's
+-- lazily computed fields, and the body-streaming methods (options.lua checks the options). Everything that
+-- looks at bytes is Rust (`core`); this file builds tables and calls the application's
+-- callbacks, which native code never does.
+local M, core, build_config = ...
+
+local type, pairs, ipairs = type, pairs, ipairs
+local rawget, rawset, setmetatable = rawget, rawset, setmetatable
+local xpcall, traceback, error, pcall = xpcall, debug.traceback, error, pcall
+local lower, match, format = string.lower, string.match, string.format
+local concat = table.concat
+
+local new_connection = core.connection
+local finish_auto, now = core.finish_auto, core.now
+local setup, begin = core.setup, core.begin
+local read_chunk, read_all = core.read_chunk, core.read_all
+local post_kind, post_next, form_pairs = core.post_kind, core.post_next, core.form_pairs
+
+---------------------------------------------------------------------------------------------
+-- Request objects: plain tables; methods and lazy fields come through `index`.
+
+local methods = {}
+for name, f in pairs(core.request_methods) do methods[name] = f end
+
+local lazy = {}
+
+local function index(self, key)
+  local m = methods[key]
+  if m ~= nil then return m end
+  local f = lazy[key]
+  if f ~= nil then return f(self, key) end
+  return nil
+end
+
+-- Tables keyed by lowercase header names; other spellings are found through __index, and
+-- a missing name gives `default()`.
+local function case_insensitive(default)
+  return {
+    __index = function(t, key)
+      if type(key) ~= "string" then return nil end
+      local v = rawget(t, lower(key))
+      if v == nil and default then return default() end
+      return v
+    end,
+  }
+end
+local list_mt = case_insensitive(function() return {} end)
+local string_mt = case_insensitive(function() return "" end)
+local value_mt = case_insensitive(nil)
+local flag_mt = case_insensitive(function() return false end)
+local flags_mt = case_insensitive(function() return setmetatable({}, flag_mt) end)
+
+-- name -> {values}: a missing name gives an empty list
+local params_list_mt = { __index = function() return {} end }
+
+function lazy.headers(self)
+  local t = setmetatable(core.headers(self), list_mt)
+  rawset(self, "headers", t)
+  return t
+end
+
+local function csv_items(lines)
+  local items = {}
+  for _, line in ipairs(lines) do
+    for item in string.gmatch(line, "[^,]+") do
+      item = match(item, "^[ \t]*(.-)[ \t]*$")
+      if item ~= "" then items[#items + 1] = item end
+    end
+  end
+  return items
+end
+
+-- A header table derived from `headers`, built whole on first access.
+local function derived(build, mt)
+  return function(self, key)
+    local t = {}
+    for name, lines in pairs(self.headers) do t[name] = build(lines) end
+    setmetatable(t, mt)
+    rawset(self, key, t)
+    return t
+  end
+end
+
+lazy.headers_csv_table = derived(csv_items, list_mt)
+lazy.headers_csv_string = derived(function(lines) return concat(lines, ", ") end, string_mt)
+lazy.headers_value = derived(function(lines)
+  if #lines == 1 then return lines[1] end
+  return false -- the header was sent more than once
+end, value_mt)
+lazy.headers_flags = derived(function(lines)
+  local flags = setmetatable({}, flag_mt)
+  for _, item in ipairs(csv_items(lines)) do flags[lower(item)] = true end
+  return flags
+end, flags_mt)
+
+function lazy.host(self)
+  return self.headers_value.host
+end
+
+-- {name1, value1, name2, value2, ...} -> name -> {values}, name -> first value
+local function params(flat)
+  local list, first = setmetatable({}, params_list_mt), {}
+  for i = 1, #flat, 2 do
+    local name, value = flat[i], flat[i + 1]
+    local values = rawget(list, name)
+    if values then
+      values[#values + 1] = value
+    else
+      rawset(list, name, { value })
+      first[name] = value
+    end
+  end
+  return list, first
+end
+
+local function get_params(self)
+  local list, first = params(core.query_pairs(self))
+  rawset(self, "get_params_list", list)
+  rawset(self, "get_params", first)
+  return list, first
+end
+function lazy.get_params(self) local _, first = get_params(self); return first end
+function lazy.get_params_list(self) return (get_params(self)) end
+
+function lazy.cookies(self)
+  local t = core.cookies(self)
+  rawset(self, "cookies", t)
+  return t
+end
+
+lazy.fresh = core.fresh
+lazy.faulty = core.faulty
+
+---------------------------------------------------------------------------------------------
+-- The request body: stream handlers, consume_input, body and the POST tables.
+
+local streams = setmetatable({}, { __mode = "k" }) -- request -> registered handlers
+
+local function check_function(f, n, fname)
+  if type(f) ~= "function" then
+    error(format("bad argument #%d to '%s' (function expected, got %s)", n, fname, type(f)), 3)
+  end
+end
+
+local function stream_state(self)
+  setup(self) -- raises once it is too late
+  local st = streams[self]
+  if not st then
+    st = { fields = {}, patterns = {} }
+    streams[self] = st
+  end
+  return st
+end
+
+function methods:stream_post_param(field_name, callback)
+  check_function(callback, 2, "stream_post_param")
+  stream_state(self).fields[field_name] = callback
+end
+
+function methods:stream_post_params(pattern, callback)
+  if type(pattern) ~= "string" then
+    error("bad argument #1 to 'stream_post_params' (string expected, got " .. type(pattern) .. ")", 2)
+  end
+  check_function(callback, 2, "stream_post_params")
+  local patterns = stream_state(self).patterns
+  patterns[#patterns + 1] = { pattern, callback }
+end
+
+function methods:stream_request_body(callback)
+  check_function(callback, 1, "stream_request_body")
+  stream_state(self).body = callback
+end
+
+local function streamer_for(st, name)
+  if not st or name == nil then return nil end
+  local callback = st.fields[name]
+  if callback then return callback end
+  for _, rule in ipairs(st.patterns) do
+    if match(name, rule[1]) then return rule[2] end
+  end
+  return nil
+end
+
+local function add(list, first, name, value)
+  local values = rawget(list, name)
+  if values then
+    values[#values + 1] = value
+  else
+    rawset(list, name, { value })
+    first[name] = value
+  end
+end
+
+-- multipart/form-data: parts are streamed to their handler (first call with the metadata
+-- as 2nd and 3rd argument, an empty chunk if the part is empty, then the end without
+-- arguments), collected into the POST tables, or skipped when they have no name.
+local function read_multipart(self, st)
+  local list, first = setmetatable({}, params_list_mt), {}
+  local mlist, mfirst = setmetatable({}, params_list_mt), {}
+  local mode, callback, meta, started = 2, nil, nil, false
+  while true do
+    local event, a, b, c = post_next(self, mode)
+    if event == nil then
+      break
+    elseif event == "part" then
+      meta = { field_name = a, file_name = b, content_type = c }
+      callback, started = streamer_for(st, a), false
+      mode = callback and 0 or (a and 1 or 2)
+    elseif event == "data" then
+      if started then
+        callback(a)
+      else
+        started = true
+        callback(a, meta, meta)
+      end
+    elseif event == "value" then
+      add(list, first, meta.field_name, a)
+      add(mlist, mfirst, meta.field_name, meta)
+    elseif callback then -- "end" of a streamed part
+      if not started then callback("", meta, meta) end
+      callback()
+      callback = nil
+    end
+  end
+  rawset(self, "post_params_list", list)
+  rawset(self, "post_params", first)
+  rawset(self, "post_metadata_list", mlist)
+  rawset(self, "post_metadata", mfirst)
+end
+
+local function read_post(self, st)
+  local kind = post_kind(self) -- raises 415 for an unknown media type
+  if kind == "multipart" then return read_multipart(self, st) end
+  local flat = {}
+  if kind == "urlencoded" then
+    local body = read_all(self)
+    rawset(self, "body", body) -- as the original: the raw form stays readable
+    flat = form_pairs(body)
+    if st then -- fields with a stream handler go to it, in order
+      local kept = {}
+      for i = 1, #flat, 2 do
+        local name, value = flat[i], flat[i + 1]
+        local callback = streamer_for(st, name)
+        if callback then
+          local meta = { field_name = name }
+          callback(value, meta, meta)
+          callback()
+        else
+          kept[#kept + 1] = name
+          kept[#kept + 1] = value
+        end
+      end
+      flat = kept
+    end
+  end
+  local list, first = params(flat)
+  rawset(self, "post_params_list", list)
+  rawset(self, "post_params", first)
+end
+
+function methods:consume_input()
+  if not begin(self) then return end -- already done (or monologue)
+  local st = streams[self]
+  local callback = st and st.body
+  if callback then
+    while true do
+      local chunk = read_chunk(self)
+      if chunk == nil then break end
+      callback(chunk)
+    end
+    callback()
+  else
+    read_post(self, st)
+  end
+end
+
+function methods:stream_request_body_now(callback)
+  check_function(callback, 1, "stream_request_body_now")
+  methods.stream_request_body(self, function(chunk)
+    if chunk ~= nil then callback(chunk) end
+  end)
+  methods.consume_input(self)
+end
+
+function lazy.body(self)
+  setup(self)
+  begin(self)
+  local body = read_all(self)
+  rawset(self, "body", body)
+  return body
+end
+
+local function post_field(self, key)
+  methods.consume_input(self)
+  return rawget(self, key)
+end
+lazy.post_params = post_field
+lazy.post_params_list = post_field
+lazy.post_metadata = post_field
+lazy.post_metadata_list = post_field
+
+---------------------------------------------------------------------------------------------
+-- generate_handler and the request loop of a connection.
+
+-- The handler, then what the original did when it returned: consume the input for stream
+-- handlers that were registered but not yet fed, and finish the response.
+local function serve(callback, request)
+  local result = callback(request)
+  if streams[request] then methods.consume_input(request) end
+  finish_auto(request)
+  return result
+end
+
+-- `timeout` of the server (a global in the launcher, or the moonbridge module's)
+local function server_timeout()
+  local f = rawget(_G, "timeout")
+  if type(f) == "function" then return f end
+  local mb = package.loaded.moonbridge
+  return type(mb) == "table" and mb.timeout or nil
+end
+
+function M.generate_handler(a, b)
+  local callback, options = a, b
+  if type(callback) ~= "function" then callback, options = b, a end
+  if type(callback) ~= "function" then
+    error("bad argument #1 to 'generate_handler' (function expected)", 2)
+  end
+  if options == nil then options = {} end
+  if type(options) ~= "table" then
+    error("bad argument #2 to 'generate_handler' (table of options expected)", 2)
+  end
+  local ok, o = pcall(build_config, options)
+  if not ok then error(o, 2) end
+  local cfg, response_timeout = o.cfg, o.response
+  -- The response timer is re-armed at most once a second. It may keep running while the
+  -- next request is awaited only if that wait cannot outlast it.
+  local disarm_between = not (o.idle and o.header and response_timeout
+    and response_timeout > o.idle + o.header + 5)
+
+  return function(socket)
+    local mt = { __index = index, __name = "moonbridge_http request" }
+    local conn = new_connection(cfg, socket, mt)
+    local timeout = response_timeout and server_timeout()
+    local armed -- when the timer was last armed
+    local function arm()
+      local t = now()
+      if not armed or t - armed >= 1 then
+        timeout(response_timeout)
+        armed = t
+      end
+    end
+    local survive = true
+    while true do
+      if armed then
+        if disarm_between then
+          timeout(0)
+          armed = nil
+        else
+          arm()
+        end
+      end
+      local request = conn:next_request()
+      if not request then break end
+      if timeout then arm() end
+      local done, result = xpcall(serve, traceback, callback, request)
+      if not done then
+        conn:abort() -- 500 if nothing was sent yet, else reset
+        if armed then timeout(0) end
+        error(result, 0)
+      end
+      if result ~= true then survive = false end
+      if not conn:done() then break end
+    end
+    if armed then timeout(0) end
+    return survive
+  end
+end
+
+return M

@@ -1,0 +1,114 @@
+-- moonbridge_http options (listen.md §7): checks the table given to generate_handler and
+-- returns the settings, with the connection options already built by `core.config`.
+local core = ...
+
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local match, find, format, concat = string.match, string.find, string.format, table.concat
+local new_config = core.config
+
+
+local MAX_SIZE = 2 ^ 53
+
+local function fail(fmt, ...)
+  error(format(fmt, ...), 0)
+end
+
+local function size_option(options, names, default)
+  for _, name in ipairs(names) do
+    local v = options[name]
+    if v ~= nil then
+      if type(v) ~= "number" or v ~= v or v < 0 or v ~= math.floor(v) then
+        fail('Option "%s" is expected to be a non-negative integer', name)
+      end
+      return v < MAX_SIZE and v or MAX_SIZE
+    end
+  end
+  return default
+end
+
+-- nil: the default; false: disabled (nil); else seconds >= 0
+local function time_option(options, name, default)
+  local v = options[name]
+  if v == nil then return default end
+  if v == false then return nil end
+  if type(v) ~= "number" or v ~= v or v < 0 then
+    fail('Option "%s" is expected to be a non-negative number or false', name)
+  end
+  return v
+end
+
+local TOKEN = "^[%w!#$%%&'*+%-%.%^_`|~]+$"
+
+local function header_line(lines, name, value)
+  name, value = tostring(name), tostring(value)
+  if not match(name, TOKEN) then
+    fail('Option "static_headers": invalid header name "%s"', name)
+  end
+  if find(value, "[\0-\8\10-\31\127]") then
+    fail('Option "static_headers": invalid value of header "%s"', name)
+  end
+  lines[#lines + 1] = name .. ": " .. match(value, "^[ \t]*(.-)[ \t]*$") .. "\r\n"
+end
+
+local function header_text(lines, text)
+  local name, value = match(text, "^([^:]*):(.*)$")
+  if not name then fail('Option "static_headers": header line without a colon: "%s"', text) end
+  header_line(lines, name, value)
+end
+
+-- A string ("Server: x", several lines allowed), a list of such strings or of {key, value}
+-- pairs, or a map {["X-Key"] = "value"}; rendered as CRLF-terminated lines.
+local function static_headers(s)
+  local lines = {}
+  if s == nil or s == false then return "" end
+  if type(s) == "string" then
+    for line in string.gmatch(s, "[^\r\n]+") do header_text(lines, line) end
+  elseif type(s) == "table" then
+    local n = #s
+    for i = 1, n do
+      local item = s[i]
+      if type(item) == "string" then
+        header_text(lines, item)
+      elseif type(item) == "table" and item[1] ~= nil and item[2] ~= nil then
+        header_line(lines, item[1], item[2])
+      else
+        fail('Option "static_headers": entry %d is neither a string nor a {key, value} pair', i)
+      end
+    end
+    for k, v in pairs(s) do
+      if type(k) == "string" then
+        if type(v) ~= "string" and type(v) ~= "number" then
+          fail('Option "static_headers": the value of "%s" must be a string', k)
+        end
+        header_line(lines, k, v)
+      elseif not (math.type(k) == "integer" and k >= 1 and k <= n) then
+        fail('Option "static_headers": unexpected key %s', tostring(k))
+      end
+    end
+  else
+    fail('Option "static_headers" must be a string or a table')
+  end
+  return concat(lines)
+end
+
+local function build_config(options)
+  local chunk = size_option(options, { "chunk_size" }, nil)
+  local o = {
+    body_limit = size_option(options, { "request_body_size_limit", "body_size_limit" }, 64 * 1024 * 1024),
+    header_limit = size_option(options, { "request_header_size_limit", "header_size_limit" }, 1024 * 1024),
+    input_chunk = size_option(options, { "maximum_input_chunk_size" }, chunk or 16384),
+    output_chunk = size_option(options, { "minimum_output_chunk_size" }, chunk or 1024),
+    idle = time_option(options, "idle_timeout", 65),
+    stall = time_option(options, "stall_timeout", 60),
+    header = time_option(options, "request_header_timeout", 120),
+    response = time_option(options, "response_timeout", 3600),
+    drain = time_option(options, "drain_timeout", 2),
+    static = static_headers(options.static_headers),
+  }
+  if o.response == 0 then o.response = nil end
+  o.cfg = new_config(o.body_limit, o.header_limit, o.input_chunk, o.output_chunk,
+    o.idle, o.stall, o.header, o.drain, o.static)
+  return o
+end
+
+return build_config

@@ -1,0 +1,269 @@
+//! Reading the request body for the glue: raw chunks, the whole body, and the events of a
+//! `multipart/form-data` body (parts, their data, their end), decoded in Rust so that Lua
+//! only sees chunks of at most `maximum_input_chunk_size` bytes and never scans bytes. The
+//! glue decides per part whether its data is streamed to a callback, collected into one
+//! string (in Rust), or skipped.
+
+use std::collections::VecDeque;
+
+use super::request::{raise, request_ctx, Ctx, Input};
+use crate::http::form;
+use crate::http::multipart::{self, Event, MultipartDecoder, MultipartError, Part};
+use crate::lua::state::{lua_fn, LResult, Misuse};
+
+/// One decoded multipart step, owned (the decoder's events borrow the input).
+#[derive(Debug)]
+enum PostEvent {
+    Start(Part),
+    Data(Vec<u8>),
+    End,
+    Done,
+}
+
+/// A multipart body being decoded.
+#[derive(Debug)]
+pub struct PostState {
+    decoder: MultipartDecoder,
+    queue: VecDeque<PostEvent>,
+    collected: Vec<u8>,
+    /// The body ended (or the final delimiter was read): nothing more to feed.
+    finished: bool,
+}
+
+fn setup_error() -> Misuse {
+    Misuse("Cannot setup request body streamer at this stage anymore".into())
+}
+
+fn check_usable(ctx: &Ctx<'_>) -> LResult<()> {
+    if ctx.http.conn.faulty {
+        return Err(Misuse("Tried to use faulty request handle".into()));
+    }
+    Ok(())
+}
+
+lua_fn! {
+    /// setup(request): before a stream handler is registered or the body is read whole;
+    /// raises once that is too late (status sent, input read, monologue).
+    pub fn setup(s) {
+        let ctx = request_ctx(s, "stream_request_body")?;
+        check_usable(&ctx)?;
+        let http = ctx.http;
+        if !ctx.current
+            || http.status_sent
+            || http.input == Input::Started
+            || http.conn.discard_input
+        {
+            return Err(setup_error());
+        }
+        http.input = Input::Setup;
+        http.conn.used = true;
+        Ok(0)
+    }
+}
+
+lua_fn! {
+    /// begin(request) -> true the first time the input is processed, false after that (or
+    /// when there is none to process: a finished request, or after monologue).
+    pub fn begin(s) {
+        let ctx = request_ctx(s, "consume_input")?;
+        check_usable(&ctx)?;
+        let http = ctx.http;
+        let first = ctx.current && http.input != Input::Started && !http.conn.discard_input;
+        if first {
+            http.input = Input::Started;
+        }
+        s.push_bool(first);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// read_chunk(request) -> next piece of the body (at most maximum_input_chunk_size
+    /// bytes), or nil at its end.
+    pub fn read_chunk(s) {
+        let ctx = request_ctx(s, "read_chunk")?;
+        ctx.require_current()?;
+        let max = ctx.http.conn.cfg.max_input_chunk;
+        match ctx.http.conn.body_data(ctx.h, max).map_err(raise)? {
+            Some(r) => {
+                s.push_bytes(&ctx.h.buffered()[r.clone()]);
+                ctx.h.consume(r.end);
+            }
+            None => s.push_nil(),
+        }
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// read_all(request) -> the whole body as one string.
+    pub fn read_all(s) {
+        let ctx = request_ctx(s, "body")?;
+        ctx.require_current()?;
+        let conn = &mut ctx.http.conn;
+        let mut body = Vec::new();
+        while let Some(r) = conn.body_data(ctx.h, usize::MAX).map_err(raise)? {
+            if body.is_empty() && conn.body_done() {
+                // all of it was buffered at once: one copy, straight into the Lua string
+                s.push_bytes(&ctx.h.buffered()[r.clone()]);
+                ctx.h.consume(r.end);
+                return Ok(1);
+            }
+            body.extend_from_slice(&ctx.h.buffered()[r.clone()]);
+            ctx.h.consume(r.end);
+        }
+        s.push_bytes(&body);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// post_kind(request) -> "urlencoded" | "multipart" | "none". An unknown media type is
+    /// answered with 415 and a malformed multipart Content-Type with 400, both raised.
+    pub fn post_kind(s) {
+        let ctx = request_ctx(s, "post_params")?;
+        ctx.require_current()?;
+        let conn = &mut ctx.http.conn;
+        let content_type = conn.parsed.header(b"content-type").map(<[u8]>::to_vec);
+        let kind = match content_type {
+            _ if !conn.has_body() => "none",
+            None => "none",
+            Some(ct) if form::is_urlencoded(&ct) => "urlencoded",
+            Some(ct) => {
+                let limits = multipart::Limits {
+                    max_chunk: conn.cfg.max_input_chunk,
+                    ..multipart::Limits::default()
+                };
+                match MultipartDecoder::new(&ct, limits) {
+                    Ok(decoder) => {
+                        ctx.http.post = Some(Box::new(PostState {
+                            decoder,
+                            queue: VecDeque::new(),
+                            collected: Vec::new(),
+                            finished: false,
+                        }));
+                        "multipart"
+                    }
+                    Err(e) => return Err(multipart_error(ctx, e)),
+                }
+            }
+        };
+        s.push_str(kind);
+        Ok(1)
+    }
+}
+
+/// Answers a multipart error (415 or 400) and returns it for raising.
+fn multipart_error(ctx: Ctx<'_>, e: MultipartError) -> Misuse {
+    let (code, reason) = match e.status() {
+        415 => (415, "Unsupported Media Type"),
+        _ => (400, "Bad Request"),
+    };
+    raise(ctx.http.conn.body_error(ctx.h, code, reason, e.message()))
+}
+
+/// How the glue wants the data of the current part.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Stream,
+    Collect,
+    Skip,
+}
+
+lua_fn! {
+    /// post_next(request, mode) -> the next multipart event:
+    ///   "part", name, file_name, content_type   (each nil if absent)
+    ///   "data", chunk        (mode 0: stream)
+    ///   "value", string      (mode 1: collect; the whole part at its end)
+    ///   "end"                (mode 0 or 2 (skip): the part ended)
+    ///   nil                  (the body is complete)
+    pub fn post_next(s) {
+        let mode = match s.opt_integer(2, 2, "post_next")? {
+            Some(0) => Mode::Stream,
+            Some(1) => Mode::Collect,
+            _ => Mode::Skip,
+        };
+        let ctx = request_ctx(s, "post_params")?;
+        ctx.require_current()?;
+        let max = ctx.http.conn.cfg.max_input_chunk;
+        loop {
+            let Some(post) = ctx.http.post.as_mut() else {
+                s.push_nil();
+                return Ok(1);
+            };
+            while let Some(ev) = post.queue.pop_front() {
+                match ev {
+                    PostEvent::Start(part) => {
+                        post.collected.clear();
+                        s.push_str("part");
+                        for v in [&part.name, &part.file_name, &part.content_type] {
+                            match v {
+                                Some(b) => s.push_bytes(b),
+                                None => s.push_nil(),
+                            }
+                        }
+                        return Ok(4);
+                    }
+                    PostEvent::Data(bytes) => match mode {
+                        Mode::Stream => {
+                            s.push_str("data");
+                            s.push_bytes(&bytes);
+                            return Ok(2);
+                        }
+                        Mode::Collect => post.collected.extend_from_slice(&bytes),
+                        Mode::Skip => {}
+                    },
+                    PostEvent::End if mode == Mode::Collect => {
+                        s.push_str("value");
+                        s.push_bytes(&post.collected);
+                        post.collected = Vec::new();
+                        return Ok(2);
+                    }
+                    PostEvent::End => {
+                        s.push_str("end");
+                        return Ok(1);
+                    }
+                    PostEvent::Done => {
+                        post.finished = true;
+                        post.queue.clear();
+                        s.push_nil();
+                        return Ok(1);
+                    }
+                }
+            }
+            if post.finished {
+                s.push_nil();
+                return Ok(1);
+            }
+            match ctx.http.conn.body_data(ctx.h, max).map_err(raise)? {
+                Some(r) => {
+                    let failed = {
+                        let mut feed = post.decoder.feed(&ctx.h.buffered()[r.clone()]);
+                        loop {
+                            match feed.next_event() {
+                                Ok(Some(ev)) => post.queue.push_back(match ev {
+                                    Event::PartStart(part) => PostEvent::Start(part),
+                                    Event::Data(d) => PostEvent::Data(d.to_vec()),
+                                    Event::PartEnd => PostEvent::End,
+                                    Event::Done => PostEvent::Done,
+                                }),
+                                Ok(None) => break None,
+                                Err(e) => break Some(e),
+                            }
+                        }
+                    };
+                    ctx.h.consume(r.end);
+                    if let Some(e) = failed {
+                        return Err(multipart_error(ctx, e));
+                    }
+                }
+                None => {
+                    post.finished = true;
+                    if let Err(e) = post.decoder.finish() {
+                        return Err(multipart_error(ctx, e));
+                    }
+                }
+            }
+        }
+    }
+}

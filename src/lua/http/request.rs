@@ -1,0 +1,430 @@
+//! The connection userdata and the request object's response methods.
+//!
+//! A request is a plain Lua table (`method`, `path`, `query`, `socket` set directly; the
+//! rest computed on first access by the glue's `__index`). All requests of a connection
+//! share one metatable whose slot `[1]` holds the connection userdata; the connection's
+//! uservalue is `{socket, current_request, metatable}`. A method finds its connection
+//! through `getmetatable(self)[1]`, and a request that is no longer the current one behaves
+//! as a finished one.
+
+use std::ffi::{c_int, CStr};
+use std::rc::Rc;
+
+use mlua::ffi;
+
+use super::conn::{Config, Connection, Fail, Next, State};
+use super::post::PostState;
+use crate::http::response::Phase;
+use crate::io::Handle;
+use crate::lua::state::{
+    bad_arg, check_self, lua_fn, push_object, to_object, LResult, LuaObject, Misuse, Stack,
+};
+
+/// The options of one `generate_handler` call.
+pub struct HttpConfig(pub Rc<Config>);
+
+impl LuaObject for HttpConfig {
+    const TNAME: &'static CStr = c"moonbridge_http options";
+    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+        &[]
+    }
+    fn describe(&self) -> String {
+        "moonbridge_http options".into()
+    }
+}
+
+/// What the application did with the request body so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    Untouched,
+    /// A stream handler was registered.
+    Setup,
+    /// Reading began (`consume_input`, `body`, `post_params`...): it happens once.
+    Started,
+}
+
+/// The connection userdata: the HTTP state of one socket.
+pub struct HttpConn {
+    pub conn: Connection,
+    pub input: Input,
+    /// `send_status` was called for this request.
+    pub status_sent: bool,
+    /// Boxed: the decoder holds SIMD searchers aligned beyond what Lua gives userdata.
+    pub post: Option<Box<PostState>>,
+}
+
+impl LuaObject for HttpConn {
+    const TNAME: &'static CStr = c"moonbridge_http connection";
+    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+        &[
+            (c"next_request", next_request),
+            (c"done", done),
+            (c"abort", abort),
+        ]
+    }
+    fn describe(&self) -> String {
+        format!("moonbridge_http connection ({:?})", self.conn.state)
+    }
+}
+
+// Lua aligns userdata to 8 bytes only: anything needing more must be boxed.
+const _: () = assert!(std::mem::align_of::<Option<HttpConn>>() <= 8);
+const _: () = assert!(std::mem::align_of::<Option<HttpConfig>>() <= 8);
+
+/// A request method's view: its connection, the socket, and whether it is current.
+pub struct Ctx<'a> {
+    pub http: &'a mut HttpConn,
+    pub h: &'a mut Handle,
+    pub current: bool,
+}
+
+impl Ctx<'_> {
+    /// Fails unless the request is the current one.
+    pub fn require_current(&self) -> LResult<()> {
+        if self.current {
+            Ok(())
+        } else {
+            Err(Misuse(
+                crate::http::response::ResponseError::Finished
+                    .message()
+                    .into(),
+            ))
+        }
+    }
+}
+
+/// The context of the request at index 1 (`fname` names the method in errors).
+pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
+    let l = s.raw();
+    let bad = || {
+        Misuse(format!(
+            "bad self to '{fname}' (moonbridge_http request expected, got {})",
+            s.type_name(1)
+        ))
+    };
+    s.reserve(4);
+    // SAFETY: valid state with stack space; every push is undone by the settop below, and
+    // the userdata stay referenced by the request's metatable while the call runs.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        if ffi::lua_type(l, 1) != ffi::LUA_TTABLE || ffi::lua_getmetatable(l, 1) == 0 {
+            return Err(bad());
+        }
+        ffi::lua_rawgeti(l, -1, 1);
+        let Some(http) = to_object::<HttpConn>(s, -1) else {
+            ffi::lua_settop(l, top);
+            return Err(bad());
+        };
+        ffi::lua_getuservalue(l, -1);
+        ffi::lua_rawgeti(l, -1, 1);
+        let h = to_object::<Handle>(s, -1);
+        ffi::lua_rawgeti(l, -2, 2);
+        let current = ffi::lua_rawequal(l, 1, -1) != 0;
+        ffi::lua_settop(l, top);
+        match h {
+            Some(h) => Ok(Ctx { http, h, current }),
+            None => Err(bad()),
+        }
+    }
+}
+
+/// Raises a connection failure as a plain-string Lua error.
+pub fn raise(f: Fail) -> Misuse {
+    match f {
+        Fail::Client(m) | Fail::Io(m) | Fail::Misuse(m) => Misuse(m),
+    }
+}
+
+lua_fn! {
+    /// config(body_limit, header_limit, max_input_chunk, min_output_chunk, idle, stall,
+    ///        request_header, drain, static_headers) -> options object. Validated by the glue.
+    pub fn config(s) {
+        let int = |i: c_int| -> LResult<usize> {
+            let n = s.check_integer(i, i, "config")?;
+            usize::try_from(n).map_err(|_| bad_arg(i, "config", "non-negative integer expected"))
+        };
+        let secs = |i: c_int| -> LResult<Option<std::time::Duration>> {
+            if s.is_nil(i) {
+                return Ok(None);
+            }
+            let v = s.check_number(i, i, "config")?;
+            if v.is_nan() || v < 0.0 {
+                return Err(bad_arg(i, "config", "non-negative number expected"));
+            }
+            Ok(std::time::Duration::try_from_secs_f64(v).ok())
+        };
+        let header_limit = int(2)?.max(1);
+        let cfg = Config {
+            body_limit: int(1)? as u64,
+            head_limits: crate::http::head::Limits {
+                head_size: header_limit,
+                target_len: header_limit.min(64 << 10),
+                headers: 256,
+            },
+            max_input_chunk: int(3)?.max(1),
+            min_output_chunk: int(4)?,
+            idle_timeout: secs(5)?,
+            stall_timeout: secs(6)?,
+            header_timeout: secs(7)?,
+            drain_timeout: secs(8)?,
+            static_headers: s.check_bytes(9, 9, "config")?.to_vec(),
+        };
+        push_object(s, HttpConfig(Rc::new(cfg)));
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// connection(options, socket, metatable) -> connection object; sets metatable[1].
+    pub fn connection(s) {
+        let cfg = to_object::<HttpConfig>(s, 1)
+            .ok_or_else(|| s.expected(1, 1, "connection", "moonbridge_http options"))?
+            .0
+            .clone();
+        if to_object::<Handle>(s, 2).is_none() {
+            return Err(s.expected(2, 2, "connection", "moonbridge_io handle"));
+        }
+        if s.type_of(3) != ffi::LUA_TTABLE {
+            return Err(s.expected(3, 3, "connection", "table"));
+        }
+        push_object(
+            s,
+            HttpConn {
+                conn: Connection::new(cfg),
+                input: Input::Untouched,
+                status_sent: false,
+                post: None,
+            },
+        );
+        s.reserve(4);
+        // SAFETY: valid state; the connection is on top (index 4), the arguments below it.
+        unsafe {
+            let l = s.raw();
+            ffi::lua_createtable(l, 3, 0);
+            ffi::lua_pushvalue(l, 2);
+            ffi::lua_rawseti(l, -2, 1);
+            ffi::lua_pushvalue(l, 3);
+            ffi::lua_rawseti(l, -2, 3);
+            ffi::lua_setuservalue(l, 4);
+            ffi::lua_pushvalue(l, 4);
+            ffi::lua_rawseti(l, 3, 1);
+        }
+        Ok(1)
+    }
+}
+
+/// The socket of the connection at index 1 (from its uservalue), after `check_self`.
+fn conn_socket<'a>(s: Stack<'a>) -> Option<&'a mut Handle> {
+    // SAFETY: index 1 is a connection userdata (checked by the caller); one push each,
+    // popped before returning; the socket stays referenced by the uservalue table.
+    unsafe {
+        let l = s.raw();
+        ffi::lua_getuservalue(l, 1);
+        ffi::lua_rawgeti(l, -1, 1);
+        let h = to_object::<Handle>(s, -1);
+        ffi::lua_pop(l, 2);
+        h
+    }
+}
+
+/// Sets a string field of the table on top of the stack.
+fn set_field(s: Stack<'_>, name: &CStr, value: &[u8]) {
+    s.push_bytes(value);
+    // SAFETY: the table is just below the pushed value.
+    unsafe { ffi::lua_setfield(s.raw(), -2, name.as_ptr()) };
+}
+
+lua_fn! {
+    /// conn:next_request() -> request table | nil (the connection ended).
+    fn next_request(s) {
+        let http = check_self::<HttpConn>(s, "next_request")?;
+        let Some(h) = conn_socket(s) else {
+            return Err(Misuse("moonbridge_http: the connection has no socket".into()));
+        };
+        if http.conn.next_request(h) == Next::Closed {
+            s.push_nil();
+            return Ok(1);
+        }
+        http.input = Input::Untouched;
+        http.status_sent = false;
+        http.post = None;
+        let p = &http.conn.parsed;
+        s.reserve(6);
+        // SAFETY: valid state with stack space; leaves exactly the new request on top.
+        unsafe {
+            let l = s.raw();
+            ffi::lua_createtable(l, 0, 6);
+            set_field(s, c"method", p.get(&p.method));
+            if let Some(r) = &p.path {
+                set_field(s, c"path", p.get(r));
+            }
+            if let Some(r) = &p.query {
+                set_field(s, c"query", p.get(r));
+            }
+            ffi::lua_getuservalue(l, 1);
+            ffi::lua_rawgeti(l, -1, 1);
+            ffi::lua_setfield(l, -3, c"socket".as_ptr());
+            ffi::lua_rawgeti(l, -1, 3);
+            ffi::lua_setmetatable(l, -3);
+            ffi::lua_pushvalue(l, -2);
+            ffi::lua_rawseti(l, -2, 2);
+            ffi::lua_pop(l, 1);
+        }
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// conn:done() -> whether another request may follow on the connection.
+    fn done(s) {
+        let http = check_self::<HttpConn>(s, "done")?;
+        let again = match conn_socket(s) {
+            Some(h) => http.conn.done(h),
+            None => false,
+        };
+        http.post = None;
+        s.push_bool(again);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// conn:abort(): the handler failed; 500 if nothing was sent, else reset.
+    fn abort(s) {
+        let http = check_self::<HttpConn>(s, "abort")?;
+        if let Some(h) = conn_socket(s) {
+            http.conn.abort(h);
+        }
+        http.post = None;
+        Ok(0)
+    }
+}
+
+/// Runs a response step on the current request, or treats a stale one as finished.
+fn respond<F>(s: Stack<'_>, fname: &str, step: F) -> LResult<c_int>
+where
+    F: FnOnce(&mut Connection, &mut Handle) -> Result<(), Fail>,
+{
+    let ctx = request_ctx(s, fname)?;
+    ctx.require_current()?;
+    step(&mut ctx.http.conn, ctx.h).map_err(raise)?;
+    s.push_value(1);
+    Ok(1)
+}
+
+lua_fn! {
+    pub fn send_status(s) {
+        let status = s.check_bytes(2, 1, "send_status")?;
+        let ctx = request_ctx(s, "send_status")?;
+        ctx.require_current()?;
+        ctx.http.conn.send_status(status).map_err(raise)?;
+        ctx.http.status_sent = true;
+        s.push_value(1);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    pub fn send_header(s) {
+        let name = s.check_bytes(2, 1, "send_header")?;
+        let value = s.check_bytes(3, 2, "send_header")?;
+        respond(s, "send_header", |c, _| c.send_header(name, value))
+    }
+}
+
+lua_fn! {
+    /// send_data(...): every argument through `tostring`, concatenated.
+    pub fn send_data(s) {
+        let top = s.top();
+        for i in 2..=top {
+            let t = s.type_of(i);
+            if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
+                // SAFETY: valid state; luaL_tolstring pushes one string (it may raise from
+                // a __tostring metamethod before any Rust value of this call exists).
+                unsafe {
+                    ffi::luaL_tolstring(s.raw(), i, std::ptr::null_mut());
+                    ffi::lua_replace(s.raw(), i);
+                }
+            }
+        }
+        let mut parts = Vec::with_capacity((top - 1).max(0) as usize);
+        for i in 2..=top {
+            parts.push(s.check_bytes(i, i - 1, "send_data")?);
+        }
+        respond(s, "send_data", |c, h| c.send_data(h, &parts))
+    }
+}
+
+lua_fn! {
+    pub fn flush(s) {
+        respond(s, "flush", |c, h| c.flush(h))
+    }
+}
+
+lua_fn! {
+    pub fn finish_headers(s) {
+        respond(s, "finish_headers", |c, h| c.finish_headers(h))
+    }
+}
+
+lua_fn! {
+    /// finish(): idempotent; a stale request is already finished.
+    pub fn finish(s) {
+        let ctx = request_ctx(s, "finish")?;
+        if ctx.current {
+            ctx.http.conn.finish(ctx.h).map_err(raise)?;
+        }
+        s.push_value(1);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    pub fn close_after_finish(s) {
+        respond(s, "close_after_finish", |c, _| c.close_after_finish())
+    }
+}
+
+lua_fn! {
+    pub fn monologue(s) {
+        respond(s, "monologue", |c, _| c.monologue())
+    }
+}
+
+lua_fn! {
+    /// finish_auto(request): run after the handler returned. A handler that sent nothing
+    /// is an error (answered with 500 by the caller), unless it closed the socket itself.
+    pub fn finish_auto(s) {
+        let ctx = request_ctx(s, "finish")?;
+        if !ctx.current || ctx.h.is_closed() || ctx.http.conn.state != State::Active {
+            return Ok(0);
+        }
+        if ctx.http.conn.resp.phase() == Phase::Initial && !ctx.http.conn.faulty {
+            return Err(Misuse(
+                "HTTP request handler returned without sending a response (no HTTP status was sent)"
+                    .into(),
+            ));
+        }
+        ctx.http.conn.finish(ctx.h).map_err(raise)?;
+        Ok(0)
+    }
+}
+
+lua_fn! {
+    /// fresh(request) -> boolean
+    pub fn fresh(s) {
+        let ctx = request_ctx(s, "fresh")?;
+        let c = &ctx.http.conn;
+        s.push_bool(ctx.current && c.state == State::Active && !c.used && ctx.http.input == Input::Untouched);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// faulty(request) -> boolean
+    pub fn faulty(s) {
+        let ctx = request_ctx(s, "faulty")?;
+        s.push_bool(ctx.current && ctx.http.conn.faulty);
+        Ok(1)
+    }
+}
