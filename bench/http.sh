@@ -21,6 +21,12 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
 command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
+# The peers: nginx with its Lua module (Debian's OpenResty component), installed when missing.
+if [ "${PEERS:-1}" = 1 ] && ! [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light libnginx-mod-http-lua >/dev/null 2>&1 \
+    || echo "could not install nginx-light libnginx-mod-http-lua; running without peers" >&2
+fi
 [ -x ".trees/$LUA/bin/moonbridge" ] || bash scripts/setup.sh >/dev/null
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
