@@ -170,10 +170,7 @@ describe("moonbridge_http request bodies", function()
   local srv
   setup(function() srv = H.start(APP) end)
   teardown(function()
-    if srv then
-      H.stop(srv)
-      H.cleanup(srv)
-    end
+    if srv then H.stop_clean(srv) end
   end)
 
   it("parses urlencoded POST parameters", function()

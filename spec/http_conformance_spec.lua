@@ -80,10 +80,7 @@ describe("moonbridge_http conformance", function()
   local srv
   setup(function() srv = H.start(APP) end)
   teardown(function()
-    if srv then
-      H.stop(srv)
-      H.cleanup(srv)
-    end
+    if srv then H.stop_clean(srv) end
   end)
 
   for _, case in ipairs(REFUSALS) do

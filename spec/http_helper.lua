@@ -38,14 +38,10 @@ function H.start(body, opts)
   return srv
 end
 
--- Stops the server. The short pause first lets workers forked a moment ago (to replace
--- ones a spec ended with an error) finish starting: a SIGTERM that reaches a worker before
--- it has reset the master's signal handlers is lost (a server issue, reported), and the
--- master would then wait for that worker until the stop helper's SIGKILL.
-function H.stop(srv, sig, seconds)
-  S.sleep(0.2)
-  return S.stop(srv, sig, seconds)
-end
+-- (A SIGTERM that reached a just-forked worker before it reset the master's signal handlers
+-- used to be lost; the master now blocks its signals across fork, so no pause is needed.)
+H.stop = S.stop
+H.stop_clean = S.stop_clean
 H.log_text = S.log_text
 H.cleanup = S.cleanup
 H.children = S.children

@@ -189,10 +189,7 @@ describe("moonbridge_http request object", function()
   local srv
   setup(function() srv = H.start(APP) end)
   teardown(function()
-    if srv then
-      H.stop(srv)
-      H.cleanup(srv)
-    end
+    if srv then H.stop_clean(srv) end
   end)
 
   it("has the request line, header tables, GET params and cookies", function()

@@ -294,4 +294,16 @@ function H.request(srv, data, seconds, host, port)
   return reply, status
 end
 
+-- Stops a server a spec started and checks that it ended cleanly: exit code 0 and no
+-- worker left behind. Removes its files; returns its log.
+function H.stop_clean(srv)
+  local luassert = require "luassert" -- busted's assert; helper modules see only Lua's
+  local code = H.stop(srv)
+  local log = H.log_text(srv)
+  H.cleanup(srv)
+  luassert.equal(0, code, log)
+  luassert.same({}, srv.leftover)
+  return log
+end
+
 return H

@@ -43,10 +43,7 @@ describe("interval listeners", function()
   local srv
   after_each(function()
     if srv then
-      local code = H.stop(srv)
-      assert.equal(0, code, H.log_text(srv))
-      assert.same({}, srv.leftover)
-      H.cleanup(srv)
+      H.stop_clean(srv)
       srv = nil
     end
   end)

@@ -34,22 +34,13 @@ local function fields(srv, host)
   return t, my_port
 end
 
-local function stop_clean(srv)
-  local code = H.stop(srv)
-  local log = H.log_text(srv)
-  H.cleanup(srv)
-  assert.equal(0, code, log)
-  assert.same({}, srv.leftover)
-  return log
-end
-
 describe("TCP listeners", function()
   it("give the handler local/remote addresses as raw bytes, text and ports (IPv4)", function()
     local srv = H.start([[
 listen{ {proto="tcp", host="127.0.0.1", port=$PORT}, ]] .. FIELDS_HANDLER .. [[ }
 ]])
     local t, my_port = fields(srv, "127.0.0.1")
-    stop_clean(srv)
+    H.stop_clean(srv)
     assert.same({
       local_ip = "127.0.0.1", remote_ip = "127.0.0.1",
       local_tcpport = srv.port, remote_tcpport = my_port,
@@ -67,7 +58,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT}, ]] .. FIELDS_HANDLER .. [[ 
 listen{ {proto="tcp", host="::1", port=$PORT}, ]] .. FIELDS_HANDLER .. [[ }
 ]])
     local t = fields(srv, "::1")
-    stop_clean(srv)
+    H.stop_clean(srv)
     assert.equal("::1", t.local_ip)
     assert.equal("::1", t.remote_ip)
     assert.equal("00000000000000000000000000000001", t.local_ip6)
@@ -84,7 +75,7 @@ listen{ {proto="tcp", host="::", port=$PORT}, ]] .. FIELDS_HANDLER .. [[ }
 ]])
     local v6 = fields(srv, "::1")
     local v4 = fields(srv, "127.0.0.1")
-    stop_clean(srv)
+    H.stop_clean(srv)
     assert.equal("::1", v6.remote_ip)
     -- an IPv4 client arrives as an IPv4-mapped address: both forms are available
     assert.equal("127.0.0.1", v4.remote_ip)
@@ -97,7 +88,7 @@ listen{ {proto="tcp", host="::", port=$PORT}, ]] .. FIELDS_HANDLER .. [[ }
 listen{ {proto="tcp", port=$PORT}, connect=function(s) s:write("ok") return true end }
 ]])
     local reply = H.request(srv, nil, 5, "127.0.0.1")
-    local log = stop_clean(srv)
+    local log = H.stop_clean(srv)
     assert.equal("ok", reply)
     assert.matches('Adding TCP listener on interface "::", port ' .. srv.port, log)
   end)
@@ -124,7 +115,7 @@ listen{ {proto="local", path=%q},
     h:close()
     assert.equal("unix nil nil\n", reply)
     assert.equal("socket", H.file_type(path))
-    stop_clean(srv)
+    H.stop_clean(srv)
     assert.is_false(H.exists(path))
     os.execute("rm -rf " .. H.quote(dir))
   end)
@@ -146,7 +137,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT}, pre_fork=1, min_fork=1, max
     local pid = H.wait_log(srv, "%[Pool #1, PID (%d+)%] first line")
     assert.is_not_nil(pid, H.log_text(srv))
     assert.is_not_nil(H.wait_log(srv, "%[Pool #1, PID " .. pid .. "%] unterminated\n"))
-    local log = stop_clean(srv)
+    local log = H.stop_clean(srv)
     local p = "%[Pool #1, PID " .. pid .. "%] "
     assert.matches(p .. "second line\n", log)
     assert.matches(p .. ("L"):rep(4000) .. " %[line truncated%]\n", log)
@@ -172,7 +163,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
   end }
 ]])
     local reply = H.request(srv, nil)
-    stop_clean(srv)
+    H.stop_clean(srv)
     assert.matches("^nil function false .*must not be called after the server started", reply)
   end)
 end)
@@ -192,7 +183,7 @@ io.stderr:write("run returned ", code, "\n")
 os.exit(code)
 ]], { command = H.lua .. " $APP" })
     local reply = H.request(srv, nil)
-    local log = stop_clean(srv)
+    local log = H.stop_clean(srv)
     assert.equal("plain 0 0\n", reply)
     assert.matches("run returned 0\n", log)
   end)
