@@ -322,8 +322,8 @@ impl Response {
         Ok(())
     }
 
-    /// `send_data(...)`: body bytes (ignored for HEAD).
-    pub fn data(&mut self, bytes: &[u8]) -> Result<(), ResponseError> {
+    /// Moves to the body phase (completing the header section) before body bytes.
+    fn enter_body(&mut self) -> Result<(), ResponseError> {
         if self.phase < Phase::Body {
             if self.interim() {
                 return Err(ResponseError::BodyNotAllowed);
@@ -333,6 +333,12 @@ impl Response {
         if self.phase == Phase::Finished {
             return Err(ResponseError::Finished);
         }
+        Ok(())
+    }
+
+    /// `send_data(...)`: body bytes (ignored for HEAD).
+    pub fn data(&mut self, bytes: &[u8]) -> Result<(), ResponseError> {
+        self.enter_body()?;
         if bytes.is_empty() {
             return Ok(());
         }
@@ -381,15 +387,7 @@ impl Response {
     /// chunk, else nothing). `Ok(None)`: this response takes no body bytes on the wire (HEAD,
     /// or a status without body, which [`data`](Self::data) reports): use `data` instead.
     pub fn data_direct(&mut self, len: usize) -> Result<Option<&'static [u8]>, ResponseError> {
-        if self.phase < Phase::Body {
-            if self.interim() {
-                return Err(ResponseError::BodyNotAllowed);
-            }
-            self.finish_headers()?;
-        }
-        if self.phase == Phase::Finished {
-            return Err(ResponseError::Finished);
-        }
+        self.enter_body()?;
         if len == 0 || self.cfg.head || self.no_body_status() {
             return Ok(None);
         }

@@ -97,18 +97,22 @@ function lazy.host(self)
   return self.headers_value.host
 end
 
+-- Records one parameter: `list` maps a name to all its values, `first` to the first one.
+local function add(list, first, name, value)
+  local values = rawget(list, name)
+  if values then
+    values[#values + 1] = value
+  else
+    rawset(list, name, { value })
+    first[name] = value
+  end
+end
+
 -- {name1, value1, name2, value2, ...} -> name -> {values}, name -> first value
 local function params(flat)
   local list, first = setmetatable({}, params_list_mt), {}
   for i = 1, #flat, 2 do
-    local name, value = flat[i], flat[i + 1]
-    local values = rawget(list, name)
-    if values then
-      values[#values + 1] = value
-    else
-      rawset(list, name, { value })
-      first[name] = value
-    end
+    add(list, first, flat[i], flat[i + 1])
   end
   return list, first
 end
@@ -179,16 +183,6 @@ local function streamer_for(st, name)
     if match(name, rule[1]) then return rule[2] end
   end
   return nil
-end
-
-local function add(list, first, name, value)
-  local values = rawget(list, name)
-  if values then
-    values[#values + 1] = value
-  else
-    rawset(list, name, { value })
-    first[name] = value
-  end
 end
 
 -- multipart/form-data: parts are streamed to their handler (first call with the metadata
