@@ -41,6 +41,31 @@ describe("moonbridge_io module", function()
     assert.matches("bad self to 'read'", err)
   end)
 
+  it("recognises its objects by their contents, not by a metatable a script can copy", function()
+    -- In a child interpreter: io.stdout's metatable gets every entry of a handle's
+    -- metatable, and __gc of a handle is called on a foreign userdata; both must be refused
+    -- or ignored, never taken as a handle.
+    local pipe, file = helper.spawn([[
+      local mio = require "moonbridge_io"
+      local l = assert(mio.tcplisten("127.0.0.1", 0))
+      local h = assert(mio.tcpconnect("127.0.0.1", l.local_tcpport))
+      local mt = getmetatable(h)
+      mt.__gc(io.stderr)
+      mt.__gc(42)
+      local fmt = getmetatable(io.stdout)
+      for k, v in pairs(mt) do if k ~= "__index" then rawset(fmt, k, v) end end
+      local ok, err = pcall(h.read, io.stdout, 1)
+      print(ok, err)
+      io.stderr:write("") -- still a working file
+      print(h:write("x") == h, tostring(h):match("^moonbridge_io handle") ~= nil)
+    ]])
+    local out = pipe:read("a")
+    pipe:close()
+    os.remove(file)
+    assert.matches("^false\tbad self to 'read'", out)
+    assert.matches("\ntrue\ttrue\n$", out)
+  end)
+
   it("fails cleanly when loaded by the other Lua version", function()
     local other = helper.version == "54" and "5.3" or "5.4"
     local mine = helper.version == "54" and "5.4" or "5.3"

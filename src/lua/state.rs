@@ -314,11 +314,14 @@ pub trait LuaObject: Sized + 'static {
     const FIELDS: &'static [&'static CStr] = &[];
 }
 
-/// Key (its address) under which an object's metatable names its type's template.
-static TYPE_KEY: u8 = 0;
-
-fn type_key() -> *const std::ffi::c_void {
-    (&TYPE_KEY as *const u8).cast()
+/// The block of an object's userdata: its type's id, then the value (`None` once `__gc`
+/// ran). The id, not the metatable, proves the type: Lua code cannot write into a
+/// userdata, while it can change metatables (`getmetatable(io.stdout)` is writable), and
+/// reading it costs no Lua API call.
+#[repr(C)]
+struct Block<T> {
+    id: std::any::TypeId,
+    value: Option<T>,
 }
 
 /// Registry key of the metatable of `T`'s field tables (`{__index = methods}`).
@@ -338,7 +341,7 @@ fn metatable_key<T: LuaObject>() -> *const std::ffi::c_void {
 pub fn push_upvalue(s: Stack<'_>, n: c_int) {
     // SAFETY: methods are registered with these upvalues; a missing upvalue reads as none
     // (pushes nil), which is safe.
-    unsafe { ffi::lua_pushvalue(s.l, ffi::lua_upvalueindex(1 + n)) }
+    unsafe { ffi::lua_pushvalue(s.l, ffi::lua_upvalueindex(n)) }
 }
 
 /// Pushes a new userdata holding `value`.
@@ -357,11 +360,17 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
         let l = s.l;
         // Lua aligns userdata blocks to 8 bytes only (LUAI_MAXALIGN): refuse, at compile
         // time, a type that needs more (box its over-aligned parts instead).
-        const { assert!(std::mem::align_of::<Option<T>>() <= 8) };
-        let p = ffi::lua_newuserdata(l, std::mem::size_of::<Option<T>>()) as *mut Option<T>;
-        ptr::write(p, Some(value));
+        const { assert!(std::mem::align_of::<Block<T>>() <= 8) };
+        let p = ffi::lua_newuserdata(l, std::mem::size_of::<Block<T>>()) as *mut Block<T>;
+        ptr::write(
+            p,
+            Block {
+                id: std::any::TypeId::of::<T>(),
+                value: Some(value),
+            },
+        );
         let ud = ffi::lua_gettop(l);
-        let obj = (*p).as_mut().expect("just written");
+        let obj = (*p).value.as_mut().expect("just written");
 
         ffi::lua_createtable(l, 0, T::FIELDS.len() as c_int);
         let fields = ffi::lua_gettop(l);
@@ -383,8 +392,6 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
             ffi::lua_insert(l, -2);
             ffi::lua_rawset(l, mt);
         }
-        ffi::lua_pushvalue(l, template);
-        ffi::lua_rawsetp(l, mt, type_key());
         ffi::lua_pop(l, 1); // template
         ffi::lua_pushvalue(l, fields);
         ffi::lua_setfield(l, mt, c"__index".as_ptr());
@@ -414,37 +421,35 @@ pub fn set_object_field(s: Stack<'_>, obj: c_int, name: &CStr) {
     }
 }
 
-/// The `Option<T>` block of the userdata at `i` if its metatable comes from `T`'s template,
-/// which is found as upvalue 1 of a method (`from_upvalue`) or in the registry.
-fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int, from_upvalue: bool) -> *mut Option<T> {
-    // SAFETY: only reads the stack and the registry; every push is popped before returning.
+/// The value slot of the userdata at `i` if it is a `T` object (see [`Block`]), else null.
+fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int) -> *mut Option<T> {
+    let id = std::any::TypeId::of::<T>();
+    // SAFETY: a full userdata of exactly `Block<T>`'s size has at least the id's bytes,
+    // compared with memcmp (a foreign block's bytes are not read as a Rust value). Only a
+    // `Block<T>` written by `push_object` carries `T`'s id, and Lua aligns userdata blocks
+    // for it (asserted in `push_object`).
     unsafe {
-        let p = ffi::lua_touserdata(s.l, i) as *mut Option<T>;
-        if p.is_null() || ffi::lua_getmetatable(s.l, i) == 0 {
+        if ffi::lua_type(s.l, i) != ffi::LUA_TUSERDATA
+            || ffi::lua_rawlen(s.l, i) != std::mem::size_of::<Block<T>>()
+        {
             return ptr::null_mut();
         }
-        ffi::lua_rawgetp(s.l, -1, type_key()); // the type's template metatable
-        ffi::lua_remove(s.l, -2);
-        let same = if from_upvalue {
-            ffi::lua_rawequal(s.l, -1, ffi::lua_upvalueindex(1)) != 0
-        } else {
-            ffi::lua_rawgetp(s.l, ffi::LUA_REGISTRYINDEX, metatable_key::<T>());
-            let same = ffi::lua_rawequal(s.l, -1, -2) != 0;
-            ffi::lua_pop(s.l, 1);
-            same
-        };
-        ffi::lua_pop(s.l, 1);
-        if same {
-            p
-        } else {
-            ptr::null_mut()
+        let p = ffi::lua_touserdata(s.l, i) as *mut Block<T>;
+        let same = libc::memcmp(
+            p.cast(),
+            (&id as *const std::any::TypeId).cast(),
+            std::mem::size_of::<std::any::TypeId>(),
+        ) == 0;
+        if !same {
+            return ptr::null_mut();
         }
+        ptr::addr_of_mut!((*p).value)
     }
 }
 
 /// The object at stack index `i`, if it is a live `T`.
 pub fn to_object<'a, T: LuaObject>(s: Stack<'a>, i: c_int) -> Option<&'a mut T> {
-    let p = object_slot::<T>(s, i, false);
+    let p = object_slot::<T>(s, i);
     // SAFETY: the metatable check guarantees the block holds an `Option<T>` written by
     // `push_object`; Lua keeps it alive while it is on the stack.
     unsafe { p.as_mut().and_then(|o| o.as_mut()) }
@@ -454,18 +459,14 @@ pub fn to_object<'a, T: LuaObject>(s: Stack<'a>, i: c_int) -> Option<&'a mut T> 
 /// on it fail as on a wrong type). Used when ownership passes to Rust, as listeners do to
 /// the server.
 pub fn take_object<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<T> {
-    let p = object_slot::<T>(s, i, false);
+    let p = object_slot::<T>(s, i);
     // SAFETY: as in `to_object`; `take` leaves a valid `None` behind for `__gc`.
     unsafe { p.as_mut().and_then(|o| o.take()) }
 }
 
-/// `self` of a method, or a misuse error naming the method. Methods carry `T`'s metatable
-/// as upvalue 1, so the check is one pointer comparison.
+/// `self` of a method, or a misuse error naming the method.
 pub fn check_self<'a, T: LuaObject>(s: Stack<'a>, fname: &str) -> LResult<&'a mut T> {
-    let mut p = object_slot::<T>(s, 1, true);
-    if p.is_null() {
-        p = object_slot::<T>(s, 1, false); // called from a function without the upvalue
-    }
+    let p = object_slot::<T>(s, 1);
     // SAFETY: as in `to_object`.
     unsafe { p.as_mut().and_then(|o| o.as_mut()) }.ok_or_else(|| {
         let got = if s.type_of(1) == ffi::LUA_TNONE {
@@ -481,8 +482,8 @@ pub fn check_self<'a, T: LuaObject>(s: Stack<'a>, fname: &str) -> LResult<&'a mu
 }
 
 /// Registers `T`: its template metatable (`__name`, `__gc`, `__tostring`, `__close`), its
-/// methods (closures with the template as upvalue 1, for a cheap type check), and the
-/// metatable of its field tables. Leaves the methods table on the stack, for the Lua glue.
+/// methods (closures with the `UPVALUE_STRINGS` as upvalues), and the metatable of its
+/// field tables. Leaves the methods table on the stack, for the Lua glue.
 pub fn register_type<T: LuaObject>(s: Stack<'_>) {
     s.reserve(6);
     // SAFETY: valid state with stack space reserved above.
@@ -498,10 +499,9 @@ pub fn register_type<T: LuaObject>(s: Stack<'_>) {
         s.set_function(mt, c"__close", close_object::<T>);
         ffi::lua_createtable(l, 0, T::methods().len() as c_int);
         let methods = ffi::lua_gettop(l);
-        let upvalues = 1 + T::UPVALUE_STRINGS.len() as c_int;
+        let upvalues = T::UPVALUE_STRINGS.len() as c_int;
         s.reserve(upvalues);
         for (name, f) in T::methods() {
-            ffi::lua_pushvalue(l, mt);
             for u in T::UPVALUE_STRINGS {
                 s.push_str(u);
             }
@@ -517,12 +517,12 @@ pub fn register_type<T: LuaObject>(s: Stack<'_>) {
 }
 
 unsafe extern "C-unwind" fn gc_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: __gc is installed only on T's metatable, so the block is an `Option<T>`.
+    // SAFETY: `object_slot` checks that argument 1 is a `T` block (a script can call a
+    // `__gc` it found in a metatable with anything).
     unsafe {
-        protect(l, |_| {
-            let p = ffi::lua_touserdata(l, 1) as *mut Option<T>;
-            if !p.is_null() {
-                drop((*p).take());
+        protect(l, |s| {
+            if let Some(slot) = object_slot::<T>(s, 1).as_mut() {
+                drop(slot.take());
             }
             Ok(0)
         })
