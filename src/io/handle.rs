@@ -82,6 +82,9 @@ pub struct Handle {
     read_eof: bool,
     read_failed: bool,
     write_failed: bool,
+    /// The descriptor is a socket in blocking mode (an accepted connection): `recv_wait`
+    /// may sleep in `recv` itself. Every other step passes MSG_DONTWAIT.
+    blocking_socket: bool,
     /// Address fields (TCP only; filled by the socket layer).
     pub local_addr: Option<SocketAddr>,
     pub remote_addr: Option<SocketAddr>,
@@ -114,6 +117,7 @@ impl Handle {
             read_eof: false,
             read_failed: false,
             write_failed: false,
+            blocking_socket: false,
             local_addr: None,
             remote_addr: None,
         }
@@ -186,8 +190,47 @@ impl Handle {
         }
     }
 
+    /// Declares that the descriptor, a socket, is in blocking mode (see `recv_wait`).
+    pub fn set_blocking_socket(&mut self) {
+        self.blocking_socket = self.kind.is_socket();
+    }
+
+    /// Whether `recv_wait` can be used: an open blocking socket whose input has not ended.
+    pub fn can_wait_in_recv(&self) -> bool {
+        self.blocking_socket
+            && self.state != State::Closed
+            && self.fd.is_some()
+            && !self.read_eof
+            && !self.read_failed
+    }
+
+    /// Waits for input inside `recv` itself: one system call where `poll` and `recv` would
+    /// be two. Only for a socket marked by `set_blocking_socket` whose SO_RCVTIMEO the
+    /// caller has set: a finite SO_RCVTIMEO also makes a signal end the wait (EINTR) even
+    /// with SA_RESTART. `Some(true)`: new data; `Some(false)`: end of input; `None`: the
+    /// wait ended without input (SO_RCVTIMEO elapsed, or a signal arrived).
+    pub fn recv_wait(&mut self) -> HResult<Option<bool>> {
+        self.check_readable()?;
+        if !self.can_wait_in_recv() {
+            return Err(HandleError::Misuse(
+                "recv_wait on a handle that cannot wait in recv",
+            ));
+        }
+        let had = self.rbuf.len();
+        match self.fill_inner(true)? {
+            false => Ok(None),
+            true => Ok(Some(self.rbuf.len() > had)),
+        }
+    }
+
     /// Reads once from the descriptor into the buffer. `Ok(false)` = would block.
     fn fill(&mut self) -> HResult<bool> {
+        self.fill_inner(false)
+    }
+
+    /// `fill`, or with `wait` a blocking `recv` on a blocking socket, where EINTR and EAGAIN
+    /// (the receive timeout) both give `Ok(false)`.
+    fn fill_inner(&mut self, wait: bool) -> HResult<bool> {
         let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             self.read_eof = true;
             return Ok(true);
@@ -200,6 +243,11 @@ impl Handle {
         }
         let kind = self.kind;
         let res = self.rbuf.fill_with(|ptr, len| {
+            if wait {
+                // SAFETY: `ptr` points to `len` writable bytes owned by the read buffer.
+                let n = unsafe { libc::recv(fd, ptr.cast(), len, 0) };
+                return sys::cvt(n).map(|n| n as usize);
+            }
             sys::retry(|| {
                 // SAFETY: `ptr` points to `len` writable bytes owned by the read buffer.
                 let n = unsafe {
@@ -219,6 +267,7 @@ impl Handle {
             }
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if wait && e.kind() == io::ErrorKind::Interrupted => Ok(false),
             Err(e) => {
                 self.read_failed = true;
                 Err(HandleError::os(&e))

@@ -1,8 +1,10 @@
 //! Sockets: name resolution, TCP and Unix connects (blocking and non-blocking), and
 //! listeners with `accept`.
 //!
-//! Every socket is created close-on-exec and non-blocking in the same call (the one exception,
-//! a blocking Unix connect, switches to non-blocking right after connecting). Connected and
+//! Every socket is created close-on-exec and non-blocking in the same call (the exceptions:
+//! a blocking Unix connect switches to non-blocking right after connecting, and accepted
+//! connections stay blocking, since all handle steps pass MSG_DONTWAIT and a waiting server
+//! may sleep in `recv`, see `Handle::recv_wait`). Connected and
 //! accepted TCP sockets get SO_LINGER 0, so a crash or a collected handle resets the peer;
 //! `Handle::close` undoes that for a graceful close. Nothing here knows about Lua.
 
@@ -372,13 +374,17 @@ impl Listener {
     pub fn accept_nb(&self) -> io::Result<Option<Handle>> {
         let fd = self.raw()?;
         loop {
-            let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+            // The connection stays in blocking mode: every handle step passes MSG_DONTWAIT,
+            // and a server waiting for the next request can then sleep in `recv` itself.
+            let flags = libc::SOCK_CLOEXEC;
             // SAFETY: plain syscall; the peer address is not requested.
             match cvt(unsafe { libc::accept4(fd, ptr::null_mut(), ptr::null_mut(), flags) }) {
                 Ok(new) => {
                     // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
                     let conn = unsafe { OwnedFd::from_raw_fd(new) };
-                    return self.wrap(conn).map(Some);
+                    let mut h = self.wrap(conn)?;
+                    h.set_blocking_socket();
+                    return Ok(Some(h));
                 }
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => return Ok(None),

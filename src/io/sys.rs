@@ -118,6 +118,27 @@ pub fn set_linger(fd: RawFd, seconds: Option<i32>) -> io::Result<()> {
     .map(drop)
 }
 
+/// SO_RCVTIMEO: how long a blocking `recv` on the socket waits before failing with EAGAIN.
+/// Rounded up to whole milliseconds and at least 1 ms, because a zero value means "forever".
+pub fn set_recv_timeout(fd: RawFd, timeout: std::time::Duration) -> io::Result<()> {
+    let ms = timeout.as_micros().div_ceil(1000).max(1);
+    let tv = libc::timeval {
+        tv_sec: (ms / 1000).min(i64::MAX as u128) as libc::time_t,
+        tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+    };
+    // SAFETY: the option value points to a live `timeval` of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 /// The process id of the caller (changes in forked workers).
 pub fn getpid() -> i32 {
     // SAFETY: getpid has no preconditions and cannot fail.

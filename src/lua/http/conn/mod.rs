@@ -21,7 +21,7 @@ mod respond;
 mod tests;
 mod wait;
 
-use wait::{fill_nb, io_fail, wait, wait_for_request};
+use wait::{fill_nb, io_fail, wait_fill, Arrival};
 
 use std::ops::Range;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,7 +32,6 @@ use crate::http::error::HttpError;
 use crate::http::framing::{framing, BodyKind};
 use crate::http::head::{self, HeadParser, Status, Version};
 use crate::http::response::{Response, ResponseConfig, ResponseError};
-use crate::io::poll::{Interest, Outcome};
 use crate::io::{signal, Handle};
 
 /// An unread request body up to this size is read and discarded after the response so the
@@ -178,6 +177,8 @@ pub struct Connection {
     /// A response write happened on this connection; TCP_NODELAY is set (see `nodelay`).
     wrote: bool,
     nodelay: bool,
+    /// The socket's SO_RCVTIMEO as last set (see `wait::wait_fill`).
+    rcvtimeo: Option<Duration>,
     date: DateCache,
 }
 
@@ -222,6 +223,7 @@ impl Connection {
             requests: 0,
             wrote: false,
             nodelay: false,
+            rcvtimeo: None,
             date: DateCache::default(),
         }
     }
@@ -350,49 +352,37 @@ impl Connection {
             }
         }
         let until = deadline(self.cfg.idle_timeout);
-        loop {
-            let outcome =
-                wait_for_request(h, until).map_err(|e| Fail::Io(crate::io::sys::error_text(&e)))?;
-            match outcome {
-                Outcome::Sigterm => {
-                    // a request that already arrived is still served, then the connection closes
-                    if fill_nb(h).map_err(|e| Fail::Io(io_fail(e)))? == Some(true) {
-                        self.shutdown = true;
-                        return Ok(true);
-                    }
-                    self.refuse(h, 408, "Request Timeout", "Server shutdown");
-                    return Ok(false);
+        let arrival =
+            wait_fill(h, until, &mut self.rcvtimeo, true).map_err(|e| Fail::Io(io_fail(e)))?;
+        match arrival {
+            Arrival::Data => Ok(true),
+            Arrival::Eof => {
+                self.close_quietly(h);
+                Ok(false)
+            }
+            Arrival::Sigterm => {
+                // a request that already arrived is still served, then the connection closes
+                if fill_nb(h).map_err(|e| Fail::Io(io_fail(e)))? == Some(true) {
+                    self.shutdown = true;
+                    return Ok(true);
                 }
-                Outcome::Timeout => {
-                    self.refuse(h, 408, "Request Timeout", "Idle connection timed out");
-                    return Ok(false);
-                }
-                Outcome::Ready => match fill_nb(h).map_err(|e| Fail::Io(io_fail(e)))? {
-                    Some(true) => return Ok(true),
-                    Some(false) => {
-                        self.close_quietly(h);
-                        return Ok(false);
-                    }
-                    None => {}
-                },
+                self.refuse(h, 408, "Request Timeout", "Server shutdown");
+                Ok(false)
+            }
+            Arrival::Timeout => {
+                self.refuse(h, 408, "Request Timeout", "Idle connection timed out");
+                Ok(false)
             }
         }
     }
 
     /// Reads more input, waiting up to `stall_timeout` (and `until`).
     fn fill(&mut self, h: &mut Handle, until: Option<Instant>) -> Result<Fill, Fail> {
-        loop {
-            match fill_nb(h).map_err(|e| Fail::Io(io_fail(e)))? {
-                Some(true) => return Ok(Fill::Data),
-                Some(false) => return Ok(Fill::Eof),
-                None => {}
-            }
-            let until = earliest(until, deadline(self.cfg.stall_timeout));
-            let outcome = wait(h, &[Interest::Read], until)
-                .map_err(|e| Fail::Io(crate::io::sys::error_text(&e)))?;
-            if outcome == Outcome::Timeout {
-                return Ok(Fill::TimedOut);
-            }
+        let until = earliest(until, deadline(self.cfg.stall_timeout));
+        match wait_fill(h, until, &mut self.rcvtimeo, false).map_err(|e| Fail::Io(io_fail(e)))? {
+            Arrival::Data => Ok(Fill::Data),
+            Arrival::Eof => Ok(Fill::Eof),
+            Arrival::Timeout | Arrival::Sigterm => Ok(Fill::TimedOut),
         }
     }
 }

@@ -23,43 +23,87 @@ pub(super) fn wait(
     poll::poll(&entries, timeout, false)
 }
 
-/// Longest single `poll` while waiting for a request: bounds the delay when a SIGTERM lands
-/// between the flag check and the `poll` (see `wait_for_request`).
+/// Longest single wait while waiting for input: bounds the delay when a SIGTERM lands
+/// between the flag check and the wait (see `wait_fill`).
 const SIGTERM_SLICE: Duration = Duration::from_secs(1);
 
-/// Waits for input on `h` until `until`, returning early when SIGTERM was received.
+/// What a wait for input brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// New bytes are in the handle's buffer.
+    Data,
+    /// The peer ended its input.
+    Eof,
+    /// SIGTERM was received (only reported when asked for).
+    Sigterm,
+    /// The deadline passed.
+    Timeout,
+}
+
+/// Reads more input into `h`'s buffer, waiting until `until`; with `on_sigterm`, returns
+/// early when SIGTERM was received.
 ///
-/// Cheaper than `poll::poll(.., true)`, which blocks and unblocks SIGTERM around every wait
-/// (two more system calls per request): here the handler's flag is checked and `poll(2)`,
-/// which a signal always interrupts (SA_RESTART does not restart it), waits in slices. A
-/// SIGTERM that arrives between the check and the `poll` is seen within one slice.
-pub(super) fn wait_for_request(h: &Handle, until: Option<Instant>) -> io::Result<Outcome> {
-    let Some(fd) = h.raw_fd() else {
-        return Ok(Outcome::Ready);
-    };
+/// An accepted connection (a blocking socket) sleeps in `recv` itself, with SO_RCVTIMEO
+/// bounding each sleep: one system call per wait instead of `poll` and `recv`. `rcvtimeo`
+/// is the value last set on the socket (`None`: never set); it is changed only when a
+/// wait needs a shorter one, so a keep-alive connection sets it once. Other handles poll.
+///
+/// Both ways wait in slices of at most a second with the SIGTERM flag checked in between:
+/// a signal always ends a `poll` and, with SO_RCVTIMEO set, a `recv` (EINTR even with
+/// SA_RESTART); one landing between the check and the wait is seen within a slice. That
+/// is cheaper than `poll::poll(.., true)`, which blocks and unblocks SIGTERM around every
+/// wait.
+pub(super) fn wait_fill(
+    h: &mut Handle,
+    until: Option<Instant>,
+    rcvtimeo: &mut Option<Duration>,
+    on_sigterm: bool,
+) -> Result<Arrival, HandleError> {
+    let io_err = |e: io::Error| HandleError::Io(crate::io::sys::error_text(&e));
     loop {
-        if signal::sigterm_received() {
-            return Ok(Outcome::Sigterm);
+        if on_sigterm && signal::sigterm_received() {
+            return Ok(Arrival::Sigterm);
         }
         let now = Instant::now();
         let slice = match until {
-            Some(d) if d <= now => return Ok(Outcome::Timeout),
+            Some(d) if d <= now => return Ok(Arrival::Timeout),
             Some(d) => (d - now).min(SIGTERM_SLICE),
             None => SIGTERM_SLICE,
         };
+        // Round up, so a short remaining time does not become a busy loop of 0 ms waits.
+        let slice = Duration::from_millis(slice.as_micros().div_ceil(1000) as u64);
+        let Some(fd) = h.raw_fd() else {
+            return Ok(Arrival::Eof);
+        };
+        if h.can_wait_in_recv() {
+            let stale = rcvtimeo.is_none_or(|t| t > slice || t * 2 < slice);
+            if stale {
+                crate::io::sys::set_recv_timeout(fd, slice).map_err(io_err)?;
+                *rcvtimeo = Some(slice);
+            }
+            match h.recv_wait()? {
+                Some(true) => return Ok(Arrival::Data),
+                Some(false) => return Ok(Arrival::Eof),
+                None => continue,
+            }
+        }
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // Round up, so a short remaining time does not become a busy loop of 0 ms polls.
-        let ms = slice.as_micros().div_ceil(1000) as libc::c_int;
         // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        match crate::io::sys::cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+        match crate::io::sys::cvt(unsafe {
+            libc::poll(&mut pfd, 1, slice.as_millis() as libc::c_int)
+        }) {
             Ok(0) => {}
-            Ok(_) => return Ok(Outcome::Ready),
+            Ok(_) => match fill_nb(h)? {
+                Some(true) => return Ok(Arrival::Data),
+                Some(false) => return Ok(Arrival::Eof),
+                None => {}
+            },
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(io_err(e)),
         }
     }
 }
