@@ -300,6 +300,37 @@ describe("moonbridge_http timeouts and shutdown", function()
     H.cleanup(srv)
   end)
 
+  -- response_timeout is re-armed for each request of a long keep-alive connection, both
+  -- when the timer is stopped between requests (1 s: idle + header timeouts + 5 s would
+  -- outlast it) and when it keeps running (5.5 s: they cannot).
+  for _, case in ipairs { { limit = 1, last = 2.5 }, { limit = 5.5, last = 6.5 } } do
+    it("re-arms a response_timeout of " .. case.limit .. " s on every request", function()
+      local srv = H.start(string.format([[
+        options = { response_timeout = %s, idle_timeout = 0.2, request_header_timeout = 0.2 }
+        handler = function(request)
+          if request.path == "pause" then moonbridge_io.poll(nil, nil, 0.6) end
+          request:send_status("200 OK")
+          request:send_data(request.path)
+          return true
+        end]], case.limit))
+      local sock = H.connect(srv)
+      local t0 = mio.timeref()
+      local n = 0
+      while mio.timeref() - t0 < case.last do
+        H.send(sock, H.get(n % 2 == 0 and "/pause" or "/quick"))
+        local r = H.read_response(sock)
+        assert.are.equal(200, r.status)
+        n = n + 1
+        mio.poll(nil, nil, 0.1)
+      end
+      sock:close()
+      assert.is_true(n >= 4)
+      assert.is_nil(H.log_text(srv):find("exited prematurely"))
+      H.stop(srv)
+      H.cleanup(srv)
+    end)
+  end
+
   it("ends a worker whose handler runs longer than response_timeout", function()
     local srv = H.start([[
       options = { response_timeout = 0.5 }

@@ -7,6 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::ptr;
 
 pub use crate::io::buffer::ReadStatus;
 use crate::io::buffer::{Decision, ReadBuf, WriteBuf};
@@ -400,29 +401,35 @@ impl Handle {
         {
             return Ok(false);
         }
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(MAX_IOVECS);
+        // On the stack: this runs for every response, and a heap vector cost more than
+        // filling it.
+        let mut iovs = [libc::iovec {
+            iov_base: ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOVECS];
+        let mut count = 0;
         let pending = self.wbuf.pending();
-        if !pending.is_empty() {
-            iov.push(libc::iovec {
-                iov_base: pending.as_ptr() as *mut _,
-                iov_len: pending.len(),
-            });
-        }
+        // `skip` bytes at the front of `parts` were sent already.
         let mut off = *skip;
-        for p in parts {
-            if iov.len() == MAX_IOVECS {
+        let unsent = parts.iter().filter_map(|p| {
+            let start = off.min(p.len());
+            off -= start;
+            (start < p.len()).then(|| &p[start..])
+        });
+        for piece in std::iter::once(pending)
+            .filter(|p| !p.is_empty())
+            .chain(unsent)
+        {
+            if count == MAX_IOVECS {
                 break;
             }
-            if off >= p.len() {
-                off -= p.len();
-                continue;
-            }
-            iov.push(libc::iovec {
-                iov_base: p[off..].as_ptr() as *mut _,
-                iov_len: p.len() - off,
-            });
-            off = 0;
+            iovs[count] = libc::iovec {
+                iov_base: piece.as_ptr() as *mut _,
+                iov_len: piece.len(),
+            };
+            count += 1;
         }
+        let iov = &iovs[..count];
         if iov.is_empty() {
             return Ok(true);
         }

@@ -455,6 +455,13 @@ pub fn to_object<'a, T: LuaObject>(s: Stack<'a>, i: c_int) -> Option<&'a mut T> 
     unsafe { p.as_mut().and_then(|o| o.as_mut()) }
 }
 
+/// The value slot of the `T` userdata at `i`, for a caller that keeps it beyond this call.
+/// The pointer stays valid as long as the userdata is referenced from Lua (blocks never
+/// move); the slot may become `None` when `__gc` runs.
+pub fn object_slot_ptr<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<ptr::NonNull<Option<T>>> {
+    ptr::NonNull::new(object_slot::<T>(s, i))
+}
+
 /// Moves the value out of the `T` userdata at `i`, leaving it empty (later method calls
 /// on it fail as on a wrong type). Used when ownership passes to Rust, as listeners do to
 /// the server.

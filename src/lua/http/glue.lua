@@ -11,7 +11,6 @@ local lower, match, format = string.lower, string.match, string.format
 local concat = table.concat
 
 local new_connection = core.connection
-local finish_auto, now = core.finish_auto, core.now
 local setup, begin = core.setup, core.begin
 local read_chunk, read_all = core.read_chunk, core.read_all
 local post_kind, post_next, form_pairs = core.post_kind, core.post_next, core.form_pairs
@@ -297,11 +296,10 @@ lazy.post_metadata_list = post_field
 -- generate_handler and the request loop of a connection.
 
 -- The handler, then what the original did when it returned: consume the input for stream
--- handlers that were registered but not yet fed, and finish the response.
+-- handlers that were registered but not yet fed (`conn:done` finishes the response).
 local function serve(callback, request)
   local result = callback(request)
   if streams[request] then methods.consume_input(request) end
-  finish_auto(request)
   return result
 end
 
@@ -326,8 +324,8 @@ function M.generate_handler(a, b)
   local ok, o = pcall(build_config, options)
   if not ok then error(o, 2) end
   local cfg, response_timeout = o.cfg, o.response
-  -- The response timer is re-armed at most once a second. It may keep running while the
-  -- next request is awaited only if that wait cannot outlast it.
+  -- The response timer is re-armed at most once a second (`conn` says when). It may keep
+  -- running while the next request is awaited only if that wait cannot outlast it.
   local disarm_between = not (o.idle and o.header and response_timeout
     and response_timeout > o.idle + o.header + 5)
 
@@ -335,35 +333,33 @@ function M.generate_handler(a, b)
     local mt = { __index = index, __name = "moonbridge_http request" }
     local conn = new_connection(cfg, socket, mt)
     local timeout = response_timeout and server_timeout()
-    local armed -- when the timer was last armed
-    local function arm()
-      local t = now()
-      if not armed or t - armed >= 1 then
-        timeout(response_timeout)
-        armed = t
-      end
-    end
+    local armed = false
     local survive = true
     while true do
-      if armed then
-        if disarm_between then
-          timeout(0)
-          armed = nil
-        else
-          arm()
-        end
+      if armed and disarm_between then
+        timeout(0)
+        armed = false
       end
-      local request = conn:next_request()
+      local request, rearm = conn:next_request(not armed)
       if not request then break end
-      if timeout then arm() end
-      local done, result = xpcall(serve, traceback, callback, request)
-      if not done then
+      if rearm and timeout then
+        timeout(response_timeout)
+        armed = true
+      end
+      local ok, result = xpcall(serve, traceback, callback, request)
+      local again, refresh
+      if ok then
+        again, refresh = conn:done(request)
+        if again == nil then ok, result = false, refresh end
+      end
+      if not ok then
         conn:abort() -- 500 if nothing was sent yet, else reset
         if armed then timeout(0) end
         error(result, 0)
       end
       if result ~= true then survive = false end
-      if not conn:done() then break end
+      if not again then break end
+      if refresh and armed and not disarm_between then timeout(response_timeout) end
     end
     if armed then timeout(0) end
     return survive

@@ -43,7 +43,6 @@ const REQUEST_METHODS: Functions = &[
 const CORE: Functions = &[
     (c"config", request::config),
     (c"connection", request::connection),
-    (c"finish_auto", request::finish_auto),
     (c"fresh", request::fresh),
     (c"faulty", request::faulty),
     (c"headers", fields::headers),
@@ -56,7 +55,6 @@ const CORE: Functions = &[
     (c"read_all", post::read_all),
     (c"post_kind", post::post_kind),
     (c"post_next", post::post_next),
-    (c"now", now),
 ];
 
 /// Helpers exported by the module, as the original's.
@@ -86,14 +84,6 @@ lua_fn! {
     fn decode_uri(s) {
         let text = s.check_bytes(1, 1, "decode_uri")?;
         s.push_bytes(&encode::decode_uri(text));
-        Ok(1)
-    }
-}
-
-lua_fn! {
-    /// now() -> monotonic seconds (for re-arming the response timer at most once a second)
-    fn now(s) {
-        s.push_number(crate::io::signal::monotonic_seconds());
         Ok(1)
     }
 }

@@ -3,11 +3,13 @@
 //! A request is a plain Lua table (`method`, `path`, `query`, `socket` set directly; the
 //! rest computed on first access by the glue's `__index`). All requests of a connection
 //! share one metatable whose slot `[1]` holds the connection userdata; the connection's
-//! uservalue is `{socket, current_request, metatable}`. A method finds its connection
-//! through `getmetatable(self)[1]`, and a request that is no longer the current one behaves
-//! as a finished one.
+//! uservalue is `{socket, current_request, metatable}`, which keeps the socket and the
+//! current request alive, so the connection can hold their addresses. A method finds its
+//! connection through `getmetatable(self)[1]`, and a request that is no longer the current
+//! one behaves as a finished one.
 
-use std::ffi::{c_int, CStr};
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr::NonNull;
 use std::rc::Rc;
 
 use mlua::ffi;
@@ -17,7 +19,8 @@ use super::post::PostState;
 use crate::http::response::Phase;
 use crate::io::Handle;
 use crate::lua::state::{
-    bad_arg, check_self, lua_fn, push_object, to_object, LResult, LuaObject, Misuse, Stack,
+    bad_arg, check_self, lua_fn, object_slot_ptr, push_object, push_upvalue, to_object, LResult,
+    LuaObject, Misuse, Stack,
 };
 
 /// The options of one `generate_handler` call.
@@ -51,6 +54,39 @@ pub struct HttpConn {
     pub status_sent: bool,
     /// Boxed: the decoder holds SIMD searchers aligned beyond what Lua gives userdata.
     pub post: Option<Box<PostState>>,
+    /// The socket's slot; its userdata is referenced by the connection's uservalue.
+    socket: NonNull<Option<Handle>>,
+    /// The address of the current request table (referenced by the uservalue too).
+    current: *const c_void,
+    /// When the glue last (re-)armed the response timer (see `rearm_due`).
+    last_arm: Option<std::time::Instant>,
+}
+
+/// The response timer is re-armed at most this often (a `setitimer` per request would
+/// cost more than the rest of a small request).
+const REARM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl HttpConn {
+    /// Whether the response timer should be re-armed now (then it counts as re-armed).
+    fn rearm_due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .last_arm
+            .is_some_and(|t| now.saturating_duration_since(t) < REARM_INTERVAL)
+        {
+            return false;
+        }
+        self.last_arm = Some(now);
+        true
+    }
+
+    /// The socket, unless it was collected (only possible while finalizers run).
+    fn socket<'a>(&self) -> Option<&'a mut Handle> {
+        // SAFETY: the socket userdata outlives this connection (see the field), its block
+        // never moves, and Lua runs one C function at a time, so no other reference to
+        // the handle is live during a method call.
+        unsafe { (*self.socket.as_ptr()).as_mut() }
+    }
 }
 
 impl LuaObject for HttpConn {
@@ -62,6 +98,8 @@ impl LuaObject for HttpConn {
             (c"abort", abort),
         ]
     }
+    /// The fields of a new request, as upvalues of `next_request`.
+    const UPVALUE_STRINGS: &'static [&'static str] = &["method", "path", "query", "socket"];
     fn describe(&self) -> String {
         format!("moonbridge_http connection ({:?})", self.conn.state)
     }
@@ -102,30 +140,23 @@ pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
             s.type_name(1)
         ))
     };
-    s.reserve(4);
-    // SAFETY: valid state with stack space; every push is undone by the settop below, and
-    // the userdata stay referenced by the request's metatable while the call runs.
-    unsafe {
+    s.reserve(2);
+    // SAFETY: valid state with stack space; both pushes are undone by the settop, and the
+    // connection stays referenced by the request's metatable while the call runs.
+    let http = unsafe {
         let top = ffi::lua_gettop(l);
         if ffi::lua_type(l, 1) != ffi::LUA_TTABLE || ffi::lua_getmetatable(l, 1) == 0 {
             return Err(bad());
         }
         ffi::lua_rawgeti(l, -1, 1);
-        let Some(http) = to_object::<HttpConn>(s, -1) else {
-            ffi::lua_settop(l, top);
-            return Err(bad());
-        };
-        ffi::lua_getuservalue(l, -1);
-        ffi::lua_rawgeti(l, -1, 1);
-        let h = to_object::<Handle>(s, -1);
-        ffi::lua_rawgeti(l, -2, 2);
-        let current = ffi::lua_rawequal(l, 1, -1) != 0;
+        let http = to_object::<HttpConn>(s, -1);
         ffi::lua_settop(l, top);
-        match h {
-            Some(h) => Ok(Ctx { http, h, current }),
-            None => Err(bad()),
-        }
-    }
+        http.ok_or_else(bad)?
+    };
+    // SAFETY: index 1 holds a table (checked above).
+    let current = unsafe { ffi::lua_topointer(l, 1) } == http.current;
+    let h = http.socket().ok_or_else(bad)?;
+    Ok(Ctx { http, h, current })
 }
 
 /// Raises a connection failure as a plain-string Lua error.
@@ -181,12 +212,11 @@ lua_fn! {
             .ok_or_else(|| s.expected(1, 1, "connection", "moonbridge_http options"))?
             .0
             .clone();
-        if to_object::<Handle>(s, 2).is_none() {
-            return Err(s.expected(2, 2, "connection", "moonbridge_io handle"));
-        }
         if s.type_of(3) != ffi::LUA_TTABLE {
             return Err(s.expected(3, 3, "connection", "table"));
         }
+        let socket = object_slot_ptr::<Handle>(s, 2)
+            .ok_or_else(|| s.expected(2, 2, "connection", "moonbridge_io handle"))?;
         push_object(
             s,
             HttpConn {
@@ -194,6 +224,9 @@ lua_fn! {
                 input: Input::Untouched,
                 status_sent: false,
                 post: None,
+                socket,
+                current: std::ptr::null(),
+                last_arm: None,
             },
         );
         s.reserve(4);
@@ -213,32 +246,25 @@ lua_fn! {
     }
 }
 
-/// The socket of the connection at index 1 (from its uservalue), after `check_self`.
-fn conn_socket<'a>(s: Stack<'a>) -> Option<&'a mut Handle> {
-    // SAFETY: index 1 is a connection userdata (checked by the caller); one push each,
-    // popped before returning; the socket stays referenced by the uservalue table.
-    unsafe {
-        let l = s.raw();
-        ffi::lua_getuservalue(l, 1);
-        ffi::lua_rawgeti(l, -1, 1);
-        let h = to_object::<Handle>(s, -1);
-        ffi::lua_pop(l, 2);
-        h
-    }
-}
-
-/// Sets a string field of the table on top of the stack.
-fn set_field(s: Stack<'_>, name: &CStr, value: &[u8]) {
+/// Sets field `key` (upvalue `n` of `next_request`) of the table on top of the stack.
+fn set_field(s: Stack<'_>, n: c_int, value: &[u8]) {
+    push_upvalue(s, n);
     s.push_bytes(value);
-    // SAFETY: the table is just below the pushed value.
-    unsafe { ffi::lua_setfield(s.raw(), -2, name.as_ptr()) };
+    // SAFETY: the table is just below the pushed key and value; a new table without a
+    // metatable, so a raw set is what `t.key = value` would do.
+    unsafe { ffi::lua_rawset(s.raw(), -3) };
 }
 
 lua_fn! {
-    /// conn:next_request() -> request table | nil (the connection ended).
+    /// conn:next_request(disarmed) -> request table, rearm | nil (the connection ended).
+    /// `rearm`: the response timer should be (re-)armed now; `disarmed` says the glue
+    /// stopped it, so it is due whatever the time.
     fn next_request(s) {
         let http = check_self::<HttpConn>(s, "next_request")?;
-        let Some(h) = conn_socket(s) else {
+        if s.to_boolean(2) {
+            http.last_arm = None;
+        }
+        let Some(h) = http.socket() else {
             return Err(Misuse("moonbridge_http: the connection has no socket".into()));
         };
         if http.conn.next_request(h) == Next::Closed {
@@ -253,38 +279,60 @@ lua_fn! {
         // SAFETY: valid state with stack space; leaves exactly the new request on top.
         unsafe {
             let l = s.raw();
-            ffi::lua_createtable(l, 0, 6);
-            set_field(s, c"method", p.get(&p.method));
+            ffi::lua_createtable(l, 0, 4);
+            set_field(s, 1, p.get(&p.method));
             if let Some(r) = &p.path {
-                set_field(s, c"path", p.get(r));
+                set_field(s, 2, p.get(r));
             }
             if let Some(r) = &p.query {
-                set_field(s, c"query", p.get(r));
+                set_field(s, 3, p.get(r));
             }
             ffi::lua_getuservalue(l, 1);
-            ffi::lua_rawgeti(l, -1, 1);
-            ffi::lua_setfield(l, -3, c"socket".as_ptr());
+            push_upvalue(s, 4);
+            ffi::lua_rawgeti(l, -2, 1);
+            ffi::lua_rawset(l, -4);
             ffi::lua_rawgeti(l, -1, 3);
             ffi::lua_setmetatable(l, -3);
             ffi::lua_pushvalue(l, -2);
             ffi::lua_rawseti(l, -2, 2);
             ffi::lua_pop(l, 1);
+            http.current = ffi::lua_topointer(l, -1);
         }
-        Ok(1)
+        let rearm = http.rearm_due();
+        s.push_bool(rearm);
+        Ok(2)
     }
 }
 
 lua_fn! {
-    /// conn:done() -> whether another request may follow on the connection.
+    /// conn:done(request) -> again, rearm | nil, message: finishes the response the
+    /// handler left open, then ends the request. `again`: another request may follow;
+    /// `rearm`: the response timer should be re-armed. `nil, message` when the response
+    /// could not be finished: the handler sent nothing, or sending failed (the glue then
+    /// treats it as a handler error).
     fn done(s) {
         let http = check_self::<HttpConn>(s, "done")?;
-        let again = match conn_socket(s) {
-            Some(h) => http.conn.done(h),
-            None => false,
+        let Some(h) = http.socket() else {
+            s.push_bool(false);
+            return Ok(1);
         };
+        // SAFETY: index 2 may be anything; lua_topointer returns null for non-objects.
+        let request = unsafe { ffi::lua_topointer(s.raw(), 2) };
+        if request == http.current && !h.is_closed() && http.conn.state == State::Active {
+            if http.conn.resp.phase() == Phase::Initial && !http.conn.faulty {
+                return s.fail(
+                    "HTTP request handler returned without sending a response (no HTTP status was sent)",
+                );
+            }
+            if let Err(f) = http.conn.finish(h) {
+                return s.fail(&raise(f).0);
+            }
+        }
+        let again = http.conn.done(h);
         http.post = None;
         s.push_bool(again);
-        Ok(1)
+        s.push_bool(again && http.rearm_due());
+        Ok(2)
     }
 }
 
@@ -292,7 +340,7 @@ lua_fn! {
     /// conn:abort(): the handler failed; 500 if nothing was sent, else reset.
     fn abort(s) {
         let http = check_self::<HttpConn>(s, "abort")?;
-        if let Some(h) = conn_socket(s) {
+        if let Some(h) = http.socket() {
             http.conn.abort(h);
         }
         http.post = None;
@@ -347,11 +395,20 @@ lua_fn! {
                 }
             }
         }
-        let mut parts = Vec::with_capacity((top - 1).max(0) as usize);
+        // Usually one or two pieces: those stay on the stack.
+        let mut few: [&[u8]; 4] = [&[]; 4];
+        let mut many = Vec::new();
+        let n = (top - 1).max(0) as usize;
         for i in 2..=top {
-            parts.push(s.check_bytes(i, i - 1, "send_data")?);
+            let piece = s.check_bytes(i, i - 1, "send_data")?;
+            if n <= few.len() {
+                few[(i - 2) as usize] = piece;
+            } else {
+                many.push(piece);
+            }
         }
-        respond(s, "send_data", |c, h| c.send_data(h, &parts))
+        let parts = if n <= few.len() { &few[..n] } else { &many[..] };
+        respond(s, "send_data", |c, h| c.send_data(h, parts))
     }
 }
 
@@ -388,25 +445,6 @@ lua_fn! {
 lua_fn! {
     pub fn monologue(s) {
         respond(s, "monologue", |c, _| c.monologue())
-    }
-}
-
-lua_fn! {
-    /// finish_auto(request): run after the handler returned. A handler that sent nothing
-    /// is an error (answered with 500 by the caller), unless it closed the socket itself.
-    pub fn finish_auto(s) {
-        let ctx = request_ctx(s, "finish")?;
-        if !ctx.current || ctx.h.is_closed() || ctx.http.conn.state != State::Active {
-            return Ok(0);
-        }
-        if ctx.http.conn.resp.phase() == Phase::Initial && !ctx.http.conn.faulty {
-            return Err(Misuse(
-                "HTTP request handler returned without sending a response (no HTTP status was sent)"
-                    .into(),
-            ));
-        }
-        ctx.http.conn.finish(ctx.h).map_err(raise)?;
-        Ok(0)
     }
 }
 
