@@ -127,6 +127,9 @@ function routes.misuse(request)
   if stale then
     try("stale_send", function() stale:send_data("x") end)
     try("stale_finish", function() stale:finish() end)
+    try("stale_headers", function() return stale.headers end)
+    errors.stale_method = stale.method
+    errors.stale_is_finish = stale.finish == request.finish and "same" or "differs"
   end
   stale = request
   -- the response is finished; the body of this response is sent as a second request's
@@ -353,6 +356,9 @@ describe("moonbridge_http request object", function()
     assert.are.equal("kept", e.stale_before)
     assert.are.equal("Response has already been finished", e.stale_send)
     assert.are.equal("ok", e.stale_finish)
+    assert.are.equal("Attempt to read a field of a finished request", e.stale_headers)
+    assert.are.equal("GET", e.stale_method)
+    assert.are.equal("same", e.stale_is_finish)
   end)
 
   it("hands the socket over after 101 without losing buffered bytes", function()

@@ -330,8 +330,24 @@ function M.generate_handler(a, b)
     and response_timeout > o.idle + o.header + 5)
 
   return function(socket)
-    local mt = { __index = index, __name = "moonbridge_http request" }
-    local conn = new_connection(cfg, socket, mt)
+    -- The current request finds methods in a per-connection table (filled on first use),
+    -- a plain table look-up; only lazy fields need a function, which works on `current`.
+    -- A request that is not current any more gets `stale_mt` (see core.connection), whose
+    -- __index sees the request itself.
+    local current
+    local cache = setmetatable({}, { __index = function(t, key)
+      local m = methods[key]
+      if m ~= nil then
+        rawset(t, key, m)
+        return m
+      end
+      local f = lazy[key]
+      if f ~= nil then return f(current, key) end
+      return nil
+    end })
+    local mt = { __index = cache, __name = "moonbridge_http request" }
+    local stale_mt = { __index = index, __name = "moonbridge_http request" }
+    local conn = new_connection(cfg, socket, mt, stale_mt)
     local timeout = response_timeout and server_timeout()
     local armed = false
     local survive = true
@@ -342,6 +358,7 @@ function M.generate_handler(a, b)
       end
       local request, rearm = conn:next_request(not armed)
       if not request then break end
+      current = request
       if rearm and timeout then
         timeout(response_timeout)
         armed = true

@@ -2,8 +2,9 @@
 //!
 //! A request is a plain Lua table (`method`, `path`, `query`, `socket` set directly; the
 //! rest computed on first access by the glue's `__index`). All requests of a connection
-//! share one metatable whose slot `[1]` holds the connection userdata; the connection's
-//! uservalue is `{socket, current_request, metatable}`, which keeps the socket and the
+//! share one metatable whose slot `[1]` holds the connection userdata (and switch to a
+//! second one, with the same `[1]`, once they are stale); the connection's uservalue is
+//! `{socket, current_request, metatable, stale_metatable}`, which keeps the socket and the
 //! current request alive, so the connection can hold their addresses. A method finds its
 //! connection through `getmetatable(self)[1]`, and a request that is no longer the current
 //! one behaves as a finished one.
@@ -206,15 +207,21 @@ lua_fn! {
 }
 
 lua_fn! {
-    /// connection(options, socket, metatable) -> connection object; sets metatable[1].
+    /// connection(options, socket, metatable, stale_metatable) -> connection object; sets
+    /// `[1]` of both metatables. New requests get `metatable`; a request switches to
+    /// `stale_metatable` when the next one arrives.
     pub fn connection(s) {
         let cfg = to_object::<HttpConfig>(s, 1)
             .ok_or_else(|| s.expected(1, 1, "connection", "moonbridge_http options"))?
             .0
             .clone();
-        if s.type_of(3) != ffi::LUA_TTABLE {
-            return Err(s.expected(3, 3, "connection", "table"));
+        for i in [3, 4] {
+            if s.type_of(i) != ffi::LUA_TTABLE {
+                return Err(s.expected(i, i, "connection", "table"));
+            }
         }
+        // SAFETY: valid state; drops extra arguments, so the new object lands at index 5.
+        unsafe { ffi::lua_settop(s.raw(), 4) };
         let socket = object_slot_ptr::<Handle>(s, 2)
             .ok_or_else(|| s.expected(2, 2, "connection", "moonbridge_io handle"))?;
         push_object(
@@ -230,17 +237,21 @@ lua_fn! {
             },
         );
         s.reserve(4);
-        // SAFETY: valid state; the connection is on top (index 4), the arguments below it.
+        // SAFETY: valid state; the connection is on top (index 5), the arguments below it.
         unsafe {
             let l = s.raw();
-            ffi::lua_createtable(l, 3, 0);
+            ffi::lua_createtable(l, 4, 0);
             ffi::lua_pushvalue(l, 2);
             ffi::lua_rawseti(l, -2, 1);
             ffi::lua_pushvalue(l, 3);
             ffi::lua_rawseti(l, -2, 3);
-            ffi::lua_setuservalue(l, 4);
             ffi::lua_pushvalue(l, 4);
+            ffi::lua_rawseti(l, -2, 4);
+            ffi::lua_setuservalue(l, 5);
+            ffi::lua_pushvalue(l, 5);
             ffi::lua_rawseti(l, 3, 1);
+            ffi::lua_pushvalue(l, 5);
+            ffi::lua_rawseti(l, 4, 1);
         }
         Ok(1)
     }
@@ -293,6 +304,12 @@ lua_fn! {
             ffi::lua_rawset(l, -4);
             ffi::lua_rawgeti(l, -1, 3);
             ffi::lua_setmetatable(l, -3);
+            // the previous request is stale now
+            if ffi::lua_rawgeti(l, -1, 2) == ffi::LUA_TTABLE {
+                ffi::lua_rawgeti(l, -2, 4);
+                ffi::lua_setmetatable(l, -2);
+            }
+            ffi::lua_pop(l, 1);
             ffi::lua_pushvalue(l, -2);
             ffi::lua_rawseti(l, -2, 2);
             ffi::lua_pop(l, 1);
