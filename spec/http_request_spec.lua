@@ -129,6 +129,7 @@ function routes.misuse(request)
     try("stale_finish", function() stale:finish() end)
     try("stale_headers", function() return stale.headers end)
     errors.stale_method = stale.method
+    errors.stale_socket = rawequal(stale.socket, request.socket) and "same" or "differs"
     errors.stale_is_finish = stale.finish == request.finish and "same" or "differs"
   end
   stale = request
@@ -358,6 +359,7 @@ describe("moonbridge_http request object", function()
     assert.are.equal("ok", e.stale_finish)
     assert.are.equal("Attempt to read a field of a finished request", e.stale_headers)
     assert.are.equal("GET", e.stale_method)
+    assert.are.equal("same", e.stale_socket)
     assert.are.equal("same", e.stale_is_finish)
   end)
 

@@ -330,12 +330,13 @@ function M.generate_handler(a, b)
     and response_timeout > o.idle + o.header + 5)
 
   return function(socket)
-    -- The current request finds methods in a per-connection table (filled on first use),
-    -- a plain table look-up; only lazy fields need a function, which works on `current`.
+    -- The current request finds `socket` and the methods in a per-connection table
+    -- (methods added on first use), a plain table look-up; only lazy fields need a
+    -- function, which works on `current`.
     -- A request that is not current any more gets `stale_mt` (see core.connection), whose
     -- __index sees the request itself.
     local current
-    local cache = setmetatable({}, { __index = function(t, key)
+    local cache = setmetatable({ socket = socket }, { __index = function(t, key)
       local m = methods[key]
       if m ~= nil then
         rawset(t, key, m)
@@ -346,7 +347,10 @@ function M.generate_handler(a, b)
       return nil
     end })
     local mt = { __index = cache, __name = "moonbridge_http request" }
-    local stale_mt = { __index = index, __name = "moonbridge_http request" }
+    local stale_mt = { __name = "moonbridge_http request", __index = function(self, key)
+      if key == "socket" then return socket end
+      return index(self, key)
+    end }
     local conn = new_connection(cfg, socket, mt, stale_mt)
     local timeout = response_timeout and server_timeout()
     local armed = false

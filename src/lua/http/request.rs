@@ -1,7 +1,8 @@
 //! The connection userdata and the request object's response methods.
 //!
-//! A request is a plain Lua table (`method`, `path`, `query`, `socket` set directly; the
-//! rest computed on first access by the glue's `__index`). All requests of a connection
+//! A request is a plain Lua table (`method`, `path`, `query` set directly; `socket` and
+//! the methods found through the metatable, the rest computed on first access by the
+//! glue's `__index`). All requests of a connection
 //! share one metatable whose slot `[1]` holds the connection userdata (and switch to a
 //! second one, with the same `[1]`, once they are stale); the connection's uservalue is
 //! `{socket, current_request, metatable, stale_metatable}`, which keeps the socket and the
@@ -99,8 +100,9 @@ impl LuaObject for HttpConn {
             (c"abort", abort),
         ]
     }
-    /// The fields of a new request, as upvalues of `next_request`.
-    const UPVALUE_STRINGS: &'static [&'static str] = &["method", "path", "query", "socket"];
+    /// The fields of a new request, as upvalues of `next_request` (`socket` comes from
+    /// the metatable, see the glue).
+    const UPVALUE_STRINGS: &'static [&'static str] = &["method", "path", "query"];
     fn describe(&self) -> String {
         format!("moonbridge_http connection ({:?})", self.conn.state)
     }
@@ -299,9 +301,6 @@ lua_fn! {
                 set_field(s, 3, p.get(r));
             }
             ffi::lua_getuservalue(l, 1);
-            push_upvalue(s, 4);
-            ffi::lua_rawgeti(l, -2, 1);
-            ffi::lua_rawset(l, -4);
             ffi::lua_rawgeti(l, -1, 3);
             ffi::lua_setmetatable(l, -3);
             // the previous request is stale now
