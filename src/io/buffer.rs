@@ -124,6 +124,16 @@ impl ReadBuf {
         }
     }
 
+    /// Makes room for `total` unread bytes without further reallocation (compacting the
+    /// read prefix first), so input of a known size can be collected in one piece.
+    pub fn reserve_unread(&mut self, total: usize) {
+        if self.start > 0 {
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+        self.data.reserve(total.saturating_sub(self.data.len()));
+    }
+
     /// Lets `read` fill spare capacity (at least `READ_CHUNK` bytes) and records what it
     /// wrote. `read` receives a pointer to uninitialised memory and its length, and must
     /// return how many bytes it initialised.
@@ -245,6 +255,22 @@ mod tests {
         b.consume(6);
         assert_eq!(b.bytes(), b"c");
         assert_eq!(b.find(b'c', usize::MAX), Some(0));
+    }
+
+    #[test]
+    fn reserve_unread_keeps_the_unread_bytes_and_makes_room() {
+        let mut b = buf(b"head:body");
+        b.consume(5);
+        b.reserve_unread(100_000);
+        assert_eq!(b.bytes(), b"body");
+        let before = b.data.as_ptr();
+        b.extend(&vec![b'x'; 100_000 - 4]);
+        assert_eq!(b.len(), 100_000);
+        assert_eq!(
+            before,
+            b.data.as_ptr(),
+            "no reallocation after the reservation"
+        );
     }
 
     #[test]

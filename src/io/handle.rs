@@ -150,6 +150,11 @@ impl Handle {
         self.rbuf.bytes()
     }
 
+    /// Prepares the read buffer to hold `total` unread bytes (see `ReadBuf::reserve_unread`).
+    pub fn reserve_unread(&mut self, total: usize) {
+        self.rbuf.reserve_unread(total)
+    }
+
     /// Marks `n` buffered input bytes as read (after the caller copied them out).
     pub fn consume(&mut self, n: usize) {
         self.rbuf.consume(n)

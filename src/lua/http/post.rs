@@ -95,12 +95,17 @@ lua_fn! {
     }
 }
 
+/// A Content-Length body up to this size is collected in the socket's read buffer and
+/// copied once into the Lua string; a larger one (or a chunked one) in pieces.
+const WHOLE_BODY_BUFFER: u64 = 16 << 20;
+
 lua_fn! {
     /// read_all(request) -> the whole body as one string.
     pub fn read_all(s) {
         let ctx = request_ctx(s, "body")?;
         ctx.require_current()?;
         let conn = &mut ctx.http.conn;
+        conn.buffer_body(ctx.h, WHOLE_BODY_BUFFER).map_err(raise)?;
         let mut body = Vec::new();
         while let Some(r) = conn.body_data(ctx.h, usize::MAX).map_err(raise)? {
             if body.is_empty() && conn.body_done() {

@@ -14,14 +14,7 @@ impl Connection {
     /// The caller copies it out, then consumes the buffer up to the range's end. `None` at
     /// the end of the body. The first call answers `Expect: 100-continue`.
     pub fn body_data(&mut self, h: &mut Handle, max: usize) -> Result<Option<Range<usize>>, Fail> {
-        self.usable()?;
-        self.used = true;
-        if self.expect_continue {
-            self.expect_continue = false;
-            if !self.resp.started() {
-                self.write_out(h, &[b"HTTP/1.1 100 Continue\r\n\r\n"], true)?;
-            }
-        }
+        self.begin_body(h)?;
         let max = max.max(1);
         loop {
             let need_more = match &mut self.body {
@@ -80,17 +73,55 @@ impl Connection {
                 }
             };
             if need_more {
-                match self.fill(h, None)? {
-                    Fill::Data => {}
-                    Fill::Eof => {
-                        let detail = "Unexpected EOF while reading request body";
-                        return Err(self.body_error(h, 400, "Bad Request", detail));
-                    }
-                    Fill::TimedOut => {
-                        let detail = "Timeout while waiting for request body";
-                        return Err(self.body_error(h, 408, "Request Timeout", detail));
-                    }
-                }
+                self.fill_body(h)?;
+            }
+        }
+    }
+
+    /// Reads until all of a Content-Length body of at most `max` bytes is buffered, so that
+    /// `body_data` hands it out in one piece (one copy instead of collecting pieces). Other
+    /// bodies are left alone.
+    pub fn buffer_body(&mut self, h: &mut Handle, max: u64) -> Result<(), Fail> {
+        let Body::Length(left) = self.body else {
+            return Ok(());
+        };
+        if left > max {
+            return Ok(());
+        }
+        self.begin_body(h)?;
+        let left = left as usize;
+        h.reserve_unread(left);
+        while h.buffered().len() < left {
+            self.fill_body(h)?;
+        }
+        Ok(())
+    }
+
+    /// The start of every body read: the request counts as used, and `Expect:
+    /// 100-continue` is answered.
+    fn begin_body(&mut self, h: &mut Handle) -> Result<(), Fail> {
+        self.usable()?;
+        self.used = true;
+        if self.expect_continue {
+            self.expect_continue = false;
+            if !self.resp.started() {
+                self.write_out(h, &[b"HTTP/1.1 100 Continue\r\n\r\n"], true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads more of the body; the end of input or a stall is the client's error.
+    fn fill_body(&mut self, h: &mut Handle) -> Result<(), Fail> {
+        match self.fill(h, None)? {
+            Fill::Data => Ok(()),
+            Fill::Eof => {
+                let detail = "Unexpected EOF while reading request body";
+                Err(self.body_error(h, 400, "Bad Request", detail))
+            }
+            Fill::TimedOut => {
+                let detail = "Timeout while waiting for request body";
+                Err(self.body_error(h, 408, "Request Timeout", detail))
             }
         }
     }

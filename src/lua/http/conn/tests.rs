@@ -208,3 +208,30 @@ fn body_errors_are_answered_and_end_the_connection() {
         "{text}"
     );
 }
+
+#[test]
+fn a_length_body_arriving_in_segments_is_buffered_whole() {
+    let (mut client, mut server) = pair();
+    let body = [b'b'; 90];
+    client
+        .flush_blocking(&[
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 90\r\n\r\n",
+            &body[..30],
+        ])
+        .unwrap();
+    let mut conn = Connection::new(Rc::new(config()));
+    assert_eq!(conn.next_request(&mut server), Next::Request);
+    let writer = std::thread::spawn(move || {
+        for piece in body[30..].chunks(20) {
+            std::thread::sleep(Duration::from_millis(20));
+            client.flush_blocking(&[piece]).unwrap();
+        }
+        client
+    });
+    conn.buffer_body(&mut server, 1000).unwrap();
+    let r = conn.body_data(&mut server, usize::MAX).unwrap().unwrap();
+    assert_eq!(r, 0..90);
+    assert!(server.buffered()[r].iter().all(|&b| b == b'b'));
+    assert!(conn.body_done());
+    drop(writer.join().unwrap());
+}
