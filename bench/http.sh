@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP benchmark: wrk against moonbridge_http (examples/helloworld.lua, and bench/http_app.lua
 # for the 1 MiB response and the 64 KiB POST), with nginx `return 200` and nginx
-# `content_by_lua_block` as peers when installed. The servers are pinned to core 0, wrk to
+# `content_by_lua_block` as peers when installed, and (keep-alive only) the floor of the
+# pre-forking model, bench/prefork_floor.c, when a C compiler is there. The servers are pinned to core 0, wrk to
 # core 1. Every case runs ROUNDS times, servers interleaved, and the median is reported, so
 # that noise from other processes on the machine hits every server alike.
 #
@@ -68,6 +69,14 @@ PIDS+=($!)
 wait_port "$HELLO_PORT"
 wait_port "$APP_PORT"
 
+FLOOR_PORT=""
+if command -v cc >/dev/null && cc -O2 -o "$TMP/floor" bench/prefork_floor.c 2>/dev/null; then
+  FLOOR_PORT=$(free_port)
+  taskset -c "$SERVER_CPU" "$TMP/floor" "$FLOOR_PORT" "$CONN" &
+  PIDS+=($!)
+  wait_port "$FLOOR_PORT"
+fi
+
 NGINX_PORT=""
 NGINX_LUA=""
 if command -v nginx >/dev/null; then
@@ -112,19 +121,19 @@ median() { # values... -> median
   printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
 }
 
-# case name | wrk args | moonbridge url | nginx path | nginx lua path
+# case name | wrk args | moonbridge url | nginx path | nginx lua path | floor (1 = run it)
 CASES=(
-  "GET keep-alive||http://127.0.0.1:$HELLO_PORT/|/|/lua/"
-  "GET, Connection: close|-H Connection:@close|http://127.0.0.1:$HELLO_PORT/|/|/lua/"
-  "GET 1 MiB response||http://127.0.0.1:$APP_PORT/1m|/1m|/lua/1m"
-  "POST 64 KiB body|-s $ROOT/bench/http_post.lua|http://127.0.0.1:$APP_PORT/post|/post|/lua/post"
+  "GET keep-alive||http://127.0.0.1:$HELLO_PORT/|/|/lua/|1"
+  "GET, Connection: close|-H Connection:@close|http://127.0.0.1:$HELLO_PORT/|/|/lua/|"
+  "GET 1 MiB response||http://127.0.0.1:$APP_PORT/1m|/1m|/lua/1m|"
+  "POST 64 KiB body|-s $ROOT/bench/http_post.lua|http://127.0.0.1:$APP_PORT/post|/post|/lua/post|"
 )
 
 declare -A RPS P99
 for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
   for c in "${CASES[@]}"; do
-    IFS='|' read -r name args mb_url ngx_path lua_path <<<"$c"
+    IFS='|' read -r name args mb_url ngx_path lua_path floor <<<"$c"
     # shellcheck disable=SC2086 # args are word lists on purpose
     read -r r p < <(run_wrk "$mb_url" $args)
     RPS["$name|mb"]+="$r "
@@ -140,6 +149,12 @@ for round in $(seq "$ROUNDS"); do
       read -r r p < <(run_wrk "http://127.0.0.1:$NGINX_PORT$lua_path" $args)
       RPS["$name|lua"]+="$r "
       P99["$name|lua"]+="$p "
+    fi
+    if [ -n "$FLOOR_PORT" ] && [ -n "$floor" ]; then
+      # shellcheck disable=SC2086
+      read -r r p < <(run_wrk "http://127.0.0.1:$FLOOR_PORT/" $args)
+      RPS["$name|floor"]+="$r "
+      P99["$name|floor"]+="$p "
     fi
   done
 done
@@ -173,14 +188,22 @@ header="| case | wrk args | moonbridge req/s (p99) |"
 rule="|---|---|---|"
 [ -n "$NGINX_PORT" ] && header+=" nginx \`return 200\` | moonbridge / nginx |" && rule+="---|---|"
 [ -n "$NGINX_LUA" ] && header+=" nginx \`content_by_lua_block\` | moonbridge / lua |" && rule+="---|---|"
+[ -n "$FLOOR_PORT" ] && header+=" pre-fork floor | moonbridge / floor |" && rule+="---|---|"
 echo "$header"
 echo "$rule"
 for c in "${CASES[@]}"; do
-  IFS='|' read -r name args _ _ _ <<<"$c"
+  IFS='|' read -r name args _ _ _ _ <<<"$c"
   args=${args/$ROOT\//}
   args=${args//@/ }
   line="| $name | \`${args:--}\` | $(pick "$name|mb") |"
   [ -n "$NGINX_PORT" ] && line+=" $(pick "$name|ngx") | $(ratio "$name|mb" "$name|ngx") |"
   [ -n "$NGINX_LUA" ] && line+=" $(pick "$name|lua") | $(ratio "$name|mb" "$name|lua") |"
+  if [ -n "$FLOOR_PORT" ]; then
+    if [ -n "${RPS[$name|floor]:-}" ]; then
+      line+=" $(pick "$name|floor") | $(ratio "$name|mb" "$name|floor") |"
+    else
+      line+=" - | - |"
+    fi
+  fi
   echo "$line"
 done
