@@ -159,14 +159,19 @@ impl ReadBuf {
         }
     }
 
-    /// Makes room for `total` unread bytes without further reallocation (compacting the
-    /// read prefix first), so input of a known size can be collected in one piece.
+    /// Makes room for `total` unread bytes plus a full read chunk, so that input of a known
+    /// size can be collected in one piece without `fill_with` compacting or reallocating
+    /// (each would copy what arrived so far). Compacts only when the room is not there.
     pub fn reserve_unread(&mut self, total: usize) {
+        let want = total.saturating_add(READ_CHUNK);
+        if self.data.capacity() - self.start >= want {
+            return;
+        }
         if self.start > 0 {
             self.data.drain(..self.start);
             self.start = 0;
         }
-        self.data.reserve(total.saturating_sub(self.data.len()));
+        self.data.reserve(want.saturating_sub(self.data.len()));
     }
 
     /// Lets `read` fill spare capacity (at least `READ_CHUNK` bytes) and records what it
@@ -333,13 +338,31 @@ mod tests {
         b.reserve_unread(100_000);
         assert_eq!(b.bytes(), b"body");
         let before = b.data.as_ptr();
-        b.extend(&vec![b'x'; 100_000 - 4]);
+        // filled the way a socket fills it: no compaction or reallocation on the way
+        while b.len() < 100_000 {
+            let want = (100_000 - b.len()).min(7_000);
+            b.fill_with(|p, len| {
+                assert!(len >= want);
+                // SAFETY: the buffer hands out `len` writable bytes at `p`.
+                unsafe { std::ptr::write_bytes(p, b'x', want) };
+                Ok(want)
+            })
+            .unwrap();
+            assert_eq!(
+                before,
+                b.data.as_ptr(),
+                "no reallocation after the reservation"
+            );
+        }
+        assert_eq!(&b.bytes()[..4], b"body");
         assert_eq!(b.len(), 100_000);
-        assert_eq!(
-            before,
-            b.data.as_ptr(),
-            "no reallocation after the reservation"
-        );
+        // with enough room already, nothing moves
+        let mut c = buf(&[b'y'; 300]);
+        c.reserve_unread(1000);
+        c.consume(200);
+        let (ptr, start) = (c.data.as_ptr(), c.start);
+        c.reserve_unread(500);
+        assert_eq!((ptr, start), (c.data.as_ptr(), c.start));
     }
 
     #[test]
