@@ -411,7 +411,8 @@ impl Response {
             }
             Framing::Chunked => {
                 self.emit_chunk();
-                let _ = write!(DisplayBuf(&mut self.out), "{len:X}\r\n");
+                push_number(&mut self.out, len as u64, 16);
+                self.out.extend_from_slice(b"\r\n");
                 Ok(Some(b"\r\n"))
             }
             Framing::Close => Ok(Some(b"")),
@@ -526,7 +527,9 @@ impl Response {
 
     fn head_line_length(&mut self, n: u64) {
         if !self.no_body_status() {
-            let _ = write!(DisplayBuf(&mut self.head), "Content-Length: {n}\r\n");
+            self.head.extend_from_slice(b"Content-Length: ");
+            push_number(&mut self.head, n, 10);
+            self.head.extend_from_slice(b"\r\n");
         }
     }
 
@@ -534,7 +537,8 @@ impl Response {
         if self.body.is_empty() {
             return;
         }
-        let _ = write!(DisplayBuf(&mut self.out), "{:X}\r\n", self.body.len());
+        push_number(&mut self.out, self.body.len() as u64, 16);
+        self.out.extend_from_slice(b"\r\n");
         self.out.append(&mut self.body);
         self.out.extend_from_slice(b"\r\n");
     }
@@ -565,6 +569,22 @@ impl Response {
             self.out = written;
         }
     }
+}
+
+/// Appends `n` in base 10 or 16 (upper-case digits): on every response, where `write!`
+/// costs several times as much.
+fn push_number(out: &mut Vec<u8>, mut n: u64, base: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789ABCDEF"[(n % base) as usize];
+        n /= base;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `write!` into a byte vector.

@@ -344,3 +344,22 @@ fn the_applications_date_replaces_ours() {
         "HTTP/1.1 200 OK\r\nServer: mb\r\ndate: Thu, 01 Jan 2026 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n"
     );
 }
+
+#[test]
+fn numbers_are_written_in_decimal_and_hex() {
+    for (n, dec, hex) in [
+        (0u64, "0", "0"),
+        (9, "9", "9"),
+        (10, "10", "A"),
+        (255, "255", "FF"),
+        (65536, "65536", "10000"),
+        (u64::MAX, "18446744073709551615", "FFFFFFFFFFFFFFFF"),
+    ] {
+        let mut d = Vec::new();
+        super::push_number(&mut d, n, 10);
+        assert_eq!(d, dec.as_bytes());
+        let mut h = b"x".to_vec();
+        super::push_number(&mut h, n, 16);
+        assert_eq!(h, format!("x{hex}").as_bytes());
+    }
+}
