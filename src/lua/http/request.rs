@@ -2,13 +2,13 @@
 //!
 //! A request is a plain Lua table (`method`, `path`, `query` set directly; `socket` and
 //! the methods found through the metatable, the rest computed on first access by the
-//! glue's `__index`). All requests of a connection
-//! share one metatable whose slot `[1]` holds the connection userdata (and switch to a
-//! second one, with the same `[1]`, once they are stale); the connection's uservalue is
-//! `{socket, current_request, metatable, stale_metatable}`, which keeps the socket and the
-//! current request alive, so the connection can hold their addresses. A method finds its
-//! connection through `getmetatable(self)[1]`, and a request that is no longer the current
-//! one behaves as a finished one.
+//! glue's `__index`). All requests of a connection share one metatable whose slot `[1]`
+//! holds the connection userdata, and switch to a second one with the same `[1]` once they
+//! are stale. The connection's uservalue is `{socket, current_request, metatable,
+//! stale_metatable}`, which keeps the socket and the current request alive, so the
+//! connection can hold their addresses. A method finds its connection through
+//! `getmetatable(self)[1]`, and a request that is no longer the current one behaves as a
+//! finished one.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr::NonNull;
