@@ -50,6 +50,34 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
     assert.is_not_nil(pid_of(srv))
   end)
 
+  it("wakes one idle worker per new connection, not all of them", function()
+    -- 10 idle workers, 30 connections one after another: with every idle worker woken
+    -- for each connection (the thundering herd) they would sleep and wake ~300 times.
+    srv = H.start([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=10, min_fork=10, max_fork=10, fork_delay=0, ]] .. PID_HANDLER .. [[ }
+]])
+    local w = H.wait_workers(srv, 10)
+    assert.is_not_nil(w, H.log_text(srv))
+    local function switches()
+      local total = 0
+      for _, pid in ipairs(w) do
+        local text = H.read_file("/proc/" .. pid .. "/status") or ""
+        total = total + tonumber(text:match("voluntary_ctxt_switches:%s*(%d+)") or 0)
+      end
+      return total
+    end
+    H.sleep(0.2) -- let the new workers settle into their wait
+    local before = switches()
+    for _ = 1, 30 do
+      assert.is_not_nil(pid_of(srv))
+    end
+    local per_connection = (switches() - before) / 30
+    assert.same(w, H.workers(srv)) -- the same ten workers served them all
+    -- a woken worker sleeps again while reading the line and after answering: about 2-3
+    assert.is_true(per_connection < 5, "voluntary switches per connection: " .. per_connection)
+  end)
+
   it("forks pre_fork spare workers beside busy ones, spaced by fork_delay", function()
     srv = H.start([[
 listen{ {proto="tcp", host="127.0.0.1", port=$PORT},

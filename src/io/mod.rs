@@ -4,6 +4,7 @@
 //! `poll(2)` and retries. Every descriptor is an `OwnedFd` created close-on-exec.
 
 pub mod buffer;
+pub mod epoll;
 pub mod exec;
 pub mod handle;
 pub mod net;

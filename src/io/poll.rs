@@ -2,7 +2,7 @@
 //! and an optional wakeup by SIGTERM.
 //!
 //! Stateless on purpose: nothing (such as an epoll set) outlives the call, so nothing is
-//! shared with forked workers. Interruptions by other signals are retried with the time
+//! shared with forked workers (the server's idle workers use their own set, `io::epoll`). Interruptions by other signals are retried with the time
 //! that is left, measured on the monotonic clock.
 
 use std::io;

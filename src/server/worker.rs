@@ -8,8 +8,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::io::epoll::Epoll;
 use crate::io::net::Listener;
-use crate::io::poll::{self, Entry, Interest};
+use crate::io::signal::{self, SigtermWindow};
 use crate::io::Handle;
 use crate::server::board::{Board, Limits, Slot};
 use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
@@ -63,7 +64,16 @@ pub struct Worker {
     slot: usize,
     limits: Limits,
     current: Current,
+    /// What an idle worker waits on, made on its first wait (after the fork).
+    epoll: Option<Epoll>,
+    /// The last wait ended because a listener became ready (see `next_job`).
+    woken_for_listener: bool,
 }
+
+/// Epoll tokens: the control socket, the job queue, and listeners by descriptor.
+const TOKEN_CONTROL: u64 = 0;
+const TOKEN_QUEUE: u64 = 1;
+const TOKEN_LISTENER: u64 = 2;
 
 impl Worker {
     pub fn new(start: WorkerStart, idle_timeout: Option<Duration>) -> Self {
@@ -78,6 +88,8 @@ impl Worker {
             slot: start.slot,
             limits: start.limits,
             current: Current::None,
+            epoll: None,
+            woken_for_listener: false,
         }
     }
 
@@ -120,12 +132,22 @@ impl Worker {
     }
 
     /// Waits for the next job. Queued jobs come first; then the listeners are tried before
-    /// waiting, so a pending connection is taken without a poll round.
+    /// waiting, so a pending connection is taken without a wait.
+    ///
+    /// A new connection wakes only one idle worker (`EPOLLEXCLUSIVE`), so the worker it woke
+    /// must take it: accepting comes first after such a wake-up, even before a queued job
+    /// (a queued job wakes every idle worker) or a SIGTERM that arrived meanwhile (the
+    /// worker then stops at its next call).
     pub fn next_job(&mut self) -> io::Result<Next> {
         let deadline = self.idle_timeout.map(|d| Instant::now() + d);
         let mut buf = [0u8; MAX_MESSAGE + 1];
         loop {
-            if crate::io::signal::sigterm_received() {
+            if std::mem::take(&mut self.woken_for_listener) {
+                if let Some(next) = self.try_accept()? {
+                    return Ok(next);
+                }
+            }
+            if signal::sigterm_received() {
                 return Ok(Next::Stop(StopReason::Terminated));
             }
             if let Some(q) = &self.queue {
@@ -142,24 +164,8 @@ impl Worker {
                     Received::Closed => return Ok(Next::Stop(StopReason::MasterGone)),
                 }
             }
-            let mut i = 0;
-            while i < self.listeners.len() {
-                match self.listeners[i].accept_nb() {
-                    Ok(Some(h)) => {
-                        self.set_slot(Slot::Busy);
-                        self.current = Current::Connection;
-                        if self.limits.wake_after_taking(&self.board, self.pool) {
-                            self.report(Report::Wake);
-                        }
-                        return Ok(Next::Connection(h));
-                    }
-                    Ok(None) => i += 1,
-                    // The master shut the listener down (graceful shutdown): forget it.
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        self.listeners.swap_remove(i);
-                    }
-                    Err(e) => return Err(e),
-                }
+            if let Some(next) = self.try_accept()? {
+                return Ok(next);
             }
             // Nothing to do: before waiting, make sure there is still a master to wait for
             // (its death also sends SIGTERM, and closes the control socket, which wakes the
@@ -181,17 +187,66 @@ impl Worker {
         }
     }
 
+    /// Accepts a pending connection on one of the listeners, if there is one.
+    fn try_accept(&mut self) -> io::Result<Option<Next>> {
+        let mut i = 0;
+        while i < self.listeners.len() {
+            match self.listeners[i].accept_nb() {
+                Ok(Some(h)) => {
+                    self.set_slot(Slot::Busy);
+                    self.current = Current::Connection;
+                    if self.limits.wake_after_taking(&self.board, self.pool) {
+                        self.report(Report::Wake);
+                    }
+                    return Ok(Some(Next::Connection(h)));
+                }
+                Ok(None) => i += 1,
+                // The master shut the listener down (graceful shutdown): forget it.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    let l = self.listeners.swap_remove(i);
+                    // Other processes keep the listener open, so its registration would
+                    // outlive our descriptor: remove it first.
+                    if let (Some(ep), Some(fd)) = (&self.epoll, l.fd()) {
+                        let _ = ep.delete(fd.as_raw_fd());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// Waits until the queue, a listener or the control socket (EOF: master gone) is
-    /// readable, the timeout passes, or SIGTERM arrives (after `catch_sigterm`, poll wakes up
-    /// for it without a race).
-    fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut entries = vec![Entry::new(self.control.as_raw_fd(), Interest::Read)];
-        if let Some(q) = &self.queue {
-            entries.push(Entry::new(q.as_raw_fd(), Interest::Read));
+    /// readable, the timeout passes, or SIGTERM arrives (blocked except during the wait, so
+    /// one arriving just before it is not missed). Listeners are registered with
+    /// `EPOLLEXCLUSIVE`: a new connection wakes one idle worker, not all of them.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.epoll.is_none() {
+            let ep = Epoll::new()?;
+            ep.add(self.control.as_raw_fd(), TOKEN_CONTROL, false)?;
+            if let Some(q) = &self.queue {
+                ep.add(q.as_raw_fd(), TOKEN_QUEUE, false)?;
+            }
+            for fd in self.listeners.iter().filter_map(|l| l.fd()) {
+                let fd = fd.as_raw_fd();
+                ep.add(fd, TOKEN_LISTENER + fd as u64, true)?;
+            }
+            self.epoll = Some(ep);
         }
-        for fd in self.listeners.iter().filter_map(|l| l.fd()) {
-            entries.push(Entry::new(fd.as_raw_fd(), Interest::Read));
+        let ep = self.epoll.as_ref().expect("made above");
+        let window = SigtermWindow::open()?;
+        if signal::sigterm_received() {
+            return Ok(());
         }
-        poll::poll(&entries, timeout, true).map(drop)
+        let mut tokens = [0u64; 8];
+        match ep.wait(&mut tokens, timeout, Some(window.wait_mask())) {
+            Ok(n) => {
+                self.woken_for_listener = tokens[..n].iter().any(|&t| t >= TOKEN_LISTENER);
+                Ok(())
+            }
+            // SIGTERM or another signal: the caller looks at everything again
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
