@@ -295,13 +295,6 @@ lazy.post_metadata_list = post_field
 ---------------------------------------------------------------------------------------------
 -- generate_handler and the request loop of a connection.
 
--- The handler, then what the original did when it returned: consume the input for stream
--- handlers that were registered but not yet fed (`conn:done` finishes the response).
-local function serve(callback, request)
-  local result = callback(request)
-  if streams[request] then methods.consume_input(request) end
-  return result
-end
 
 -- `timeout` of the server (a global in the launcher, or the moonbridge module's)
 local function server_timeout()
@@ -367,7 +360,13 @@ function M.generate_handler(a, b)
         timeout(response_timeout)
         armed = true
       end
-      local ok, result = xpcall(serve, traceback, callback, request)
+      local ok, result = xpcall(callback, traceback, request)
+      -- what the original did when the handler returned: consume the input for stream
+      -- handlers that were registered but not yet fed (`conn:done` finishes the response)
+      if ok and streams[request] then
+        local fed, err = xpcall(methods.consume_input, traceback, request)
+        if not fed then ok, result = false, err end
+      end
       local again, refresh
       if ok then
         again, refresh = conn:done(request)

@@ -279,7 +279,8 @@ impl Connection {
             self.shutdown = true;
         }
         let cfg = self.cfg.clone();
-        let until = deadline(cfg.header_timeout);
+        // The head usually arrived whole: the clock is read only once it has to be waited for.
+        let mut until = None;
         let mut parser = HeadParser::new();
         loop {
             match parser.parse(h.buffered(), &cfg.head_limits) {
@@ -320,6 +321,7 @@ impl Connection {
                 Ok(Status::Partial) => {}
                 Err(e) => return Err(self.refuse_error(h, e)),
             }
+            let until = *until.get_or_insert_with(|| deadline(cfg.header_timeout));
             match self.fill(h, until)? {
                 Fill::Data => {}
                 Fill::Eof => {
