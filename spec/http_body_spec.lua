@@ -3,6 +3,9 @@
 -- maximum_input_chunk_size while it is still being sent), raw body streaming, and errors.
 local H = require "spec.http_helper"
 
+-- a spec that fails half-way leaves its server running: stop it when the file ends
+teardown(H.cleanup_all)
+
 -- Deterministic upload content: numbered 1000-byte records full of CR, LF and dashes, so a
 -- boundary look-alike appears everywhere and misordered chunks would show.
 local CONTENT_SOURCE = [[

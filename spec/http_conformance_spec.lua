@@ -2,6 +2,9 @@
 -- refusal of issue 5 §5 (status line, small response, connection closed, handler never
 -- called), keep-alive, pipelining, request bodies, 100-continue, handler errors, SIGTERM.
 local H = require "spec.http_helper"
+
+-- a spec that fails half-way leaves its server running: stop it when the file ends
+teardown(H.cleanup_all)
 local mio = require "moonbridge_io"
 
 local APP = [[

@@ -2,6 +2,9 @@
 local S = require "spec.server_helper"
 local H = require "spec.http_helper"
 
+-- a spec that fails half-way leaves its server running: stop it when the file ends
+teardown(H.cleanup_all)
+
 -- Starts an example with its port replaced by a free one.
 local function start_example(path)
   local f = assert(io.open(path))

@@ -44,6 +44,7 @@ H.stop = S.stop
 H.stop_clean = S.stop_clean
 H.log_text = S.log_text
 H.cleanup = S.cleanup
+H.cleanup_all = S.cleanup_all -- for a file-level teardown: stops what a failed spec left
 H.children = S.children
 H.wait_for = S.wait_for
 H.sleep = S.sleep

@@ -2,6 +2,9 @@
 -- real server (the launcher) and raw TCP.
 local H = require "spec.http_helper"
 
+-- a spec that fails half-way leaves its server running: stop it when the file ends
+teardown(H.cleanup_all)
+
 local APP = H.serializer_source() .. [[
 local routes = {}
 local stale -- a request kept from an earlier call
