@@ -64,10 +64,7 @@ impl Epoll {
         const MAX: usize = 8;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX];
         let room = tokens.len().min(MAX) as libc::c_int;
-        // Round up, so a short remaining time does not become a busy loop of 0 ms waits.
-        let ms = timeout.map_or(-1, |t| {
-            t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
-        });
+        let ms = crate::io::sys::timeout_ms(timeout);
         let mask = mask.map_or(ptr::null(), |m| m as *const libc::sigset_t);
         // SAFETY: `events` has room for `room` entries; `mask` is null or points to a
         // sigset that outlives the call.

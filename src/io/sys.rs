@@ -63,6 +63,14 @@ pub fn wait_fd(fd: BorrowedFd<'_>, interest: Interest, timeout_ms: i32) -> io::R
     Ok(n > 0)
 }
 
+/// A wait's timeout in the milliseconds `poll`/`epoll_wait` take: `-1` for none, rounded up
+/// (a wake-up that comes a little too early would only spin), capped at `c_int::MAX`.
+pub fn timeout_ms(timeout: Option<std::time::Duration>) -> libc::c_int {
+    timeout.map_or(-1, |d| {
+        d.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int
+    })
+}
+
 /// Whether the descriptor is ready right now, without blocking.
 pub fn ready_now(fd: BorrowedFd<'_>, interest: Interest) -> io::Result<bool> {
     wait_fd(fd, interest, 0)
@@ -143,4 +151,19 @@ pub fn set_recv_timeout(fd: RawFd, timeout: std::time::Duration) -> io::Result<(
 pub fn getpid() -> i32 {
     // SAFETY: getpid has no preconditions and cannot fail.
     unsafe { libc::getpid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_become_whole_milliseconds_rounded_up() {
+        assert_eq!(super::timeout_ms(None), -1);
+        assert_eq!(super::timeout_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(super::timeout_ms(Some(Duration::from_micros(1))), 1);
+        assert_eq!(super::timeout_ms(Some(Duration::from_micros(2001))), 3);
+        assert_eq!(super::timeout_ms(Some(Duration::from_secs(2))), 2000);
+        assert_eq!(super::timeout_ms(Some(Duration::MAX)), libc::c_int::MAX);
+    }
 }

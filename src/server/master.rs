@@ -530,10 +530,7 @@ impl Master<'_> {
                 }
             }
         }
-        // Round up, so that a wake-up never comes a little too early and spins.
-        let ms = timeout.map_or(-1, |d| {
-            (d.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
-        });
+        let ms = crate::io::sys::timeout_ms(timeout);
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n < 0 {

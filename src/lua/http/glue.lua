@@ -335,9 +335,7 @@ function M.generate_handler(a, b)
         rawset(t, key, m)
         return m
       end
-      local f = lazy[key]
-      if f ~= nil then return f(current, key) end
-      return nil
+      return index(current, key) -- a lazy field (or nothing)
     end })
     local mt = { __index = cache, __name = "moonbridge_http request" }
     local stale_mt = { __name = "moonbridge_http request", __index = function(self, key)

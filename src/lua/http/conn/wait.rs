@@ -94,7 +94,7 @@ pub(super) fn wait_fill(
         };
         // SAFETY: `pfd` is one valid pollfd for the duration of the call.
         match crate::io::sys::cvt(unsafe {
-            libc::poll(&mut pfd, 1, slice.as_millis() as libc::c_int)
+            libc::poll(&mut pfd, 1, crate::io::sys::timeout_ms(Some(slice)))
         }) {
             Ok(0) => {}
             Ok(_) => match fill_nb(h)? {
