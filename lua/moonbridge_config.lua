@@ -1,5 +1,5 @@
 -- listen{...} validation: turns the tables an application passes to listen{} into checked
--- pool descriptions with every default of listen.md §2 filled in. Pure Lua, no I/O, so the
+-- pool descriptions with every default filled in (docs/server.md lists them). Pure Lua, no I/O, so the
 -- launcher's -t mode and the specs can use it without starting anything.
 local M = {}
 
@@ -11,6 +11,94 @@ local MAX_MEMORY = 2^53
 
 local function fail(fmt, ...)
   error(string.format(fmt, ...), 0)
+end
+
+-- Edit distance with transpositions ("froks" -> "forks" is one step), case-insensitive.
+local function distance(a, b)
+  a, b = a:lower(), b:lower()
+  local prev2, prev, cur = {}, {}, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        cur[j] = math.min(cur[j], prev2[j - 2] + 1)
+      end
+    end
+    prev2, prev = prev, cur
+  end
+  return prev[#b]
+end
+
+--- The known name closest to `name` (at most two edits away, and not a mere rewrite of a
+--- short name), or nil.
+function M.closest(name, known)
+  local best, best_d
+  for _, k in ipairs(known) do
+    local d = distance(name, k)
+    if d <= 2 and d < #k and (not best_d or d < best_d) then best, best_d = k, d end
+  end
+  return best
+end
+
+--- Checks the keys of `t` against `known` (a list of names); indexes of t's sequence
+--- (1..seq_len) are allowed too. A key close to a known name is a mistake and raises
+--- `Unknown option "x"[ where] (did you mean "y"?)`; so does a key that is not a string. Any
+--- other unknown key is appended to `ignored` as `"x"[ where]`: applications and frameworks
+--- keep their own settings in the tables they pass to listen{} (WebMCP passes its
+--- `http_options` and `max_requests_per_fork` that way), and the original ignored them.
+--- `home(key)` names the table where a key given in the wrong one belongs: such a key raises
+--- `Option "x"[ where] belongs in <that table>`.
+--- Keys are taken in sorted order, so the outcome is the same on every run.
+function M.check_keys(t, known, where, seq_len, ignored, home)
+  local allowed, unknown = {}, {}
+  for _, k in ipairs(known) do allowed[k] = true end
+  for k in pairs(t) do
+    local index = math.type(k) == "integer" and k >= 1 and k <= (seq_len or 0)
+    if not index and not allowed[k] then unknown[#unknown + 1] = k end
+  end
+  table.sort(unknown, function(x, y) return tostring(x) < tostring(y) end)
+  where = where and " " .. where or ""
+  for _, k in ipairs(unknown) do
+    if type(k) ~= "string" then
+      fail("Unexpected key %s%s (listeners go in the array part, options are named)",
+        tostring(k), where)
+    end
+    local belongs = home and home(k)
+    if belongs then fail('Option "%s"%s belongs in %s', k, where, belongs) end
+    local near = M.closest(k, known)
+    if near then fail('Unknown option "%s"%s (did you mean "%s"?)', k, where, near) end
+    ignored[#ignored + 1] = string.format('"%s"%s', k, where)
+  end
+end
+
+local POOL_OPTIONS = { "pre_fork", "min_fork", "max_fork", "fork_delay", "fork_error_delay",
+  "exit_delay", "idle_timeout", "memory_limit", "prepare", "connect", "finish" }
+local LISTENER_FIELDS = {
+  tcp = { "proto", "host", "port" },
+  ["local"] = { "proto", "path", "mode" },
+  interval = { "proto", "delay", "name", "strict" },
+  main = { "proto", "name" },
+}
+local PROTO_ORDER = { "tcp", "local", "interval", "main" }
+
+-- Where a key given in the wrong table belongs (for check_keys): a pool option inside a
+-- listener, a listener field at the pool level, another kind's field in a listener.
+local function home_of(k, proto)
+  for _, o in ipairs(POOL_OPTIONS) do
+    if o == k then return proto and "the listen{} table, not in a listener" end
+  end
+  local kinds = {}
+  for _, other in ipairs(PROTO_ORDER) do
+    for _, f in ipairs(LISTENER_FIELDS[other]) do
+      if f == k and other ~= proto then kinds[#kinds + 1] = '"' .. other .. '"' end
+    end
+  end
+  if #kinds == 0 then return nil end
+  if not proto then return 'a listener table such as {proto="tcp", port=...}' end
+  return "a listener with proto " .. table.concat(kinds, " or ")
 end
 
 -- nil, false (= 0) or a number 0 <= n <= 1e8
@@ -41,7 +129,7 @@ local function function_option(opts, name, required)
   return v
 end
 
-local function check_listener(i, l)
+local function check_listener(i, l, ignored)
   if type(l) ~= "table" then
     fail("Listener #%d must be a table, got %s", i, type(l))
   end
@@ -52,6 +140,8 @@ local function check_listener(i, l)
   if type(proto) ~= "string" or not PROTOS[proto] then
     fail('Unknown protocol "%s" (listener #%d)', tostring(proto), i)
   end
+  M.check_keys(l, LISTENER_FIELDS[proto], string.format("in %s listener #%d", proto, i), 0,
+    ignored, function(k) return home_of(k, proto) end)
   local out = { proto = proto }
   if proto == "tcp" then
     local host, port = l.host, l.port
@@ -76,6 +166,14 @@ local function check_listener(i, l)
     end
     if #path > 107 then fail("Listener #%d: path longer than 107 bytes", i) end
     out.path = path
+    local mode = l.mode
+    if mode ~= nil then
+      -- octal text only: a number such as 660 would silently mean other bits
+      if type(mode) ~= "string" or not mode:match("^0?[0-7][0-7][0-7]$") then
+        fail('Listener #%d: "mode" must be a string of three octal digits, such as "660"', i)
+      end
+      out.mode = tonumber(mode, 8)
+    end
   elseif proto == "interval" then
     local delay = l.delay
     if type(delay) ~= "number" or not (delay > 0) or delay > MAX_TIME then
@@ -102,16 +200,18 @@ function M.pool(args)
   if type(args) ~= "table" then
     fail("listen{...} expects a table, got %s", type(args))
   end
-  local listeners = {}
+  local listeners, ignored = {}, {}
   for i, l in ipairs(args) do
     if i > MAX_LISTENERS then fail("At most %d listeners per listen{} call", MAX_LISTENERS) end
-    listeners[i] = check_listener(i, l)
+    listeners[i] = check_listener(i, l, ignored)
   end
+  M.check_keys(args, POOL_OPTIONS, nil, #listeners, ignored, home_of)
   if #listeners == 0 then
     fail('No listener given; use listen{{proto="tcp", host=..., port=...}, ..., connect=function(socket) ... end}')
   end
   local pool = {
     listeners = listeners,
+    ignored = ignored, -- unknown option names, for the log
     prepare = function_option(args, "prepare", false),
     connect = function_option(args, "connect", true),
     finish = function_option(args, "finish", false),

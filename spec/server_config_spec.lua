@@ -74,6 +74,24 @@ describe("listen{} validation", function()
     assert.equal("integer", math.type(port))
   end)
 
+  it("ignores, and lists, unknown options that resemble no known one (frameworks' own)", function()
+    local p = config.pool { { proto = "interval", delay = 1, handler = f },
+      { proto = "tcp", port = 80 }, connect = f, http_options = {}, max_requests_per_fork = 200 }
+    assert.same({ '"handler" in interval listener #1', '"http_options"',
+      '"max_requests_per_fork"' }, p.ignored)
+    assert.same({}, config.pool(tcp()).ignored)
+  end)
+
+  it("turns a local listener's octal mode text into permission bits", function()
+    local function mode(m)
+      return config.pool { { proto = "local", path = "/tmp/x", mode = m }, connect = f }
+        .listeners[1].mode
+    end
+    assert.equal(6 * 64 + 6 * 8, mode("660"))
+    assert.equal(6 * 64, mode("0600"))
+    assert.is_nil(mode(nil))
+  end)
+
   local bad = {
     -- what, args, pattern the error must match
     { "not a table", "tcp", "listen{...} expects a table, got string" },
@@ -129,6 +147,30 @@ describe("listen{} validation", function()
     { "fractional memory_limit", tcp { memory_limit = 1.5 }, 'Option "memory_limit"' },
     { "infinite memory_limit", tcp { memory_limit = math.huge }, 'Option "memory_limit"' },
     { "string memory_limit", tcp { memory_limit = "1M" }, 'Option "memory_limit"' },
+    { "a misspelt pool option", tcp { max_froks = 3 },
+      '^Unknown option "max_froks" %(did you mean "max_fork"%?%)$' },
+    { "a differently cased pool option", tcp { Connect = f },
+      '^Unknown option "Connect" %(did you mean "connect"%?%)$' },
+    { "a misspelt option without listeners", { connect = f, prefork = 1 },
+      '^Unknown option "prefork" %(did you mean "pre_fork"%?%)$' },
+    { "a key beyond the listeners", { { proto = "main" }, [3] = { proto = "main" }, connect = f },
+      "^Unexpected key 3 %(listeners go in the array part, options are named%)$" },
+    { "a misspelt listener field", { { proto = "tcp", hots = "::1", port = 1 }, connect = f },
+      '^Unknown option "hots" in tcp listener #1 %(did you mean "host"%?%)$' },
+    { "another kind's listener field", { { proto = "tcp", port = 1, path = "/x" }, connect = f },
+      '^Option "path" in tcp listener #1 belongs in a listener with proto "local"$' },
+    { "a field of two other kinds", { { proto = "tcp", port = 1, name = "x" }, connect = f },
+      '^Option "name" in tcp listener #1 belongs in a listener with proto "interval" or "main"$' },
+    { "a pool option in a listener", { { proto = "main", connect = f }, connect = f },
+      '^Option "connect" in main listener #1 belongs in the listen{} table, not in a listener$' },
+    { "a listener field at the pool level", { { proto = "tcp", port = 1 }, port = 2, connect = f },
+      '^Option "port" belongs in a listener table such as {proto="tcp", port=...}$' },
+    { "a misspelt interval field", { { proto = "main" }, { proto = "interval", dealy = 1 }, connect = f },
+      '^Unknown option "dealy" in interval listener #2 %(did you mean "delay"%?%)$' },
+    { "a numeric socket mode", { { proto = "local", path = "/tmp/x", mode = 660 }, connect = f },
+      'Listener #1: "mode" must be a string of three octal digits, such as "660"' },
+    { "a non-octal socket mode", { { proto = "local", path = "/tmp/x", mode = "680" }, connect = f },
+      '"mode" must be a string of three octal digits' },
   }
   for _, case in ipairs(bad) do
     it("rejects " .. case[1], function()
@@ -179,18 +221,6 @@ describe("the launcher", function()
     -- nothing is bound: the port is still free
     local l = assert(mio.tcplisten("127.0.0.1", port))
     l:close()
-  end)
-
-  it("passes arguments after the application's `--` to the script", function()
-    local dir = H.tmpdir()
-    H.write_file(dir .. "/app.lua", [[
-      io.stderr:write("args=", table.concat({...}, ","), "\n")
-      listen{ {proto="main"}, connect=function() end }
-    ]])
-    local code, out = H.run(H.quote(H.launcher) .. " -t " .. dir .. "/app.lua -- -x 7")
-    os.execute("rm -rf " .. H.quote(dir))
-    assert.equal(0, code, out)
-    assert.matches("args=%-x,7", out)
   end)
 
   it("-t reports a listen{} error naming the option, with exit code 3", function()
