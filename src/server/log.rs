@@ -50,6 +50,12 @@ impl Logger {
         }
     }
 
+    /// The log file's descriptor, whose lock a daemonizing master hands over.
+    pub fn file_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.file.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Logs to syslog with this ident and facility (LOG_DAEMON, LOG_USER, LOG_LOCAL0..7).
     pub fn open_syslog(&mut self, ident: &str, facility: i32) {
         let ident = CString::new(ident.replace('\0', "")).expect("NUL removed above");

@@ -117,36 +117,47 @@ lua_fn! {
 }
 
 lua_fn! {
-    /// daemonize() -> true | nil, message[, holder_pid] (returns in the background process
-    /// only; holder_pid when another process took the log file meanwhile)
+    /// daemonize() -> true | nil, message. Called once the listeners are open and the pid
+    /// file is taken. Returns in the background process only, once it holds the pid file and
+    /// log file locks again; the launching process waits for that and exits 0, or prints why
+    /// the daemon could not take over and exits 2 (a lock taken meanwhile) or 3.
     pub fn daemonize(s) {
-        match process::daemonize() {
-            Ok(()) => {
-                // The log file lock stayed with the process that went away.
-                let relocked = LOGGER.with(|l| {
+        let pid_fd = PIDFILE.with(|p| p.borrow().as_ref().map(PidFile::raw_fd));
+        let log_fd = LOGGER.with(|l| l.borrow().file_fd());
+        let locks: Vec<_> = pid_fd.into_iter().chain(log_fd).collect();
+        let detached = match process::daemonize(&locks) {
+            Ok(d) => d,
+            Err(e) => return s.fail_os(&e),
+        };
+        let relocked = PIDFILE
+            .with(|p| p.borrow_mut().as_mut().map_or(Ok(()), PidFile::take_over))
+            .map_err(|e| ("PID file", e))
+            .and_then(|()| {
+                LOGGER.with(|l| {
                     let mut l = l.borrow_mut();
                     l.to_stderr = false;
-                    l.relock()
-                });
-                match relocked {
-                    Ok(()) => {
-                        s.push_bool(true);
-                        Ok(1)
-                    }
-                    Err(PidFileError::Locked(pid)) => {
-                        s.push_nil();
-                        let holder = pid.map_or(String::new(), |p| format!(" (PID {p})"));
-                        s.push_str(&format!(
-                            "Log file is locked by another process{holder}: already running"
-                        ));
-                        s.push_int(pid.unwrap_or(0) as i64);
-                        Ok(3)
-                    }
-                    Err(PidFileError::Io(e)) => s.fail_os(&e),
-                }
+                    l.relock().map_err(|e| ("Log file", e))
+                })
+            });
+        match relocked {
+            Ok(()) => detached.ready(),
+            Err((what, PidFileError::Locked(pid))) => {
+                let holder = pid.map_or(String::new(), |p| format!(" (PID {p})"));
+                detached.fail(
+                    2,
+                    &format!("{what} is locked by another process{holder}: already running"),
+                );
+                // SAFETY: _exit ends the daemon, which has nothing to clean up yet.
+                unsafe { libc::_exit(2) }
             }
-            Err(e) => s.fail_os(&e),
+            Err((what, PidFileError::Io(e))) => {
+                detached.fail(3, &format!("{what}: {}", error_text(&e)));
+                // SAFETY: as above.
+                unsafe { libc::_exit(3) }
+            }
         }
+        s.push_bool(true);
+        Ok(1)
     }
 }
 
