@@ -243,6 +243,30 @@ pub fn local_connect_nb(path: &[u8]) -> io::Result<Handle> {
     Ok(Handle::new(fd, Kind::Local))
 }
 
+/// Sets the permission bits of a socket file by its path: `fchmod` on a socket descriptor
+/// does not change the file on Linux. The file was bound a moment ago by this process.
+fn chmod_socket(file: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+}
+
+/// Runs `before_listen` on the socket file that `fd` was just bound to, then listens. On
+/// any failure the socket is closed and the file (created by the bind) removed.
+fn listen_bound(
+    fd: OwnedFd,
+    file: &Path,
+    before_listen: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<OwnedFd> {
+    match before_listen(file).and_then(|()| listen(&fd)) {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            drop(fd);
+            let _ = std::fs::remove_file(file);
+            Err(e)
+        }
+    }
+}
+
 fn listen(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: plain syscall on a descriptor we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) }).map(drop)
@@ -288,8 +312,12 @@ impl Listener {
     }
 
     /// `locallisten`: an existing socket file at `path` is replaced; any other existing file
-    /// is an error and stays untouched.
-    pub fn local(path: &[u8]) -> io::Result<Listener> {
+    /// is an error and stays untouched. With `mode` (permission bits, at most `0o7777`), the
+    /// socket file is chmod-ed after `bind` and before `listen`: a bound Unix socket that is
+    /// not listening refuses every connect, so no client gets in before the permissions are
+    /// in effect. If the chmod or the listen fails, the socket is closed and the file that
+    /// `bind` created is removed.
+    pub fn local(path: &[u8], mode: Option<u32>) -> io::Result<Listener> {
         let addr = unix_addr(path)?;
         let file = Path::new(OsStr::from_bytes(path));
         match std::fs::symlink_metadata(file) {
@@ -305,7 +333,10 @@ impl Listener {
         }
         let fd = new_socket(AddressFamily::Unix, true)?;
         sock::bind(fd.as_raw_fd(), &addr)?;
-        listen(&fd)?;
+        let fd = listen_bound(fd, file, |file| match mode {
+            Some(mode) => chmod_socket(file, mode),
+            None => Ok(()),
+        })?;
         Self::from_owned_fd(fd)
     }
 
@@ -512,7 +543,7 @@ mod tests {
     fn unix_listener_replaces_sockets_only() {
         let path = tmp_path("sock");
         let bytes = path.as_os_str().as_bytes();
-        let l = Listener::local(bytes).unwrap();
+        let l = Listener::local(bytes, None).unwrap();
         assert_eq!(l.kind(), Kind::Local);
         assert_eq!(l.path(), Some(path.as_path()));
         let mut c = local_connect(bytes).unwrap();
@@ -522,14 +553,51 @@ mod tests {
         assert_eq!((out.len, out.status), (3, ReadStatus::Term));
         drop(l);
         // the stale socket file is replaced
-        let l2 = Listener::local(bytes).unwrap();
+        let l2 = Listener::local(bytes, None).unwrap();
         drop(l2);
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"keep").unwrap();
-        let e = Listener::local(bytes).unwrap_err();
+        let e = Listener::local(bytes, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"keep");
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn unix_listener_mode_is_applied_before_listening() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tmp_path("mode");
+        let bytes = path.as_os_str().as_bytes();
+        for mode in [0o600, 0o660, 0o777, 0o1700] {
+            let l = Listener::local(bytes, Some(mode)).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.permissions().mode() & 0o7777, mode);
+            let _c = local_connect(bytes).unwrap();
+            assert!(l.accept_nb().unwrap().is_some());
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_failure_between_bind_and_listen_removes_the_socket_file() {
+        let path = tmp_path("fail");
+        let bytes = path.as_os_str().as_bytes();
+        let addr = unix_addr(bytes).unwrap();
+        let fd = new_socket(AddressFamily::Unix, true).unwrap();
+        sock::bind(fd.as_raw_fd(), &addr).unwrap();
+        let mut seen = None;
+        let e = listen_bound(fd, &path, |file| {
+            // bound, not listening: the file exists and connects are refused
+            seen = Some(std::fs::symlink_metadata(file).is_ok());
+            let refused = local_connect(bytes).unwrap_err();
+            assert_eq!(refused.raw_os_error(), Some(libc::ECONNREFUSED));
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        })
+        .unwrap_err();
+        assert_eq!(seen, Some(true));
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert!(std::fs::symlink_metadata(&path).is_err(), "file removed");
     }
 
     #[test]
@@ -538,7 +606,7 @@ mod tests {
         let e = local_connect(&long).unwrap_err();
         assert_eq!(sys::error_text(&e), "File name too long");
         assert!(local_connect_nb(&long).is_err());
-        assert!(Listener::local(&long).is_err());
+        assert!(Listener::local(&long, None).is_err());
         assert!(local_connect(b"").is_err());
         let e = local_connect(b"/nonexistent/mb.sock").unwrap_err();
         assert_eq!(sys::error_text(&e), "No such file or directory");
