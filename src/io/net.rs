@@ -113,6 +113,30 @@ pub fn resolve(host: &[u8], port: Port<'_>, passive: bool) -> io::Result<Vec<Soc
     Ok(addrs)
 }
 
+/// Checks that `tcplisten(host, port)` would find an address to bind to (the same passive
+/// resolution), without binding. `Err` is the message: it says whether the service name or
+/// the host could not be resolved.
+pub fn check_listen_address(host: &[u8], port: Port<'_>) -> Result<(), String> {
+    let Err(e) = resolve(host, port, true) else {
+        return Ok(());
+    };
+    if let Port::Service(name) = port {
+        // With a numeric wildcard host only the service can fail.
+        if let Err(e) = resolve(b"0.0.0.0", port, true) {
+            return Err(format!(
+                "Could not resolve service \"{}\": {}",
+                String::from_utf8_lossy(name),
+                sys::error_text(&e)
+            ));
+        }
+    }
+    Err(format!(
+        "Could not resolve host \"{}\": {}",
+        String::from_utf8_lossy(host),
+        sys::error_text(&e)
+    ))
+}
+
 /// The IPv4/IPv6 address in a socket address, if it is one.
 fn inet_addr(ss: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(a) = ss.as_sockaddr_in() {
@@ -496,6 +520,28 @@ mod tests {
         let e = resolve(b"127.0.0.1", Port::Service(b"no-such-service"), false).unwrap_err();
         assert!(!sys::error_text(&e).is_empty());
         assert!(resolve(b"a\0b", Port::Number(1), false).is_err());
+    }
+
+    #[test]
+    fn listen_addresses_are_checked_like_tcplisten_resolves_them() {
+        assert_eq!(check_listen_address(b"127.0.0.1", Port::Number(0)), Ok(()));
+        assert_eq!(check_listen_address(b"::", Port::Service(b"http")), Ok(()));
+        assert_eq!(
+            check_listen_address(b"0.0.0.0", Port::Service(b"8080")),
+            Ok(())
+        );
+        let e = check_listen_address(b"nosuch.invalid", Port::Number(80)).unwrap_err();
+        assert!(
+            e.starts_with("Could not resolve host \"nosuch.invalid\": "),
+            "{e}"
+        );
+        let e = check_listen_address(b"127.0.0.1", Port::Service(b"nosuchservice")).unwrap_err();
+        assert!(
+            e.starts_with("Could not resolve service \"nosuchservice\": "),
+            "{e}"
+        );
+        let e = check_listen_address(b"nosuch.invalid", Port::Service(b"http")).unwrap_err();
+        assert!(e.starts_with("Could not resolve host "), "{e}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl LuaObject for Listener {
 const MAX_MODE: u32 = 0o7777;
 
 /// The port argument: an integer 0..=65535, or a service name (or numeric string).
-fn check_port<'a>(s: Stack<'a>, i: c_int, fname: &str) -> LResult<Port<'a>> {
+pub fn check_port<'a>(s: Stack<'a>, i: c_int, fname: &str) -> LResult<Port<'a>> {
     match s.type_of(i) {
         ffi::LUA_TNUMBER => {
             let n = s.check_integer(i, i, fname)?;
