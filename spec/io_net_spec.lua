@@ -328,6 +328,73 @@ describe("moonbridge_io networking", function()
       cleanup(dir, "s")
     end)
 
+    describe("with a mode (NEW)", function()
+      -- The permission bits of a file, as `stat -c %a` prints them (octal).
+      local function mode_of(path)
+        local p = assert(io.popen("stat -c %a '" .. path .. "'"))
+        local text = p:read("l")
+        p:close()
+        return tonumber(text, 8)
+      end
+
+      it("gives the socket file exactly the permission bits asked for", function()
+        local dir = tempdir()
+        local path = dir .. "/s"
+        for _, octal in ipairs { "600", "660", "777", "700", "0", "1777", "7777" } do
+          local mode = tonumber(octal, 8)
+          local l = assert(mio.locallisten(path, mode))
+          assert.is_true(is_socket(path))
+          assert.equals(mode, mode_of(path), string.format("mode %o", mode))
+          -- and it serves (root ignores the bits, the owner would need write permission)
+          if mode & tonumber("200", 8) ~= 0 then
+            local c = assert(mio.localconnect(path))
+            local s = assert(l:accept())
+            exchange(c, s)
+            c:close(); s:close()
+          end
+          assert.is_true(l:close())
+        end
+        cleanup(dir, "s")
+      end)
+
+      it("leaves the default (the umask's) without a mode, and accepts nil", function()
+        local p = assert(io.popen("umask"))
+        local umask = tonumber(p:read("l"), 8)
+        p:close()
+        local dir = tempdir()
+        local path = dir .. "/s"
+        assert(mio.locallisten(path)):close()
+        assert.equals(tonumber("777", 8) & ~umask, mode_of(path))
+        assert(mio.locallisten(path, nil)):close()
+        assert.equals(tonumber("777", 8) & ~umask, mode_of(path))
+        cleanup(dir, "s")
+      end)
+
+      it("raises a plain-string error for a mode of the wrong type or range", function()
+        local dir = tempdir()
+        local path = dir .. "/s"
+        local function err_of(...)
+          local ok, err = pcall(mio.locallisten, ...)
+          assert.is_false(ok)
+          assert.is_string(err)
+          return err
+        end
+        local range = "bad argument #2 to 'locallisten' (mode out of range (0 to 0o7777))"
+        assert.equals(range, err_of(path, -1))
+        assert.equals(range, err_of(path, tonumber("10000", 8)))
+        assert.equals(range, err_of(path, math.mininteger))
+        assert.equals("bad argument #2 to 'locallisten' (number expected, got string)",
+          err_of(path, "0600"))
+        assert.equals("bad argument #2 to 'locallisten' (number expected, got table)",
+          err_of(path, {}))
+        assert.equals("bad argument #2 to 'locallisten' (number has no integer representation)",
+          err_of(path, 1.5))
+        -- nothing was created
+        assert.is_false(is_socket(path))
+        cleanup(dir)
+      end)
+    end)
+
     it("reject paths longer than 107 bytes with a message", function()
       local long = "/tmp/" .. ("x"):rep(103)
       assert.equals(108, #long)

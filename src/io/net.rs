@@ -113,6 +113,30 @@ pub fn resolve(host: &[u8], port: Port<'_>, passive: bool) -> io::Result<Vec<Soc
     Ok(addrs)
 }
 
+/// Checks that `tcplisten(host, port)` would find an address to bind to (the same passive
+/// resolution), without binding. `Err` is the message: it says whether the service name or
+/// the host could not be resolved.
+pub fn check_listen_address(host: &[u8], port: Port<'_>) -> Result<(), String> {
+    let Err(e) = resolve(host, port, true) else {
+        return Ok(());
+    };
+    if let Port::Service(name) = port {
+        // With a numeric wildcard host only the service can fail.
+        if let Err(e) = resolve(b"0.0.0.0", port, true) {
+            return Err(format!(
+                "Could not resolve service \"{}\": {}",
+                String::from_utf8_lossy(name),
+                sys::error_text(&e)
+            ));
+        }
+    }
+    Err(format!(
+        "Could not resolve host \"{}\": {}",
+        String::from_utf8_lossy(host),
+        sys::error_text(&e)
+    ))
+}
+
 /// The IPv4/IPv6 address in a socket address, if it is one.
 fn inet_addr(ss: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(a) = ss.as_sockaddr_in() {
@@ -243,6 +267,30 @@ pub fn local_connect_nb(path: &[u8]) -> io::Result<Handle> {
     Ok(Handle::new(fd, Kind::Local))
 }
 
+/// Sets the permission bits of a socket file by its path: `fchmod` on a socket descriptor
+/// does not change the file on Linux. The file was bound a moment ago by this process.
+fn chmod_socket(file: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+}
+
+/// Runs `before_listen` on the socket file that `fd` was just bound to, then listens. On
+/// any failure the socket is closed and the file (created by the bind) removed.
+fn listen_bound(
+    fd: OwnedFd,
+    file: &Path,
+    before_listen: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<OwnedFd> {
+    match before_listen(file).and_then(|()| listen(&fd)) {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            drop(fd);
+            let _ = std::fs::remove_file(file);
+            Err(e)
+        }
+    }
+}
+
 fn listen(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: plain syscall on a descriptor we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) }).map(drop)
@@ -288,8 +336,12 @@ impl Listener {
     }
 
     /// `locallisten`: an existing socket file at `path` is replaced; any other existing file
-    /// is an error and stays untouched.
-    pub fn local(path: &[u8]) -> io::Result<Listener> {
+    /// is an error and stays untouched. With `mode` (permission bits, at most `0o7777`), the
+    /// socket file is chmod-ed after `bind` and before `listen`: a bound Unix socket that is
+    /// not listening refuses every connect, so no client gets in before the permissions are
+    /// in effect. If the chmod or the listen fails, the socket is closed and the file that
+    /// `bind` created is removed.
+    pub fn local(path: &[u8], mode: Option<u32>) -> io::Result<Listener> {
         let addr = unix_addr(path)?;
         let file = Path::new(OsStr::from_bytes(path));
         match std::fs::symlink_metadata(file) {
@@ -305,7 +357,10 @@ impl Listener {
         }
         let fd = new_socket(AddressFamily::Unix, true)?;
         sock::bind(fd.as_raw_fd(), &addr)?;
-        listen(&fd)?;
+        let fd = listen_bound(fd, file, |file| match mode {
+            Some(mode) => chmod_socket(file, mode),
+            None => Ok(()),
+        })?;
         Self::from_owned_fd(fd)
     }
 
@@ -468,6 +523,28 @@ mod tests {
     }
 
     #[test]
+    fn listen_addresses_are_checked_like_tcplisten_resolves_them() {
+        assert_eq!(check_listen_address(b"127.0.0.1", Port::Number(0)), Ok(()));
+        assert_eq!(check_listen_address(b"::", Port::Service(b"http")), Ok(()));
+        assert_eq!(
+            check_listen_address(b"0.0.0.0", Port::Service(b"8080")),
+            Ok(())
+        );
+        let e = check_listen_address(b"nosuch.invalid", Port::Number(80)).unwrap_err();
+        assert!(
+            e.starts_with("Could not resolve host \"nosuch.invalid\": "),
+            "{e}"
+        );
+        let e = check_listen_address(b"127.0.0.1", Port::Service(b"nosuchservice")).unwrap_err();
+        assert!(
+            e.starts_with("Could not resolve service \"nosuchservice\": "),
+            "{e}"
+        );
+        let e = check_listen_address(b"nosuch.invalid", Port::Service(b"http")).unwrap_err();
+        assert!(e.starts_with("Could not resolve host "), "{e}");
+    }
+
+    #[test]
     fn connect_accept_and_addresses_v4_and_v6() {
         for host in ["127.0.0.1", "::1"] {
             let (l, port) = loopback(host);
@@ -512,7 +589,7 @@ mod tests {
     fn unix_listener_replaces_sockets_only() {
         let path = tmp_path("sock");
         let bytes = path.as_os_str().as_bytes();
-        let l = Listener::local(bytes).unwrap();
+        let l = Listener::local(bytes, None).unwrap();
         assert_eq!(l.kind(), Kind::Local);
         assert_eq!(l.path(), Some(path.as_path()));
         let mut c = local_connect(bytes).unwrap();
@@ -522,14 +599,51 @@ mod tests {
         assert_eq!((out.len, out.status), (3, ReadStatus::Term));
         drop(l);
         // the stale socket file is replaced
-        let l2 = Listener::local(bytes).unwrap();
+        let l2 = Listener::local(bytes, None).unwrap();
         drop(l2);
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"keep").unwrap();
-        let e = Listener::local(bytes).unwrap_err();
+        let e = Listener::local(bytes, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"keep");
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn unix_listener_mode_is_applied_before_listening() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = tmp_path("mode");
+        let bytes = path.as_os_str().as_bytes();
+        for mode in [0o600, 0o660, 0o777, 0o1700] {
+            let l = Listener::local(bytes, Some(mode)).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.permissions().mode() & 0o7777, mode);
+            let _c = local_connect(bytes).unwrap();
+            assert!(l.accept_nb().unwrap().is_some());
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_failure_between_bind_and_listen_removes_the_socket_file() {
+        let path = tmp_path("fail");
+        let bytes = path.as_os_str().as_bytes();
+        let addr = unix_addr(bytes).unwrap();
+        let fd = new_socket(AddressFamily::Unix, true).unwrap();
+        sock::bind(fd.as_raw_fd(), &addr).unwrap();
+        let mut seen = None;
+        let e = listen_bound(fd, &path, |file| {
+            // bound, not listening: the file exists and connects are refused
+            seen = Some(std::fs::symlink_metadata(file).is_ok());
+            let refused = local_connect(bytes).unwrap_err();
+            assert_eq!(refused.raw_os_error(), Some(libc::ECONNREFUSED));
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        })
+        .unwrap_err();
+        assert_eq!(seen, Some(true));
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert!(std::fs::symlink_metadata(&path).is_err(), "file removed");
     }
 
     #[test]
@@ -538,7 +652,7 @@ mod tests {
         let e = local_connect(&long).unwrap_err();
         assert_eq!(sys::error_text(&e), "File name too long");
         assert!(local_connect_nb(&long).is_err());
-        assert!(Listener::local(&long).is_err());
+        assert!(Listener::local(&long, None).is_err());
         assert!(local_connect(b"").is_err());
         let e = local_connect(b"/nonexistent/mb.sock").unwrap_err();
         assert_eq!(sys::error_text(&e), "No such file or directory");

@@ -1,5 +1,11 @@
 //! `moonbridge_io.exec` and the child handle userdata: `kill`, `wait`, `wait_nb`, plus the
-//! `stdin`, `stdout`, `stderr` handle fields. `wait_call`/`wait_yield` live in `glue.lua`.
+//! `stdin`, `stdout`, `stderr` handle fields. `wait_call`/`wait_yield` live in `glue.lua`
+//! (over `wait_nb`, so they share its checks).
+//!
+//! As in the original, a child is *collected* once its status has been returned by one of
+//! the wait forms, or once it was killed and reaped by `__close`; waiting for or killing a
+//! collected child is misuse and raises a plain-string error. (`tostring` and `poll` still
+//! work: a collected child reads as exited.)
 
 use std::ffi::{c_int, CStr};
 
@@ -8,7 +14,7 @@ use mlua::ffi;
 use crate::io::exec::{Child, Command, Spawned};
 use crate::lua::handle::push_handle;
 use crate::lua::state::{
-    bad_arg, check_self, lua_fn, push_object, set_object_field, LuaObject, Stack,
+    bad_arg, check_self, lua_fn, push_object, set_object_field, LResult, LuaObject, Misuse, Stack,
 };
 use crate::lua::Functions;
 
@@ -16,6 +22,20 @@ pub const FUNCTIONS: Functions = &[(c"exec", exec)];
 
 /// Returned (after `false`) by `wait_nb` while the child runs.
 const STILL_RUNNING: &str = "Process is still running";
+
+/// Raised by the wait forms on a collected child (the original's wording).
+const WAIT_COLLECTED: &str = "Attempt to wait for an already collected child process";
+/// Raised by `kill` on a collected child (the original's wording).
+const KILL_COLLECTED: &str = "Attempt to kill an already collected child process";
+
+/// `self` of a child method, which must not have been collected yet.
+fn uncollected<'a>(s: Stack<'a>, fname: &str, collected: &str) -> LResult<&'a mut Child> {
+    let child = check_self::<Child>(s, fname)?;
+    if child.has_exited() {
+        return Err(Misuse(collected.into()));
+    }
+    Ok(child)
+}
 
 impl LuaObject for Child {
     const TNAME: &'static CStr = c"moonbridge_io child";
@@ -74,12 +94,13 @@ fn push_child(s: Stack<'_>, spawned: Spawned) {
 }
 
 lua_fn! {
-    /// `child:kill(signal = 9)`: returns the child handle.
+    /// `child:kill(signal = 9)`: returns the child handle; raises once collected.
     fn kill(s) {
-        let child = check_self::<Child>(s, "kill")?;
+        check_self::<Child>(s, "kill")?;
         let signal = s.opt_integer(2, 1, "kill")?.unwrap_or(libc::SIGKILL as i64);
         let invalid = || bad_arg(1, "kill", "invalid signal number");
         let signal = c_int::try_from(signal).map_err(|_| invalid())?;
+        let child = uncollected(s, "kill", KILL_COLLECTED)?;
         match child.kill(signal) {
             Ok(()) => {
                 s.push_value(1);
@@ -92,9 +113,10 @@ lua_fn! {
 }
 
 lua_fn! {
-    /// `child:wait()`: the exit code, or minus the signal number.
+    /// `child:wait()`: the exit code, or minus the signal number (the child is then
+    /// collected).
     fn wait(s) {
-        let child = check_self::<Child>(s, "wait")?;
+        let child = uncollected(s, "wait", WAIT_COLLECTED)?;
         match child.wait() {
             Ok(status) => {
                 s.push_int(status as i64);
@@ -108,7 +130,7 @@ lua_fn! {
 lua_fn! {
     /// `child:wait_nb()`: the status, or `false, "Process is still running"`.
     fn wait_nb(s) {
-        let child = check_self::<Child>(s, "wait_nb")?;
+        let child = uncollected(s, "wait_nb", WAIT_COLLECTED)?;
         match child.wait_nb() {
             Ok(Some(status)) => {
                 s.push_int(status as i64);

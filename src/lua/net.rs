@@ -61,8 +61,11 @@ impl LuaObject for Listener {
     }
 }
 
+/// Largest `locallisten` mode: the permission bits with setuid, setgid and sticky.
+const MAX_MODE: u32 = 0o7777;
+
 /// The port argument: an integer 0..=65535, or a service name (or numeric string).
-fn check_port<'a>(s: Stack<'a>, i: c_int, fname: &str) -> LResult<Port<'a>> {
+pub fn check_port<'a>(s: Stack<'a>, i: c_int, fname: &str) -> LResult<Port<'a>> {
     match s.type_of(i) {
         ffi::LUA_TNUMBER => {
             let n = s.check_integer(i, i, fname)?;
@@ -136,9 +139,19 @@ lua_fn! {
 }
 
 lua_fn! {
+    /// `locallisten(path [, mode])`: `mode` (NEW) is the socket file's permission bits.
     fn locallisten(s) {
         let path = s.check_bytes(1, 1, "locallisten")?;
-        push_listener(s, Listener::local(path))
+        let mode = match s.opt_integer(2, 2, "locallisten")? {
+            None => None,
+            Some(m) => Some(
+                u32::try_from(m)
+                    .ok()
+                    .filter(|m| *m <= MAX_MODE)
+                    .ok_or_else(|| bad_arg(2, "locallisten", "mode out of range (0 to 0o7777)"))?,
+            ),
+        };
+        push_listener(s, Listener::local(path, mode))
     }
 }
 

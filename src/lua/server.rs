@@ -1,6 +1,7 @@
 //! `moonbridge_core`: the process primitives behind `lua/moonbridge.lua` and the launcher:
 //! `serve` (the master loop, returning in each forked worker with a worker object), the
-//! worker's `ready`/`next`/`done`, timers, memory limit, logging, pid file, daemonizing.
+//! worker's `ready`/`next`/`done`, timers, memory limit, logging, pid file, daemonizing,
+//! the process title (`set_title`) and the launcher's listen-address check (`resolve`).
 //! Loaded from the same shared object as `moonbridge_io`
 //! (`package.loadlib(..., "luaopen_moonbridge_core")`), so listener and handle userdata are
 //! shared.
@@ -42,6 +43,8 @@ pub const FUNCTIONS: &[(&CStr, ffi::lua_CFunction)] = &[
     (c"daemonize", process::daemonize),
     (c"pidfile", process::pidfile),
     (c"cleanup", process::cleanup),
+    (c"set_title", process::set_title),
+    (c"resolve", process::resolve),
 ];
 
 /// Pushes field `name` of the table at absolute index `t` and returns it as a number.

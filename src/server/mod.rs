@@ -14,4 +14,5 @@ pub mod signals;
 pub mod spawn;
 pub mod timed;
 pub mod timer;
+pub mod title;
 pub mod worker;

@@ -1,15 +1,19 @@
 //! Process-level duties of the launcher, for `moonbridge_core`: logging set-up, the pid file,
-//! running in the background, and ending a worker.
+//! running in the background, the process title, checking listen addresses (`-t`), and
+//! ending a worker.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, CStr};
 
 use mlua::ffi;
 
+use crate::io::net;
 use crate::io::sys::error_text;
-use crate::lua::state::{lua_fn, Stack};
+use crate::lua::net::check_port;
+use crate::lua::state::{bad_arg, lua_fn, Stack};
 use crate::server::log::Logger;
 use crate::server::process::{self, PidFile, PidFileError};
+use crate::server::title;
 
 thread_local! {
     pub static LOGGER: RefCell<Logger> = RefCell::new(Logger::stderr());
@@ -193,5 +197,39 @@ lua_fn! {
             pf.remove();
         }
         Ok(0)
+    }
+}
+
+lua_fn! {
+    /// set_title(title) -> true (the command line shows it) | false (only the 15-byte comm
+    /// name could be set) | nil, message (prctl failed)
+    pub fn set_title(s) {
+        let title = s.check_bytes(1, 1, "set_title")?;
+        if title.contains(&0) {
+            return Err(bad_arg(1, "set_title", "string contains a NUL byte"));
+        }
+        match title::set_title(title) {
+            Ok(rewritten) => {
+                s.push_bool(rewritten);
+                Ok(1)
+            }
+            Err(e) => s.fail_os(&e),
+        }
+    }
+}
+
+lua_fn! {
+    /// resolve(host, port) -> true | nil, message: whether `tcplisten(host, port)` would find
+    /// an address to bind to (the same resolution; nothing is bound).
+    pub fn resolve(s) {
+        let host = s.check_bytes(1, 1, "resolve")?;
+        let port = check_port(s, 2, "resolve")?;
+        match net::check_listen_address(host, port) {
+            Ok(()) => {
+                s.push_bool(true);
+                Ok(1)
+            }
+            Err(message) => s.fail(&message),
+        }
     }
 }
