@@ -121,8 +121,8 @@ fn whole_file_lock(kind: i16) -> libc::flock {
 ///
 /// `locks` are descriptors whose fcntl locks (pid file, log file) the launching process
 /// holds. fcntl locks belong to a process and are not inherited, so the launching process
-/// releases them right after the fork and the daemon must take them again; if another
-/// process takes one in between, the daemon's attempt fails and is reported like any other.
+/// releases them just before the fork and the daemon takes them again; if another process
+/// takes one in between, the daemon's attempt fails and is reported like any other.
 /// Returns in the daemon only.
 pub fn daemonize(locks: &[RawFd]) -> io::Result<Detached> {
     let mut ends = [0 as libc::c_int; 2];
@@ -131,15 +131,17 @@ pub fn daemonize(locks: &[RawFd]) -> io::Result<Detached> {
     // SAFETY: both descriptors were just created and are owned by nobody else.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    // Released before the fork: released after it, the daemon could ask for a lock while
+    // this process still held it.
+    for &fd in locks {
+        let unlock = whole_file_lock(libc::F_UNLCK as i16);
+        // SAFETY: F_SETLK reads the flock structure we pass.
+        unsafe { libc::fcntl(fd, libc::F_SETLK, &unlock) };
+    }
     // SAFETY: single-threaded process; the child continues with ordinary code.
     let pid = sys::cvt(unsafe { libc::fork() })?;
     if pid > 0 {
         drop(write_end);
-        for &fd in locks {
-            let unlock = whole_file_lock(libc::F_UNLCK as i16);
-            // SAFETY: F_SETLK reads the flock structure we pass.
-            unsafe { libc::fcntl(fd, libc::F_SETLK, &unlock) };
-        }
         await_report(read_end);
     }
     drop(read_end);
