@@ -24,8 +24,9 @@ local running = false -- true once run() started (listen is then refused)
 
 M.EXIT_OK, M.EXIT_USAGE, M.EXIT_LOCKED, M.EXIT_STARTUP, M.EXIT_INTERNAL = 0, 1, 2, 3, 4
 
---- Registers a pool of workers for the given listeners (listen.md §2). Errors name the
---- option or listener and point at the caller's line.
+--- Registers a pool of workers for the given listeners. Errors name the option or listener
+--- and point at the caller's line; unknown options that resemble no known one are logged
+--- and ignored (frameworks keep their own settings in the same table).
 function M.listen(args)
   if running then
     error("listen{...} must not be called after the server started (from a handler)", 2)
@@ -33,6 +34,9 @@ function M.listen(args)
   local ok, pool = pcall(config.pool, args)
   if not ok then error(pool, 2) end
   pools[#pools + 1] = pool
+  for _, key in ipairs(pool.ignored) do
+    core.log(string.format("listen{} #%d: ignoring unknown option %s", #pools, key))
+  end
 end
 
 --- timeout(), timeout(seconds), timeout(seconds, func, ...): see listen.md §4.
@@ -60,6 +64,31 @@ end
 --- Pools registered so far (validated; for the launcher's -t mode).
 function M.pools()
   return pools
+end
+
+local function listener_error(p, i, err)
+  return string.format("Could not initialize listener #%d of pool #%d: %s", i, p, err)
+end
+
+--- What opening the listeners needs, checked without opening anything (the launcher's -t):
+--- hosts and ports resolve, a local socket's directory exists. Returns true or nil, message.
+function M.check()
+  for p, pool in ipairs(pools) do
+    for i, l in ipairs(pool.listeners) do
+      local ok, err = true, nil
+      if l.proto == "tcp" then
+        ok, err = core.resolve(l.host, l.port)
+      elseif l.proto == "local" then
+        local dir = l.path:match("^(.*)/") or "."
+        if dir == "" then dir = "/" end
+        -- "dir/." opens only if dir is a directory we may search
+        local f = io.open(dir .. "/.", "r")
+        if f then f:close() else ok, err = nil, string.format('No directory "%s"', dir) end
+      end
+      if not ok then return nil, listener_error(p, i, err) end
+    end
+  end
+  return true
 end
 
 -- The handler's traceback, without the frames of this driver and the launcher below it.
@@ -120,7 +149,8 @@ local function worker_loop(pool, worker)
 end
 
 -- Runs in a forked worker; never returns.
-local function worker_main(pool, worker)
+local function worker_main(pool, worker, title)
+  core.set_title(title)
   local ok, code = xpcall(worker_loop, traceback, pool, worker)
   if not ok then
     core.set_memory_limit(0)
@@ -150,7 +180,7 @@ local function open_pool(p, pool, opened)
       end
     elseif l.proto == "local" then
       core.log(string.format('Adding local socket listener for path "%s"', l.path))
-      listener, err = mio.locallisten(l.path)
+      listener, err = mio.locallisten(l.path, l.mode)
     elseif l.proto == "interval" then
       core.log(string.format('Adding interval listener "%s" (every %g s%s)', l.name, l.delay,
         l.strict and ", strict" or ""))
@@ -162,7 +192,7 @@ local function open_pool(p, pool, opened)
     end
     if l.proto == "tcp" or l.proto == "local" then
       if not listener then
-        error(string.format("Could not initialize listener #%d of pool #%d: %s", i, p, err), 0)
+        error(listener_error(p, i, err), 0)
       end
       opened[#opened + 1] = { listener = listener, path = l.path }
       spec.listeners[#spec.listeners + 1] = listener
@@ -171,10 +201,24 @@ local function open_pool(p, pool, opened)
   return spec
 end
 
+-- Closes what start-up opened (nothing stays half-started) and raises `err`.
+local function abandon(opened, err)
+  for _, o in ipairs(opened) do
+    pcall(o.listener.close, o.listener)
+    if o.path then os.remove(o.path) end
+  end
+  error(err, 0)
+end
+
 --- Opens every listener and serves until the server stops; returns the master's exit code
 --- (0 after a shutdown, 4 after an internal error). Never returns in workers. Errors before
 --- anything was forked are raised as strings (the launcher exits with code 3).
-function M.run()
+--- Options: `name`, the application's name in the process titles (`moonbridge: master
+--- NAME`, `moonbridge: worker pool #N NAME`; default: the script, arg[0]); `ready`, a
+--- function called once the listeners are open and before the first fork, returning true or
+--- nil and a message (the launcher goes to the background there).
+function M.run(opts)
+  opts = opts or {}
   if running then error("moonbridge.run() called twice", 2) end
   if #pools == 0 then
     error("No listener registered; call listen{...} first", 2)
@@ -183,22 +227,22 @@ function M.run()
   local specs, opened = {}, {}
   for p, pool in ipairs(pools) do
     local ok, spec = pcall(open_pool, p, pool, opened)
-    if not ok then
-      for _, o in ipairs(opened) do
-        pcall(o.listener.close, o.listener)
-        if o.path then os.remove(o.path) end -- nothing stays half-started
-      end
-      error(spec, 0)
-    end
+    if not ok then abandon(opened, spec) end
     specs[p] = spec
   end
+  if opts.ready then
+    local ok, err = opts.ready()
+    if not ok then abandon(opened, err) end
+  end
+  local name = opts.name or (arg and arg[0]) or "lua"
+  core.set_title("moonbridge: master " .. name)
   core.timer_set(0) -- a timeout() armed while loading would kill the master
   collectgarbage("collect")
   io.stdout:flush()
   io.stderr:flush()
   local role, index, worker = core.serve(specs)
   if role == "worker" then
-    worker_main(pools[index], worker)
+    worker_main(pools[index], worker, string.format("moonbridge: worker pool #%d %s", index, name))
   elseif role == nil then
     core.log(index)
     return M.EXIT_INTERNAL
