@@ -68,6 +68,8 @@ pub enum HttpError {
     ConnectUnsupported,
     /// A well-formed version other than HTTP/1.0 and HTTP/1.1.
     VersionNotSupported,
+    /// An `Expect` header (HTTP/1.1) with an expectation other than `100-continue`.
+    ExpectationFailed,
 }
 
 impl HttpError {
@@ -105,6 +107,7 @@ impl HttpError {
             UnsupportedTransferCoding => "Unsupported transfer coding",
             ConnectUnsupported => "CONNECT is not supported",
             VersionNotSupported => "HTTP version not supported",
+            ExpectationFailed => "Unsupported expectation (only 100-continue is supported)",
         }
     }
 
@@ -117,6 +120,7 @@ impl HttpError {
             BodyTooLarge => 413,
             UnsupportedTransferCoding | ConnectUnsupported => 501,
             VersionNotSupported => 505,
+            ExpectationFailed => 417,
             _ => 400,
         }
     }
@@ -128,6 +132,7 @@ impl HttpError {
             414 => "URI Too Long",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
+            417 => "Expectation Failed",
             505 => "HTTP Version Not Supported",
             _ => "Bad Request",
         }
@@ -158,6 +163,7 @@ mod tests {
             (BodyTooLarge, 413, "Content Too Large"),
             (UnsupportedTransferCoding, 501, "Not Implemented"),
             (VersionNotSupported, 505, "HTTP Version Not Supported"),
+            (ExpectationFailed, 417, "Expectation Failed"),
         ];
         for &(e, status, reason) in rows {
             assert_eq!((e.status(), e.reason()), (status, reason), "{e:?}");
