@@ -12,7 +12,8 @@ pub enum HttpError {
     RequestLine,
     /// The method contains a character that is not a token character.
     Method,
-    /// The request-target contains a space, a control character, or has an invalid form.
+    /// The request-target has a character outside the URI set (see `head`), a `%` without
+    /// two hex digits, or an invalid form.
     Target,
     /// The version is not of the form `HTTP/d.d`.
     VersionSyntax,
