@@ -77,6 +77,20 @@ local REFUSALS = {
     string.rep("X-Filler: " .. string.rep("f", 60000) .. "\r\n", 20) .. "\r\n", 431 },
   { "too many header fields", "GET / HTTP/1.1\r\nHost: a\r\n" .. string.rep("X: y\r\n", 300) .. "\r\n", 431 },
   { "unexpected EOF in the head", "GET / HTTP/1.1\r\nHost: a\r\n", 400, true },
+  { "an unsupported expectation", "GET / HTTP/1.1\r\nHost: a\r\nExpect: x-custom\r\n\r\n", 417 },
+  { "an unsupported expectation in a list",
+    "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, foo\r\nContent-Length: 2\r\n\r\nab", 417 },
+  { "raw UTF-8 in the target", "GET /caf\195\169 HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "a fragment in the target", "GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "a fragment after the query", "GET /a?b=c#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "% without two hex digits", "GET /a%2x HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "a quote in the target", "GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "angle brackets in the target", "GET /<a> HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "a backslash in the target", "GET /a\\b HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "braces and a bar in the query", "GET /?a={b|c} HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "a caret in the target", "GET /a^b HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "a backtick in the target", "GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+  { "brackets in an origin-form path", "GET /[::1] HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
 }
 
 describe("moonbridge_http conformance", function()

@@ -23,15 +23,15 @@ local handler
 %s
 listen{
   { proto = "tcp", host = "127.0.0.1", port = $PORT },
-  pre_fork = 1, min_fork = %d, max_fork = 8,
+  pre_fork = 1, min_fork = %d, max_fork = %d,
   connect = http.generate_handler(options, handler),
 }
 ]]
 
--- start(body, {workers = n}) -> server (see spec/server_helper.lua)
+-- start(body, {workers = n, max_workers = m}) -> server (see spec/server_helper.lua)
 function H.start(body, opts)
   opts = opts or {}
-  local srv = S.start(string.format(TEMPLATE, body, opts.workers or 2), opts)
+  local srv = S.start(string.format(TEMPLATE, body, opts.workers or 2, opts.max_workers or 8), opts)
   local probe = S.connect(srv, 10)
   assert(probe, "server did not accept connections:\n" .. S.log_text(srv))
   probe:close()

@@ -74,7 +74,8 @@ fn request() -> impl Strategy<Value = Request> {
     );
     (
         prop::sample::select(vec!["GET", "POST", "PUT", "OPTIONS", "X-CUSTOM"]),
-        "/[A-Za-z0-9/._~%-]{0,20}(\\?[A-Za-z0-9=&%+]{0,10})?",
+        // every character RFC 3986 allows in a path and a query, `%` only as `%HH`
+        "/([A-Za-z0-9/._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2}){0,20}(\\?([A-Za-z0-9=&+/?:@-]|%[0-9A-Fa-f]{2}){0,10})?",
         any::<bool>(),
         proptest::collection::vec((token(), field_value()), 0..5),
         0u8..3,

@@ -12,7 +12,8 @@ pub enum HttpError {
     RequestLine,
     /// The method contains a character that is not a token character.
     Method,
-    /// The request-target contains a space, a control character, or has an invalid form.
+    /// The request-target has a character outside the URI set (see `head`), a `%` without
+    /// two hex digits, or an invalid form.
     Target,
     /// The version is not of the form `HTTP/d.d`.
     VersionSyntax,
@@ -68,6 +69,8 @@ pub enum HttpError {
     ConnectUnsupported,
     /// A well-formed version other than HTTP/1.0 and HTTP/1.1.
     VersionNotSupported,
+    /// An `Expect` header (HTTP/1.1) with an expectation other than `100-continue`.
+    ExpectationFailed,
 }
 
 impl HttpError {
@@ -105,6 +108,7 @@ impl HttpError {
             UnsupportedTransferCoding => "Unsupported transfer coding",
             ConnectUnsupported => "CONNECT is not supported",
             VersionNotSupported => "HTTP version not supported",
+            ExpectationFailed => "Unsupported expectation (only 100-continue is supported)",
         }
     }
 
@@ -117,6 +121,7 @@ impl HttpError {
             BodyTooLarge => 413,
             UnsupportedTransferCoding | ConnectUnsupported => 501,
             VersionNotSupported => 505,
+            ExpectationFailed => 417,
             _ => 400,
         }
     }
@@ -128,6 +133,7 @@ impl HttpError {
             414 => "URI Too Long",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
+            417 => "Expectation Failed",
             505 => "HTTP Version Not Supported",
             _ => "Bad Request",
         }
@@ -158,6 +164,7 @@ mod tests {
             (BodyTooLarge, 413, "Content Too Large"),
             (UnsupportedTransferCoding, 501, "Not Implemented"),
             (VersionNotSupported, 505, "HTTP Version Not Supported"),
+            (ExpectationFailed, 417, "Expectation Failed"),
         ];
         for &(e, status, reason) in rows {
             assert_eq!((e.status(), e.reason()), (status, reason), "{e:?}");

@@ -9,6 +9,13 @@
 //! other coding before it is answered with 501 since no other coding is implemented. Empty
 //! list elements (`,chunked`) are errors in both fields. An HTTP/1.1 request needs exactly
 //! one `Host`.
+//!
+//! `Expect` (RFC 9110 §10.1.1) is read only in HTTP/1.1 requests: `100-continue` (any case)
+//! is the one expectation served; any other element is answered with 417. Empty list
+//! elements are skipped, as RFC 9110 §5.6.1 asks of list recipients. In an HTTP/1.0
+//! request the whole header is ignored: the expectation mechanism is HTTP/1.1's, a 1.0
+//! client cannot wait for `100 Continue`, and RFC 9110 lets a server ignore `Expect` there
+//! (and makes it ignore `100-continue`).
 
 use super::error::HttpError;
 use super::head::{byte_class, trim_ows, Head, Version, TOKEN};
@@ -32,8 +39,8 @@ pub struct Framing {
     /// Whether the connection may carry another request after this one: HTTP/1.1 unless
     /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
     pub keep_alive: bool,
-    /// `Expect: 100-continue` in an HTTP/1.1 request (RFC 9110 §10.1.1 says to ignore it in
-    /// HTTP/1.0). The caller sends `100 Continue` before it first reads the body.
+    /// `Expect: 100-continue` in an HTTP/1.1 request (ignored in HTTP/1.0, see the module
+    /// documentation). The caller sends `100 Continue` before it first reads the body.
     pub expect_continue: bool,
 }
 
@@ -60,13 +67,26 @@ pub fn framing(head: &Head<'_>) -> Result<Framing, HttpError> {
         keep |= item.eq_ignore_ascii_case(b"keep-alive");
     }
     let keep_alive = !close && (keep || head.version == Version::Http11);
-    let expect_continue = head.version == Version::Http11
-        && list_items(head, "expect").any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue = head.version == Version::Http11 && expects_continue(head)?;
     Ok(Framing {
         body,
         keep_alive,
         expect_continue,
     })
+}
+
+/// Whether an HTTP/1.1 request's `Expect` asks for `100 Continue`; any other expectation is
+/// an error (417). Empty elements are skipped.
+fn expects_continue(head: &Head<'_>) -> Result<bool, HttpError> {
+    let mut found = false;
+    for item in list_items(head, "expect") {
+        if item.eq_ignore_ascii_case(b"100-continue") {
+            found = true;
+        } else if !item.is_empty() {
+            return Err(HttpError::ExpectationFailed);
+        }
+    }
+    Ok(found)
 }
 
 /// The comma-separated elements of every `name` header, each without surrounding OWS.
@@ -220,8 +240,21 @@ mod tests {
         ("1.1", "Host: a\r\nConnection: keep-alive", Ok((None, true, false))),
         ("1.1", "Host: a\r\nConnection: closed", Ok((None, true, false))),
         ("1.1", "Host: a\r\nExpect: 100-Continue\r\nContent-Length: 3", Ok((Length(3), true, true))),
-        ("1.1", "Host: a\r\nExpect: 100-continuex", Ok((None, true, false))),
+        ("1.1", "Host: a\r\nExpect: 100-continue", Ok((None, true, true))),
+        ("1.1", "Host: a\r\nExpect: 100-CONTINUE, 100-continue", Ok((None, true, true))),
+        ("1.1", "Host: a\r\nExpect: 100-continue\r\nExpect: 100-Continue", Ok((None, true, true))),
+        ("1.1", "Host: a\r\nExpect: , 100-continue ,", Ok((None, true, true))),
+        ("1.1", "Host: a\r\nExpect:", Ok((None, true, false))),
+        ("1.1", "Host: a\r\nExpect: 100-continuex", Err(ExpectationFailed)),
+        ("1.1", "Host: a\r\nExpect: foo", Err(ExpectationFailed)),
+        ("1.1", "Host: a\r\nExpect: 100-continue, foo", Err(ExpectationFailed)),
+        ("1.1", "Host: a\r\nExpect: 100-continue\r\nExpect: x=1", Err(ExpectationFailed)),
+        ("1.1", "Host: a\r\nExpect: 100-continue;a=b", Err(ExpectationFailed)),
+        ("1.1", "Host: a\r\nExpect: \"100-continue\"", Err(ExpectationFailed)),
+        ("1.1", "Host: a\r\nExpect: 200-ok\r\nContent-Length: 3", Err(ExpectationFailed)),
         ("1.0", "Expect: 100-continue", Ok((None, false, false))),
+        ("1.0", "Expect: foo", Ok((None, false, false))),
+        ("1.0", "Connection: keep-alive\r\nExpect: 100-continue, foo", Ok((None, true, false))),
     ];
 
     #[test]

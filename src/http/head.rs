@@ -13,6 +13,8 @@
 //! error; exactly one SP separates the three parts of the request line; a line starting with
 //! whitespace (obs-fold) is an error; field names are tokens directly followed by `:`; field
 //! values may not contain control characters other than HTAB (bytes 0x80-0xFF are allowed).
+//! The request-target may hold only the characters of RFC 3986 (see [`TARGET_CLASS`]), with
+//! every `%` starting a `%HH` escape and `[` `]` only in an absolute-form authority.
 //! Empty lines before the request line are skipped (RFC 9112 §2.2).
 
 use memchr::{memchr, memchr3};
@@ -311,7 +313,7 @@ fn parse_request_line<'a>(
     if !method.iter().all(|&b| TOKEN[b as usize]) {
         return Err(HttpError::Method);
     }
-    if !all_in(target, &TARGET, 0x21) {
+    if !valid_target_bytes(target) {
         return Err(HttpError::Target);
     }
     let version = match &rest[sp2 + 1..] {
@@ -362,6 +364,10 @@ pub fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<Target<'a>, H
             )
         }
     };
+    // `[` and `]` belong to an IP literal in the authority, nowhere else.
+    if memchr::memchr2(b'[', b']', rest).is_some() {
+        return Err(HttpError::Target);
+    }
     let q = memchr(b'?', rest).unwrap_or(rest.len());
     let (path, query) = (Some(&rest[..q]), Some(&rest[q..]));
     Ok(Target {
@@ -468,8 +474,59 @@ pub(crate) static TOKEN: [bool; 256] = byte_class!(|b| b.is_ascii_alphanumeric()
     || matches!(b, b'_' | b'`' | b'|' | b'~'));
 /// Field value bytes: HTAB, SP, VCHAR and obs-text.
 static FIELD_VALUE: [bool; 256] = byte_class!(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
-/// Request-target bytes: VCHAR and obs-text (no SP, no controls).
-static TARGET: [bool; 256] = byte_class!(|b| b > b' ' && b != 0x7f);
+/// What a byte may be in a request-target (see [`valid_target_bytes`]).
+const BAD: u8 = 0;
+const PLAIN: u8 = 1;
+const PERCENT: u8 = 2;
+
+/// Request-target bytes (RFC 3986 §2-3 as used by RFC 9112 §3.2): unreserved
+/// (`A-Z a-z 0-9 - . _ ~`), sub-delims (`! $ & ' ( ) * + , ; =`), `:` `@` `/` `?`, `[` `]`
+/// (IP literals; [`split_target`] allows them only in an authority) and `%` (which must
+/// start `%HH`). Everything else is refused: controls, SP, bytes >= 0x80 (raw UTF-8 must be
+/// percent-encoded), `#` (a fragment is never sent), `"` `<` `>` `\` `^` `` ` `` `{` `|` `}`.
+static TARGET_CLASS: [u8; 256] = {
+    let mut table = [BAD; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = if b == b'%' {
+            PERCENT
+        } else if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+            )
+            || matches!(
+                b,
+                b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/' | b'?'
+            )
+            || matches!(b, b'[' | b']')
+        {
+            PLAIN
+        } else {
+            BAD
+        };
+        i += 1;
+    }
+    table
+};
+
+/// Whether every byte of a request-target is allowed ([`TARGET_CLASS`]) and every `%` is
+/// followed by two hex digits: one pass over the bytes with a table, no allocation.
+fn valid_target_bytes(target: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = target.get(i) {
+        match TARGET_CLASS[b as usize] {
+            PLAIN => i += 1,
+            PERCENT => match target.get(i + 1..i + 3) {
+                Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i += 3,
+                _ => return false,
+            },
+            _ => return false,
+        }
+    }
+    true
+}
 
 #[cfg(test)]
 mod tests {
@@ -509,7 +566,12 @@ mod tests {
         ("GET http://a/b?c HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("GET", "http://a/b?c", H, HOST)),
         ("PROPFIND /x HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("PROPFIND", "/x", H, HOST)),
         ("get /x HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("get", "/x", H, HOST)),
-        ("GET /caf\u{e9}?q=%20&x HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("GET", "/caf\u{e9}?q=%20&x", H, HOST)),
+        ("GET /caf%C3%A9?q=%20&x HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("GET", "/caf%C3%A9?q=%20&x", H, HOST)),
+        ("GET /a-._~!$&'()*+,;=:@/b?c/d?e=%aF%00 HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("GET", "/a-._~!$&'()*+,;=:@/b?c/d?e=%aF%00", H, HOST)),
+        ("GET /?a=/b?c HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("GET", "/?a=/b?c", H, HOST)),
+        ("GET http://[::1]:8080/p?q=[x HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET http://[::1]:8080/p?q HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("GET", "http://[::1]:8080/p?q", H, HOST)),
+        ("GET HTTPS://a.b:1/?x=%2F HTTP/1.1\r\nHost: a\r\n\r\n", Want::Head("GET", "HTTPS://a.b:1/?x=%2F", H, HOST)),
         ("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nA: 3\r\n\r\n", Want::Head("GET", "/", H, &[("A", "1"), ("B", "2"), ("A", "3")])),
         // incomplete
         ("", Partial),
@@ -542,6 +604,38 @@ mod tests {
         ("GET /a\x01 HTTP/1.1\r\n\r\n", Want::Err(Target)),
         ("GET /a\x7f HTTP/1.1\r\n\r\n", Want::Err(Target)),
         ("GET /\0 HTTP/1.1\r\n\r\n", Want::Err(Target)),
+        ("GET /caf\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /caf\u{e9}?q HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /?q=\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /# HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /?a#b HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /<a> HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a> HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a\\b HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a^b HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /{a} HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a|b HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a} HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a% HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a%2 HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a%2g HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a%g2 HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /%%41 HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a?b=% HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a?b=%zz HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /[x] HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a?[x] HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a] HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a\x1f HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a\u{80} HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET /a\u{ff} HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET http://a/\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET http://a/#x HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET http://a{b}/ HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
+        ("GET http://a\u{e9}/ HTTP/1.1\r\nHost: a\r\n\r\n", Want::Err(Target)),
         ("GET / HTTP/1.2\r\n\r\n", Want::Err(VersionNotSupported)),
         ("GET / HTTP/2.0\r\n\r\n", Want::Err(VersionNotSupported)),
         ("GET / HTTP/0.9\r\n\r\n", Want::Err(VersionNotSupported)),
@@ -661,6 +755,10 @@ mod tests {
             ("GET", "http://", Err(Target)),
             ("GET", "http://a@h/", Err(Target)),
             ("GET", "ws://h/", Err(Target)),
+            ("GET", "http://[::1]:80/p", Ok((TargetForm::Absolute, Some("p"), Some(""), Some("[::1]:80")))),
+            ("GET", "http://[::1]?[", Err(Target)),
+            ("GET", "/[::1]", Err(Target)),
+            ("GET", "/?]", Err(Target)),
             ("CONNECT", "h:443", Err(ConnectUnsupported)),
             ("CONNECT", "/", Err(ConnectUnsupported)),
         ];
@@ -723,7 +821,7 @@ mod tests {
     /// The word-at-a-time check agrees with the byte table for every byte at every position.
     #[test]
     fn word_check_matches_table() {
-        for (class, low) in [(&FIELD_VALUE, 0x20), (&TARGET, 0x21)] {
+        for (class, low) in [(&FIELD_VALUE, 0x20)] {
             for len in 1..20 {
                 for at in 0..len {
                     for b in 0..=255u8 {
@@ -737,6 +835,29 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Every byte value, alone and after `%`, against the grammar written out by hand.
+    #[test]
+    fn target_bytes_follow_rfc3986() {
+        let allowed =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?[]";
+        for b in 0..=255u8 {
+            let plain = [b'/', b, b'x'];
+            assert_eq!(valid_target_bytes(&plain), allowed.contains(&b), "{b:#x}");
+            let escaped = [b'/', b'%', b, b'0'];
+            assert_eq!(
+                valid_target_bytes(&escaped),
+                b.is_ascii_hexdigit(),
+                "%{b:#x}0"
+            );
+        }
+        for ok in ["/", "*", "/%41%4a%4A", "/a?b=%20", "http://[::1]:80/"] {
+            assert!(valid_target_bytes(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["/%", "/%4", "/a%4", "/%4%41", "/a#b", "/\u{e9}"] {
+            assert!(!valid_target_bytes(bad.as_bytes()), "{bad}");
         }
     }
 

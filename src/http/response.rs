@@ -487,8 +487,17 @@ impl Response {
                 Framing::Length { remaining: n }
             };
         } else if self.cfg.head {
-            // HEAD with an unknown length: no framing header at all is the honest answer.
+            // HEAD with a length not known yet: the header fields a GET gets (RFC 9110
+            // §9.3.2), and no body. RFC 9112 §6.1 allows `Transfer-Encoding` in a HEAD
+            // response for the coding a GET would have; an HTTP/1.0 GET would end with the
+            // connection, so the HEAD response closes it too.
             self.framing = Framing::None;
+            if self.cfg.http11 {
+                self.head
+                    .extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            } else {
+                self.cfg.close = true;
+            }
         } else if self.cfg.http11 {
             self.head
                 .extend_from_slice(b"Transfer-Encoding: chunked\r\n");

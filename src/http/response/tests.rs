@@ -111,6 +111,75 @@ fn head_sends_get_headers_without_body() {
     assert_eq!(text(&mut r), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
 }
 
+/// A HEAD response has the header fields of the GET response to the same steps, byte for
+/// byte, and no body: a body known at finish, an app's Content-Length, a flushed or large
+/// body (chunked, or closing in HTTP/1.0), no body at all, and a body-less status.
+#[test]
+fn head_headers_match_get_headers() {
+    let big = vec![b'x'; 40 << 10];
+    type Steps = Box<dyn Fn(&mut Response)>;
+    let cases: Vec<(&str, Steps)> = vec![
+        (
+            "known at finish",
+            Box::new(|r: &mut Response| r.data(b"Hello").unwrap()),
+        ),
+        (
+            "app length",
+            Box::new(|r: &mut Response| {
+                r.header(b"Content-Length", b"5").unwrap();
+                r.data(b"Hello").unwrap();
+            }),
+        ),
+        (
+            "flushed",
+            Box::new(|r: &mut Response| {
+                r.data(b"Hel").unwrap();
+                r.flush().unwrap();
+                r.data(b"lo").unwrap();
+            }),
+        ),
+        (
+            "large",
+            Box::new(move |r: &mut Response| r.data(&big).unwrap()),
+        ),
+        ("empty", Box::new(|_: &mut Response| {})),
+        (
+            "headers flushed",
+            Box::new(|r: &mut Response| {
+                r.finish_headers().unwrap();
+                r.flush().unwrap();
+            }),
+        ),
+    ];
+    for http11 in [true, false] {
+        for (name, steps) in &cases {
+            for status in [&b"200 OK"[..], b"204 No Content", b"304 Not Modified"] {
+                let mut heads = Vec::new();
+                for head in [false, true] {
+                    let mut r = Response::new(ResponseConfig {
+                        head,
+                        http11,
+                        ..cfg()
+                    });
+                    r.status(status, &[]).unwrap();
+                    r.header(b"X-A", b"1").unwrap();
+                    if status == b"200 OK" {
+                        steps(&mut r);
+                    }
+                    r.finish().unwrap();
+                    let out = text(&mut r);
+                    let end = out.find("\r\n\r\n").unwrap() + 4;
+                    if head {
+                        assert_eq!(end, out.len(), "HEAD has no body: {name} {out:?}");
+                    }
+                    heads.push((out[..end].to_string(), r.closes_connection()));
+                }
+                assert_eq!(heads[0], heads[1], "{name}, http11={http11}");
+            }
+        }
+    }
+}
+
 #[test]
 fn no_body_statuses_have_no_framing() {
     for st in [

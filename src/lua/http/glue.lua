@@ -4,9 +4,10 @@
 -- callbacks, which native code never does.
 local M, core, build_config = ...
 
-local type, pairs, ipairs = type, pairs, ipairs
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local rawget, rawset, setmetatable = rawget, rawset, setmetatable
 local xpcall, traceback, error, pcall = xpcall, debug.traceback, error, pcall
+local stderr = io.stderr
 local lower, match, format = string.lower, string.match, string.format
 local concat = table.concat
 
@@ -296,6 +297,29 @@ lazy.post_metadata_list = post_field
 -- generate_handler and the request loop of a connection.
 
 
+-- The message handler of the application's calls: the error value as text (through
+-- `tostring`, so tables with `__tostring` read as they mean) with the traceback from where
+-- it was raised, and the value itself, to tell the client's faults (see below) apart.
+local function on_error(err)
+  local text = err
+  if type(text) ~= "string" then
+    local ok, s = pcall(tostring, err)
+    text = ok and type(s) == "string" and s or "(error object is a " .. type(err) .. " value)"
+  end
+  return { err = err, trace = traceback(text, 2) }
+end
+
+-- A client's fault found while the handler read the body (413, 415, 400, 408) was answered
+-- and closed the connection; when it ends the handler it is logged as one line, and the
+-- worker serves on.
+local function log_client_fault(request, fault)
+  local path = rawget(request, "path")
+  local target = path and "/" .. path .. (rawget(request, "query") or "") or "*"
+  local what = match(fault, "^Error while reading request body: (.*)$") or fault
+  stderr:write(format('Client error while reading the body of HTTP request "%s %s": %s\n',
+    tostring(rawget(request, "method")), target, what))
+end
+
 -- `timeout` of the server (a global in the launcher, or the moonbridge module's)
 local function server_timeout()
   local f = rawget(_G, "timeout")
@@ -358,22 +382,27 @@ function M.generate_handler(a, b)
         timeout(response_timeout)
         armed = true
       end
-      local ok, result = xpcall(callback, traceback, request)
+      local ok, result = xpcall(callback, on_error, request)
       -- what the original did when the handler returned: consume the input for stream
       -- handlers that were registered but not yet fed (`conn:done` finishes the response)
       if ok and streams[request] then
-        local fed, err = xpcall(methods.consume_input, traceback, request)
+        local fed, err = xpcall(methods.consume_input, on_error, request)
         if not fed then ok, result = false, err end
       end
       local again, refresh
       if ok then
         again, refresh = conn:done(request)
-        if again == nil then ok, result = false, refresh end
+        if again == nil then ok, result = false, { trace = refresh } end
       end
       if not ok then
+        local fault = conn:client_fault()
+        if fault ~= nil and result.err == fault then
+          log_client_fault(request, fault) -- already answered, the connection is closed
+          break
+        end
         conn:abort() -- 500 if nothing was sent yet, else reset
         if armed then timeout(0) end
-        error(result, 0)
+        error(result.trace, 0)
       end
       if result ~= true then survive = false end
       if not again then break end

@@ -98,6 +98,7 @@ impl LuaObject for HttpConn {
             (c"next_request", next_request),
             (c"done", done),
             (c"abort", abort),
+            (c"client_fault", client_fault),
         ]
     }
     /// The fields of a new request, as upvalues of `next_request` (`socket` comes from
@@ -361,6 +362,19 @@ lua_fn! {
         }
         http.post = None;
         Ok(0)
+    }
+}
+
+lua_fn! {
+    /// conn:client_fault() -> message | nil: the error raised for the client's fault found
+    /// while the current request's body was read (already answered, connection closed).
+    fn client_fault(s) {
+        let http = check_self::<HttpConn>(s, "client_fault")?;
+        match &http.conn.client_fault {
+            Some(m) => s.push_str(m),
+            None => s.push_nil(),
+        }
+        Ok(1)
     }
 }
 

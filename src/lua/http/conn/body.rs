@@ -127,10 +127,14 @@ impl Connection {
     }
 
     /// A client error while the handler reads the body: answered (if the response has not
-    /// started) and the connection closed, like a refusal.
+    /// started) and the connection closed, like a refusal. Remembered as `client_fault`.
     pub fn body_error(&mut self, h: &mut Handle, code: u16, reason: &str, detail: &str) -> Fail {
         match self.refuse(h, code, reason, detail) {
-            Fail::Client(m) => Fail::Client(format!("Error while reading request body: {m}")),
+            Fail::Client(m) => {
+                let m = format!("Error while reading request body: {m}");
+                self.client_fault = Some(m.clone());
+                Fail::Client(m)
+            }
             other => other,
         }
     }

@@ -171,6 +171,10 @@ pub struct Connection {
     /// Set when the request was used (fresh = false).
     pub used: bool,
     pub faulty: bool,
+    /// The client's fault found while the handler read the body (the message raised for
+    /// it): the request was answered and the connection closed, and the handler's failure
+    /// that raises exactly this message is the client's, not the application's.
+    pub client_fault: Option<String>,
     /// SIGTERM arrived: no further request after this one.
     shutdown: bool,
     requests: u64,
@@ -219,6 +223,7 @@ impl Connection {
             discard_input: false,
             used: false,
             faulty: false,
+            client_fault: None,
             shutdown: false,
             requests: 0,
             wrote: false,
@@ -271,6 +276,7 @@ impl Connection {
         self.expect_continue = false;
         self.discard_input = false;
         self.faulty = false;
+        self.client_fault = None;
         if h.buffered().is_empty() {
             if !self.wait_first_byte(h)? {
                 return Ok(Next::Closed);
