@@ -333,9 +333,27 @@ describe("moonbridge_http.generate_handler options", function()
       header_size_limit = 1000, chunk_size = 1, maximum_input_chunk_size = 1,
       minimum_output_chunk_size = 1, static_headers = "X: y", idle_timeout = 1,
       stall_timeout = false, request_header_timeout = 1, response_timeout = false,
-      drain_timeout = 1,
+      drain_timeout = 1, poll_function = function() end,
     }
     assert.are.equal("function", type(http.generate_handler(hello, all)))
     assert.are.equal("function", type(http.generate_handler(all, hello)))
+  end)
+
+  it("accepts the original's poll_function (never called) and checks its type", function()
+    local srv = H.start([[
+options = { poll_function = function() error("poll_function was called") end }
+function handler(request)
+  request:send_status("200 OK")
+  request:send_data("served")
+  return true
+end
+]])
+    local r = H.exchange(srv, H.get("/", "Connection: close\r\n"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("served", r.body)
+    assert.not_matches("poll_function was called", H.stop_clean(srv))
+    local ok, err = pcall(http.generate_handler, hello, { poll_function = true })
+    assert.is_false(ok)
+    assert.matches('Option "poll_function" must be a function', err)
   end)
 end)

@@ -97,49 +97,21 @@ local KNOWN = {
   "header_size_limit", "chunk_size", "maximum_input_chunk_size", "minimum_output_chunk_size",
   "static_headers", "idle_timeout", "stall_timeout", "request_header_timeout",
   "response_timeout", "drain_timeout",
+  -- the original's hook for waiting on the socket: accepted so that applications written
+  -- for it start, and not called (this module waits by itself, in the same way)
+  "poll_function",
 }
 local is_known = {}
 for _, name in ipairs(KNOWN) do is_known[name] = true end
 
--- Optimal string alignment distance (Levenshtein plus swaps of neighbours), at most
--- `limit + 1`: the caller only asks whether it is small.
-local function distance(a, b, limit)
-  local la, lb = #a, #b
-  if math.abs(la - lb) > limit then return limit + 1 end
-  local prev2, prev, cur = {}, {}, {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    cur = { [0] = i }
-    local ai = a:byte(i)
-    for j = 1, lb do
-      local bj = b:byte(j)
-      local d = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ai == bj and 0 or 1))
-      if i > 1 and j > 1 and ai == b:byte(j - 1) and a:byte(i - 1) == bj then
-        d = math.min(d, prev2[j - 2] + 1)
-      end
-      cur[j] = d
-    end
-    prev2, prev = prev, cur
-  end
-  return prev[lb]
-end
-
--- The known option closest to `key` (case-insensitively), if it is at most 2 edits away.
-local function suggestion(key)
-  local best, best_d = nil, 3
-  local k = string.lower(key)
-  for _, name in ipairs(KNOWN) do
-    local d = distance(k, name, 2)
-    if d < best_d then best, best_d = name, d end
-  end
-  return best
-end
+-- The known option a misspelt key resembles (the same rule as listen{}'s).
+local closest = require("moonbridge_config").closest
 
 local function check_keys(options)
   for key in pairs(options) do
     if not is_known[key] then
       local text = tostring(key)
-      local near = type(key) == "string" and suggestion(key)
+      local near = type(key) == "string" and closest(key, KNOWN)
       if near then fail('Unknown option "%s" (did you mean "%s"?)', text, near) end
       fail('Unknown option "%s"', text)
     end
@@ -148,6 +120,9 @@ end
 
 local function build_config(options)
   check_keys(options)
+  if options.poll_function ~= nil and type(options.poll_function) ~= "function" then
+    fail('Option "poll_function" must be a function')
+  end
   local chunk = size_option(options, { "chunk_size" }, nil)
   local o = {
     body_limit = size_option(options, { "request_body_size_limit", "body_size_limit" }, 64 * 1024 * 1024),
