@@ -75,7 +75,7 @@ function M.check_keys(t, known, where, seq_len, ignored, home)
 end
 
 local POOL_OPTIONS = { "pre_fork", "min_fork", "max_fork", "fork_delay", "fork_error_delay",
-  "exit_delay", "idle_timeout", "memory_limit", "prepare", "connect", "finish" }
+  "exit_delay", "idle_timeout", "idle_time", "memory_limit", "prepare", "connect", "finish" }
 local LISTENER_FIELDS = {
   tcp = { "proto", "host", "port" },
   ["local"] = { "proto", "path", "mode" },
@@ -230,7 +230,11 @@ function M.pool(args)
   pool.fork_delay = time_option(args, "fork_delay", 0.25)
   pool.fork_error_delay = math.max(time_option(args, "fork_error_delay", 2), pool.fork_delay)
   pool.exit_delay = time_option(args, "exit_delay", 60)
-  pool.idle_timeout = time_option(args, "idle_timeout", 0)
+  -- `idle_time` is the manual's name, `idle_timeout` the one the original read
+  if args.idle_time ~= nil and args.idle_timeout ~= nil then
+    fail('Options "idle_timeout" and "idle_time" are the same; give one of them')
+  end
+  pool.idle_timeout = time_option(args, args.idle_time ~= nil and "idle_time" or "idle_timeout", 0)
   local mem = args.memory_limit
   if mem == nil or mem == false then
     mem = 0

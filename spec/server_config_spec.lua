@@ -74,6 +74,14 @@ describe("listen{} validation", function()
     assert.equal("integer", math.type(port))
   end)
 
+  it("takes the manual's idle_time as idle_timeout", function()
+    assert.equal(5, config.pool(tcp { idle_time = 5 }).idle_timeout)
+    assert.equal(0, config.pool(tcp { idle_time = false }).idle_timeout)
+    assert.matches('Option "idle_time" is expected', error_of(tcp { idle_time = -1 }))
+    assert.matches('Options "idle_timeout" and "idle_time" are the same; give one of them',
+      error_of(tcp { idle_time = 1, idle_timeout = 1 }))
+  end)
+
   it("ignores, and lists, unknown options that resemble no known one (frameworks' own)", function()
     local p = config.pool { { proto = "interval", delay = 1, handler = f },
       { proto = "tcp", port = 80 }, connect = f, http_options = {}, max_requests_per_fork = 200 }
