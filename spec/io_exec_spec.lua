@@ -23,15 +23,19 @@ end
 
 -- Open descriptors of this process, by number. The pipe io.popen reads from is left out:
 -- its write end may still be open in this process for a moment while `ls` runs.
+-- Returns the set, its size, and a listing ("fd -> target" lines) that names what an extra
+-- descriptor is when a count differs.
 local function fd_set()
-  local set, n = {}, 0
+  local set, n, listing = {}, 0, {}
   local script = "me=$(readlink /proc/$$/fd/1); for f in /proc/" .. self_pid() .. "/fd/*; do "
-    .. "[ \"$(readlink $f)\" = \"$me\" ] || echo ${f##*/}; done"
-  for _, name in ipairs(shell_lines("sh -c '" .. script .. "'")) do
-    set[tonumber(name)] = true
+    .. "t=$(readlink $f); [ \"$t\" = \"$me\" ] || echo ${f##*/} $t; done"
+  for _, line in ipairs(shell_lines("sh -c '" .. script .. "'")) do
+    local fd = tonumber(line:match("^%d+"))
+    set[fd] = true
     n = n + 1
+    listing[#listing + 1] = line
   end
-  return set, n
+  return set, n, table.concat(listing, "\n")
 end
 
 -- A full collection (twice: finalizers may free more).
@@ -275,7 +279,7 @@ describe("moonbridge_io.exec", function()
 
   it("returns nil and a message for a missing program, leaking nothing", function()
     full_gc()
-    local _, before = fd_set()
+    local _, before, listed = fd_set()
     local child, err = mio.exec("/nonexistent/program")
     assert.is_nil(child)
     assert.equals("Could not execute: No such file or directory", err)
@@ -286,8 +290,8 @@ describe("moonbridge_io.exec", function()
     assert.is_nil(child)
     assert.equals("Could not execute: Permission denied", err)
     full_gc()
-    local _, after = fd_set()
-    assert.equals(before, after)
+    local _, after, listed_after = fd_set()
+    assert.equals(before, after, "before:\n" .. listed .. "\nafter:\n" .. listed_after)
     assert.same({}, zombies())
   end)
 
@@ -378,7 +382,7 @@ describe("moonbridge_io.exec", function()
 
   it("leaks no descriptor and leaves no zombie over many runs", function()
     full_gc()
-    local _, before = fd_set()
+    local _, before, listed = fd_set()
     for _ = 1, 200 do
       local child = assert(mio.exec("/bin/true"))
       assert.equals(0, child:wait())
@@ -393,8 +397,8 @@ describe("moonbridge_io.exec", function()
       child:kill(15)
     end
     full_gc()
-    local _, after = fd_set()
-    assert.equals(before, after)
+    local _, after, listed_after = fd_set()
+    assert.equals(before, after, "before:\n" .. listed .. "\nafter:\n" .. listed_after)
     assert.same({}, zombies())
   end)
 
