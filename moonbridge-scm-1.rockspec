@@ -18,10 +18,42 @@ dependencies = {
 }
 build = {
    type = "command",
-   -- LuaRocks substitutes $(LUA) with the interpreter it targets; its _VERSION picks the
-   -- cargo feature (lua53 / lua54). The .so is copied out at once so that builds for both
-   -- versions can share one cargo target directory.
-   build_command = [[FEATURE=lua$("$(LUA)" -e 'io.write((_VERSION:gsub("%D","")))') && ${CARGO:-cargo} build --release --locked --features "$FEATURE" && mkdir -p target/rock && cp target/release/libmoonbridge.so target/rock/moonbridge_io.so]],
+   -- LuaRocks substitutes $(LUA) with the interpreter it targets (/usr/bin/lua5.4 for
+   -- --lua-version 5.4); its _VERSION gives V ("5.4") and the cargo feature (lua54).
+   -- Each version builds in its own cargo target directory (target/lua5.3, target/lua5.4):
+   -- with one directory, switching the feature recompiles the crate (about 20 s) on every
+   -- build; with two, a build with nothing changed takes a fraction of a second.
+   -- The outputs are copied to target/rock/:
+   --   moonbridge_io.so   the module (overwritten by the next build; installed right away)
+   --   moonbridge$V       bin/moonbridge with the interpreter's path as its #! line
+   --   moonbridge         a sh script running moonbridge5.4 if it is installed next to it,
+   --                      else moonbridge5.3 (the same file for both versions)
+   -- LuaRocks wraps the Lua launcher moonbridge$V in a sh script that runs $(LUA) with the
+   -- tree's module paths; the sh script moonbridge is not Lua, so it is copied as it is.
+   build_command = [[
+set -e
+V=$("$(LUA)" -e 'io.write(_VERSION:sub(5))')
+${CARGO:-cargo} build --release --locked --features "lua${V%.*}${V#*.}" --target-dir "target/lua$V"
+mkdir -p target/rock
+cp "target/lua$V/release/libmoonbridge.so" target/rock/moonbridge_io.so
+sed '1s|^#!.*|#!$(LUA)|' bin/moonbridge >"target/rock/moonbridge$V"
+chmod 755 "target/rock/moonbridge$V"
+cat >target/rock/moonbridge <<'EOF'
+#!/bin/sh
+# moonbridge: runs moonbridge5.4 if it is installed in this directory, else moonbridge5.3.
+d=$(dirname "$(readlink -f "$0")")
+for v in 5.4 5.3; do
+  if [ -x "$d/moonbridge$v" ]; then exec "$d/moonbridge$v" "$@"; fi
+done
+echo "moonbridge: neither moonbridge5.4 nor moonbridge5.3 is installed in $d" >&2
+exit 127
+EOF
+chmod 755 target/rock/moonbridge
+]],
+   -- The versioned launcher's name depends on the Lua version, which the static install
+   -- table cannot express: copy it into the rock's bin directory, which LuaRocks then
+   -- deploys (and removes with the rock) like the files of install.bin.
+   install_command = [[V=$("$(LUA)" -e 'io.write(_VERSION:sub(5))') && cp "target/rock/moonbridge$V" "$(BINDIR)/moonbridge$V"]],
    install = {
       lib = { moonbridge_io = "target/rock/moonbridge_io.so" },
       lua = {
@@ -29,8 +61,14 @@ build = {
          moonbridge_config = "lua/moonbridge_config.lua",
          moonbridge_http = "lua/moonbridge_http.lua",
       },
-      bin = { moonbridge = "bin/moonbridge" },
+      bin = { moonbridge = "target/rock/moonbridge" },
    },
+}
+-- Installing the other Lua version into the same tree finds bin/moonbridge "not tracked"
+-- (LuaRocks keeps one manifest per Lua version) and moves it to bin/moonbridge~ before
+-- deploying the same file again: remove that copy when it is identical.
+hooks = {
+   post_install = [[B="$(PREFIX)/../../../../../bin" && if cmp -s "$B/moonbridge~" "$B/moonbridge"; then rm -f "$B/moonbridge~"; fi]],
 }
 test = {
    type = "command",

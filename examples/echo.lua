@@ -1,5 +1,5 @@
 -- Raw TCP echo server: every line a client sends comes back.
---   moonbridge examples/echo.lua        then: nc 127.0.0.1 8081
+--   moonbridge examples/echo.lua        then: printf 'hello\nworld\n' | nc -N 127.0.0.1 8081
 listen{
   { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT") or 8081) },
   pre_fork = 1, max_fork = 8,
