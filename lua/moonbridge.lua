@@ -39,7 +39,7 @@ function M.listen(args)
   end
 end
 
---- timeout(), timeout(seconds), timeout(seconds, func, ...): see listen.md §4.
+--- timeout(), timeout(seconds), timeout(seconds, func, ...): see docs/server.md.
 function M.timeout(seconds, func, ...)
   if seconds == nil and func == nil then
     return core.timer_remaining()
