@@ -178,17 +178,23 @@ describe("moonbridge_http refusals and logs", function()
     assert.matches("^OPTIONS nil", r.body)
   end)
 
-  it("logs a handler error that is a table through tostring, with the handler's line", function()
+  -- Requests `target`, whose handler raises after marking its line; returns that line and
+  -- what the log got until the worker exited.
+  local function handler_error(target)
     H.clear_calls(srv)
     local mark = #H.log_text(srv)
-    local r = H.exchange(srv, H.get("/table_error"))
-    assert.are.equal(500, r.status)
+    assert.are.equal(500, H.exchange(srv, H.get(target)).status)
     local line = H.calls(srv)[2]:match("^line (%d+)$")
     local log = H.wait_for(5, function()
       local text = log_since(srv, mark)
       return text:find("exited with code 1") and text
     end)
     assert.truthy(log)
+    return line, log
+  end
+
+  it("logs a handler error that is a table through tostring, with the handler's line", function()
+    local line, log = handler_error("/table_error")
     assert.matches('Error in "connect" function: table: 0x%x+\n', log)
     assert.matches("stack traceback:\n", log)
     assert.truthy(log:find("app.lua:" .. line .. ": in ", 1, true), log)
@@ -196,15 +202,7 @@ describe("moonbridge_http refusals and logs", function()
   end)
 
   it("logs a handler error with __tostring as its text, with the handler's line", function()
-    H.clear_calls(srv)
-    local mark = #H.log_text(srv)
-    assert.are.equal(500, H.exchange(srv, H.get("/object_error")).status)
-    local line = H.calls(srv)[2]:match("^line (%d+)$")
-    local log = H.wait_for(5, function()
-      local text = log_since(srv, mark)
-      return text:find("exited with code 1") and text
-    end)
-    assert.truthy(log)
+    local line, log = handler_error("/object_error")
     assert.matches('Error in "connect" function: object error 42\n', log)
     assert.truthy(log:find("app.lua:" .. line .. ": in ", 1, true), log)
     assert.is_nil(log:find("moonbridge_http/glue", 1, true), log)

@@ -14,13 +14,7 @@ local function load_core()
   return assert(package.loadlib(path, "luaopen_moonbridge_core"))()
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = H.read_file
 
 -- A child interpreter that reports the size of its argv area, sets each title in turn
 -- (reporting set_title's results), then waits until its stdin closes.
