@@ -271,7 +271,7 @@ describe("moonbridge_http timeouts and shutdown", function()
     assert.are.equal("eof", select(2, H.read_until_close(sock, 5)))
     assert.is_true(mio.timeref() - t0 < 4)
     sock:close()
-    assert.are.equal(0, H.stop(srv))
+    assert.are.equal(0, H.stop(srv, "0")) -- no second SIGTERM (see the server lifecycle spec)
     H.cleanup(srv)
   end)
 

@@ -177,8 +177,13 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2}, connect=function(s) return
     assert.is_not_nil(workers, H.log_text(srv))
     local app = srv.app:gsub("%p", "%%%0")
     assert.matches("^moonbridge: master " .. app .. "$", cmdline(srv.pid))
-    local titles = { cmdline(workers[1]), cmdline(workers[2]) }
-    table.sort(titles)
+    -- a new worker bears the master's title until it has set its own
+    local titles = H.wait_for(5, function()
+      local t = { cmdline(workers[1]), cmdline(workers[2]) }
+      table.sort(t)
+      return not (t[1] .. t[2]):find("master", 1, true) and t
+    end)
+    assert.is_not_nil(titles, "workers kept the master's title")
     assert.matches("^moonbridge: worker pool #1 " .. app .. "$", titles[1])
     assert.matches("^moonbridge: worker pool #2 " .. app .. "$", titles[2])
     assert.equal("moonbridge", (H.read_file("/proc/" .. srv.pid .. "/comm") or ""):sub(1, 10))
