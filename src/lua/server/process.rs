@@ -143,25 +143,21 @@ lua_fn! {
                     l.relock().map_err(|e| ("Log file", e))
                 })
             });
-        match relocked {
-            Ok(()) => detached.ready(),
+        let (code, message) = match relocked {
+            Ok(()) => {
+                detached.ready();
+                s.push_bool(true);
+                return Ok(1);
+            }
             Err((what, PidFileError::Locked(pid))) => {
                 let holder = pid.map_or(String::new(), |p| format!(" (PID {p})"));
-                detached.fail(
-                    2,
-                    &format!("{what} is locked by another process{holder}: already running"),
-                );
-                // SAFETY: _exit ends the daemon, which has nothing to clean up yet.
-                unsafe { libc::_exit(2) }
+                (2, format!("{what} is locked by another process{holder}: already running"))
             }
-            Err((what, PidFileError::Io(e))) => {
-                detached.fail(3, &format!("{what}: {}", error_text(&e)));
-                // SAFETY: as above.
-                unsafe { libc::_exit(3) }
-            }
-        }
-        s.push_bool(true);
-        Ok(1)
+            Err((what, PidFileError::Io(e))) => (3, format!("{what}: {}", error_text(&e))),
+        };
+        detached.fail(code, &message);
+        // SAFETY: _exit ends the daemon, which has nothing to clean up yet.
+        unsafe { libc::_exit(code as c_int) }
     }
 }
 
