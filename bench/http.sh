@@ -8,6 +8,10 @@
 #
 #   bash bench/http.sh                       # defaults below
 #   DUR=10 CONN=8 ROUNDS=5 LUA=5.3 bash bench/http.sh
+#   BASELINE=../other-checkout bash bench/http.sh   # also that checkout's build, same run
+#
+# BASELINE names another checkout with its rock installed in .trees/$LUA (for a before and
+# after comparison): its servers run in the same rounds, with its own module paths.
 #
 # Prints a markdown table (req/s and p99 latency, and moonbridge's ratio to each peer).
 set -euo pipefail
@@ -68,6 +72,23 @@ PORT=$APP_PORT WORKERS=$CONN taskset -c "$SERVER_CPU" "$MOONBRIDGE" bench/http_a
 PIDS+=($!)
 wait_port "$HELLO_PORT"
 wait_port "$APP_PORT"
+
+B_HELLO_PORT=""
+if [ -n "${BASELINE:-}" ]; then
+  BASE=$(cd "$BASELINE" && pwd)
+  [ -x "$BASE/.trees/$LUA/bin/moonbridge" ] || { echo "no $BASE/.trees/$LUA/bin/moonbridge" >&2; exit 1; }
+  B_HELLO_PORT=$(free_port)
+  B_APP_PORT=$(free_port)
+  # The baseline's own module paths (env.sh of that checkout), its own apps.
+  (. "$BASE/scripts/env.sh" && cd "$BASE" && PORT=$B_HELLO_PORT exec taskset -c "$SERVER_CPU" \
+    "$BASE/.trees/$LUA/bin/moonbridge" examples/helloworld.lua) >"$TMP/b-hello.log" 2>&1 &
+  PIDS+=($!)
+  (. "$BASE/scripts/env.sh" && cd "$BASE" && PORT=$B_APP_PORT WORKERS=$CONN exec taskset -c "$SERVER_CPU" \
+    "$BASE/.trees/$LUA/bin/moonbridge" bench/http_app.lua) >"$TMP/b-app.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$B_HELLO_PORT"
+  wait_port "$B_APP_PORT"
+fi
 
 FLOOR_PORT=""
 if command -v cc >/dev/null && cc -O2 -o "$TMP/floor" bench/prefork_floor.c 2>/dev/null; then
@@ -138,6 +159,14 @@ for round in $(seq "$ROUNDS"); do
     read -r r p < <(run_wrk "$mb_url" $args)
     RPS["$name|mb"]+="$r "
     P99["$name|mb"]+="$p "
+    if [ -n "$B_HELLO_PORT" ]; then
+      b_url=${mb_url/:$HELLO_PORT\//:$B_HELLO_PORT\/}
+      b_url=${b_url/:$APP_PORT\//:$B_APP_PORT\/}
+      # shellcheck disable=SC2086
+      read -r r p < <(run_wrk "$b_url" $args)
+      RPS["$name|base"]+="$r "
+      P99["$name|base"]+="$p "
+    fi
     if [ -n "$NGINX_PORT" ]; then
       # shellcheck disable=SC2086
       read -r r p < <(run_wrk "http://127.0.0.1:$NGINX_PORT$ngx_path" $args)
@@ -186,6 +215,7 @@ echo "servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU: \`taskset -c $CLIENT_C
 echo
 header="| case | wrk args | moonbridge req/s (p99) |"
 rule="|---|---|---|"
+[ -n "$B_HELLO_PORT" ] && header+=" baseline req/s (p99) | moonbridge / baseline |" && rule+="---|---|"
 [ -n "$NGINX_PORT" ] && header+=" nginx \`return 200\` | moonbridge / nginx |" && rule+="---|---|"
 [ -n "$NGINX_LUA" ] && header+=" nginx \`content_by_lua_block\` | moonbridge / lua |" && rule+="---|---|"
 [ -n "$FLOOR_PORT" ] && header+=" pre-fork floor | moonbridge / floor |" && rule+="---|---|"
@@ -196,6 +226,7 @@ for c in "${CASES[@]}"; do
   args=${args/$ROOT\//}
   args=${args//@/ }
   line="| $name | \`${args:--}\` | $(pick "$name|mb") |"
+  [ -n "$B_HELLO_PORT" ] && line+=" $(pick "$name|base") | $(ratio "$name|mb" "$name|base") |"
   [ -n "$NGINX_PORT" ] && line+=" $(pick "$name|ngx") | $(ratio "$name|mb" "$name|ngx") |"
   [ -n "$NGINX_LUA" ] && line+=" $(pick "$name|lua") | $(ratio "$name|mb" "$name|lua") |"
   if [ -n "$FLOOR_PORT" ]; then

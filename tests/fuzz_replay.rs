@@ -3,13 +3,14 @@
 //! committed), then mutates the `tests/data/http` corpus for a bounded time. Each input must
 //! give the same result whole, byte by byte and in random pieces, and must not panic.
 
-mod http_support;
+mod corpus_files;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use http_support::{run, segment, unescape};
+use corpus_files::unescape;
 use moonbridge::http::chunked::{ChunkedDecoder, Decoded};
+use moonbridge::http::drive::script::{run, segment};
 use moonbridge::http::head::Limits;
 
 const LIMITS: [Limits; 2] = [
@@ -141,7 +142,7 @@ fn replay_fuzz_corpus() {
 
 #[test]
 fn mutate_corpus_for_a_bounded_time() {
-    let seeds: Vec<Vec<u8>> = http_support::corpus()
+    let seeds: Vec<Vec<u8>> = corpus_files::corpus()
         .iter()
         .map(|(_, text)| unescape(text.split("--- expect\n").next().unwrap()))
         .collect();

@@ -4,12 +4,13 @@
 //! File format: lines starting with `#` are comments. Then the input, written with escapes
 //! (`\r`, `\n`, `\t`, `\0`, `\\`, `\xHH`); the file's own line breaks are ignored, so CRLF
 //! is always spelled out. Then a line `--- expect`, followed by the lines that
-//! `http_support::run` must produce. `BLESS=1 cargo test --test http_corpus` rewrites the
+//! `moonbridge::http::drive::script::run` must produce. `BLESS=1 cargo test --test http_corpus` rewrites the
 //! expectations from the current behaviour (review the diff before committing it).
 
-mod http_support;
+mod corpus_files;
 
-use http_support::{run, segment, unescape};
+use corpus_files::unescape;
+use moonbridge::http::drive::script::{run, segment};
 use moonbridge::http::head::Limits;
 
 const MARK: &str = "--- expect\n";
@@ -24,7 +25,7 @@ const LIMITS: Limits = Limits {
 #[test]
 fn corpus() {
     let bless = std::env::var_os("BLESS").is_some();
-    let cases = http_support::corpus();
+    let cases = corpus_files::corpus();
     assert!(cases.len() >= 40, "the corpus is missing");
     for (path, text) in cases {
         let name = path.file_name().unwrap().to_string_lossy();

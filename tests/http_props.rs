@@ -3,10 +3,10 @@
 //! byte-at-a-time reader rejects is accepted when the bytes arrive together, or the other way
 //! round.
 
-mod http_support;
+mod corpus_files;
 
-use http_support::{run, segment};
 use moonbridge::http::chunked::{ChunkedDecoder, Decoded};
+use moonbridge::http::drive::script::{esc, run, segment};
 use moonbridge::http::framing::framing;
 use moonbridge::http::head::{parse_head, split_target, Limits, Status};
 use proptest::prelude::*;
@@ -181,7 +181,7 @@ proptest! {
         let whole = run(&[&input], &Limits::default());
         prop_assert_eq!(whole.last().map(String::as_str), Some("end"), "{:?}", whole);
         let bodies: Vec<_> = whole.iter().filter_map(|l| l.strip_prefix("  body ")).collect();
-        let want: Vec<_> = reqs.iter().map(|r| http_support::esc(&r.body)).collect();
+        let want: Vec<_> = reqs.iter().map(|r| esc(&r.body)).collect();
         prop_assert_eq!(bodies, want);
         prop_assert_eq!(run(&segment(&input, &cuts), &Limits::default()), whole);
     }

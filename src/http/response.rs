@@ -557,6 +557,12 @@ impl Response {
         &self.out
     }
 
+    /// Appends bytes that are not part of this response (`100 Continue`, a refusal) to the
+    /// output.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     /// Marks the output as written.
     pub fn clear_output(&mut self) {
         self.out.clear();

@@ -39,7 +39,7 @@ lua_fn! {
         if !ctx.current {
             return Err(finished());
         }
-        let p = &ctx.http.conn.parsed;
+        let p = &ctx.http.conn.m.parsed;
         let mut groups: Vec<(Vec<u8>, Vec<&[u8]>)> = Vec::with_capacity(p.headers.len());
         for (name, value) in &p.headers {
             let lower = p.get(name).to_ascii_lowercase();
@@ -74,7 +74,7 @@ lua_fn! {
         if !ctx.current {
             return Err(finished());
         }
-        let p = &ctx.http.conn.parsed;
+        let p = &ctx.http.conn.m.parsed;
         let query = p.query.as_ref().map_or(&[][..], |r| p.get(r));
         push_flat(s, form::parse_query(query).into_iter());
         Ok(1)
@@ -97,7 +97,7 @@ lua_fn! {
         if !ctx.current {
             return Err(finished());
         }
-        let p = &ctx.http.conn.parsed;
+        let p = &ctx.http.conn.m.parsed;
         let mut pairs = Vec::new();
         for (name, value) in &p.headers {
             if p.get(name).eq_ignore_ascii_case(b"cookie") {

@@ -2,14 +2,12 @@
 //! `moonbridge_io` (`lua/moonbridge_http.lua` calls `luaopen_moonbridge_http`), so request
 //! objects read and write through the very socket handles of `moonbridge_io`.
 //!
-//! - `conn`: one connection over a `Handle`, without Lua (heads, bodies, responses, waits)
 //! - `request`: the connection userdata and the request's response methods
 //! - `fields`: lazily built tables (`headers`, query pairs, `cookies`)
 //! - `post`: body chunks and multipart events for the glue
 //! - `glue.lua`: `generate_handler`, the request loop, lazy fields and streaming callbacks
 //! - `options.lua`: checking `generate_handler`'s options
 
-mod conn;
 mod fields;
 mod post;
 mod request;

@@ -35,7 +35,7 @@ fn setup_error() -> Misuse {
 }
 
 fn check_usable(ctx: &Ctx<'_>) -> LResult<()> {
-    if ctx.http.conn.faulty {
+    if ctx.http.conn.m.faulty {
         return Err(Misuse("Tried to use faulty request handle".into()));
     }
     Ok(())
@@ -51,12 +51,12 @@ lua_fn! {
         if !ctx.current
             || http.status_sent
             || http.input == Input::Started
-            || http.conn.discard_input
+            || http.conn.m.discard_input
         {
             return Err(setup_error());
         }
         http.input = Input::Setup;
-        http.conn.used = true;
+        http.conn.m.used = true;
         Ok(0)
     }
 }
@@ -68,7 +68,7 @@ lua_fn! {
         let ctx = request_ctx(s, "consume_input")?;
         check_usable(&ctx)?;
         let http = ctx.http;
-        let first = ctx.current && http.input != Input::Started && !http.conn.discard_input;
+        let first = ctx.current && http.input != Input::Started && !http.conn.m.discard_input;
         if first {
             http.input = Input::Started;
         }
@@ -83,7 +83,7 @@ lua_fn! {
     pub fn read_chunk(s) {
         let ctx = request_ctx(s, "read_chunk")?;
         ctx.require_current()?;
-        let max = ctx.http.conn.cfg.max_input_chunk;
+        let max = ctx.http.conn.m.cfg.max_input_chunk;
         match ctx.http.conn.body_data(ctx.h, max).map_err(raise)? {
             Some(r) => {
                 s.push_bytes(&ctx.h.buffered()[r.clone()]);
@@ -108,7 +108,7 @@ lua_fn! {
         conn.buffer_body(ctx.h, WHOLE_BODY_BUFFER).map_err(raise)?;
         let mut body = Vec::new();
         while let Some(r) = conn.body_data(ctx.h, usize::MAX).map_err(raise)? {
-            if body.is_empty() && conn.body_done() {
+            if body.is_empty() && conn.m.body_done() {
                 // all of it was buffered at once: one copy, straight into the Lua string
                 s.push_bytes(&ctx.h.buffered()[r.clone()]);
                 ctx.h.consume(r.end);
@@ -129,14 +129,14 @@ lua_fn! {
         let ctx = request_ctx(s, "post_params")?;
         ctx.require_current()?;
         let conn = &mut ctx.http.conn;
-        let content_type = conn.parsed.header(b"content-type").map(<[u8]>::to_vec);
+        let content_type = conn.m.parsed.header(b"content-type").map(<[u8]>::to_vec);
         let kind = match content_type {
-            _ if !conn.has_body() => "none",
+            _ if !conn.m.has_body() => "none",
             None => "none",
             Some(ct) if form::is_urlencoded(&ct) => "urlencoded",
             Some(ct) => {
                 let limits = multipart::Limits {
-                    max_chunk: conn.cfg.max_input_chunk,
+                    max_chunk: conn.m.cfg.max_input_chunk,
                     ..multipart::Limits::default()
                 };
                 match MultipartDecoder::new(&ct, limits) {
@@ -190,7 +190,7 @@ lua_fn! {
         };
         let ctx = request_ctx(s, "post_params")?;
         ctx.require_current()?;
-        let max = ctx.http.conn.cfg.max_input_chunk;
+        let max = ctx.http.conn.m.cfg.max_input_chunk;
         loop {
             let Some(post) = ctx.http.post.as_mut() else {
                 s.push_nil();

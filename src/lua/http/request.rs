@@ -16,8 +16,9 @@ use std::rc::Rc;
 
 use mlua::ffi;
 
-use super::conn::{Config, Connection, Fail, Next, State};
 use super::post::PostState;
+use crate::http::conn::{Config, Fail};
+use crate::http::drive::blocking::{Conn, Next};
 use crate::http::response::Phase;
 use crate::io::Handle;
 use crate::lua::state::{
@@ -50,7 +51,7 @@ pub enum Input {
 
 /// The connection userdata: the HTTP state of one socket.
 pub struct HttpConn {
-    pub conn: Connection,
+    pub conn: Conn,
     pub input: Input,
     /// `send_status` was called for this request.
     pub status_sent: bool,
@@ -105,7 +106,7 @@ impl LuaObject for HttpConn {
     /// the metatable, see the glue).
     const UPVALUE_STRINGS: &'static [&'static str] = &["method", "path", "query"];
     fn describe(&self) -> String {
-        format!("moonbridge_http connection ({:?})", self.conn.state)
+        format!("moonbridge_http connection ({})", self.conn.m.phase_name())
     }
 }
 
@@ -230,7 +231,7 @@ lua_fn! {
         push_object(
             s,
             HttpConn {
-                conn: Connection::new(cfg),
+                conn: Conn::new(cfg),
                 input: Input::Untouched,
                 status_sent: false,
                 post: None,
@@ -288,7 +289,7 @@ lua_fn! {
         http.input = Input::Untouched;
         http.status_sent = false;
         http.post = None;
-        let p = &http.conn.parsed;
+        let p = &http.conn.m.parsed;
         s.reserve(6);
         // SAFETY: valid state with stack space; leaves exactly the new request on top.
         unsafe {
@@ -335,8 +336,8 @@ lua_fn! {
         };
         // SAFETY: index 2 may be anything; lua_topointer returns null for non-objects.
         let request = unsafe { ffi::lua_topointer(s.raw(), 2) };
-        if request == http.current && !h.is_closed() && http.conn.state == State::Active {
-            if http.conn.resp.phase() == Phase::Initial && !http.conn.faulty {
+        if request == http.current && !h.is_closed() && http.conn.m.is_active() {
+            if http.conn.m.response().phase() == Phase::Initial && !http.conn.m.faulty {
                 return s.fail(
                     "HTTP request handler returned without sending a response (no HTTP status was sent)",
                 );
@@ -370,7 +371,7 @@ lua_fn! {
     /// while the current request's body was read (already answered, connection closed).
     fn client_fault(s) {
         let http = check_self::<HttpConn>(s, "client_fault")?;
-        match &http.conn.client_fault {
+        match &http.conn.m.client_fault {
             Some(m) => s.push_str(m),
             None => s.push_nil(),
         }
@@ -381,7 +382,7 @@ lua_fn! {
 /// Runs a response step on the current request, or treats a stale one as finished.
 fn respond<F>(s: Stack<'_>, fname: &str, step: F) -> LResult<c_int>
 where
-    F: FnOnce(&mut Connection, &mut Handle) -> Result<(), Fail>,
+    F: FnOnce(&mut Conn, &mut Handle) -> Result<(), Fail>,
 {
     let ctx = request_ctx(s, fname)?;
     ctx.require_current()?;
@@ -468,13 +469,13 @@ lua_fn! {
 
 lua_fn! {
     pub fn close_after_finish(s) {
-        respond(s, "close_after_finish", |c, _| c.close_after_finish())
+        respond(s, "close_after_finish", |c, _| c.m.close_after_finish())
     }
 }
 
 lua_fn! {
     pub fn monologue(s) {
-        respond(s, "monologue", |c, _| c.monologue())
+        respond(s, "monologue", |c, _| c.m.monologue())
     }
 }
 
@@ -482,8 +483,8 @@ lua_fn! {
     /// fresh(request) -> boolean
     pub fn fresh(s) {
         let ctx = request_ctx(s, "fresh")?;
-        let c = &ctx.http.conn;
-        s.push_bool(ctx.current && c.state == State::Active && !c.used && ctx.http.input == Input::Untouched);
+        let c = &ctx.http.conn.m;
+        s.push_bool(ctx.current && c.is_active() && !c.used && ctx.http.input == Input::Untouched);
         Ok(1)
     }
 }
@@ -492,7 +493,7 @@ lua_fn! {
     /// faulty(request) -> boolean
     pub fn faulty(s) {
         let ctx = request_ctx(s, "faulty")?;
-        s.push_bool(ctx.current && ctx.http.conn.faulty);
+        s.push_bool(ctx.current && ctx.http.conn.m.faulty);
         Ok(1)
     }
 }

@@ -1,12 +1,15 @@
-//! The connection driver without Lua, over real loopback sockets: a client sends its bytes
+//! The blocking driver over real loopback sockets: a client sends its bytes
 //! (and half-closes), the driver serves every request with a small handler, and what the
 //! client received is compared as text (with the `Date` lines removed).
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::*;
+use super::blocking::{Conn, Next};
+use crate::http::conn::{Config, Fail};
+use crate::http::head;
 use crate::io::net::{tcp_connect, Listener, Port};
+use crate::io::Handle;
 
 fn config() -> Config {
     let t = Some(Duration::from_secs(3));
@@ -48,7 +51,7 @@ fn run(input: &[u8], serve: Serve) -> String {
     let (mut client, mut server) = pair();
     client.flush_blocking(&[input]).unwrap();
     client.finish().unwrap();
-    let mut conn = Connection::new(Rc::new(config()));
+    let mut conn = Conn::new(Rc::new(config()));
     while conn.next_request(&mut server) == Next::Request {
         let mut body = Vec::new();
         if serve == Serve::Echo {
@@ -179,7 +182,7 @@ fn body_errors_are_answered_and_end_the_connection() {
                  40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n0\r\n\r\n";
     client.flush_blocking(&[input.as_bytes()]).unwrap();
     client.finish().unwrap();
-    let mut conn = Connection::new(Rc::new(config()));
+    let mut conn = Conn::new(Rc::new(config()));
     assert_eq!(conn.next_request(&mut server), Next::Request);
     let failure = loop {
         match conn.body_data(&mut server, 1000) {
@@ -219,7 +222,7 @@ fn a_length_body_arriving_in_segments_is_buffered_whole() {
             &body[..30],
         ])
         .unwrap();
-    let mut conn = Connection::new(Rc::new(config()));
+    let mut conn = Conn::new(Rc::new(config()));
     assert_eq!(conn.next_request(&mut server), Next::Request);
     let writer = std::thread::spawn(move || {
         for piece in body[30..].chunks(20) {
@@ -232,6 +235,6 @@ fn a_length_body_arriving_in_segments_is_buffered_whole() {
     let r = conn.body_data(&mut server, usize::MAX).unwrap().unwrap();
     assert_eq!(r, 0..90);
     assert!(server.buffered()[r].iter().all(|&b| b == b'b'));
-    assert!(conn.body_done());
+    assert!(conn.m.body_done());
     drop(writer.join().unwrap());
 }

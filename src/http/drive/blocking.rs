@@ -1,0 +1,599 @@
+//! The blocking driver: the connection machine over a socket's [`Handle`], for classic
+//! workers. Each call runs the machine until it has an answer for the application, doing
+//! what the machine asks: writing the output, waiting for input until a deadline (or a
+//! SIGTERM), ending the connection. The HTTP layer and `socket:read` share the handle's
+//! read buffer, so no byte is lost between them.
+
+use std::io;
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::http::conn::{After, Clock, Close, Config, Connection, Fail, Push, Step};
+use crate::io::handle::{HandleError, ReadStatus, WRITE_BUFFER_LIMIT};
+use crate::io::poll::{self, Entry, Interest, Outcome};
+use crate::io::{signal, sys, Handle, Kind};
+
+/// Pieces of response body at least this long are written from the application's string
+/// (framed around it) instead of being copied into the output buffer first.
+const DIRECT_WRITE: usize = 64 << 10;
+
+/// Longest single wait while waiting for input: bounds the delay when a SIGTERM lands
+/// between the flag check and the wait (see `wait_input`).
+const SIGTERM_SLICE: Duration = Duration::from_secs(1);
+
+/// The system clock.
+struct SysClock;
+
+impl Clock for SysClock {
+    fn now(&mut self) -> Instant {
+        Instant::now()
+    }
+    fn unix_secs(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// What `next_request` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A request head was read; the handler may be called.
+    Request,
+    /// The connection ended (quietly, or after a refusal that was answered).
+    Closed,
+}
+
+/// How a wait for input ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arrival {
+    /// New bytes are in the handle's buffer (or the input ended).
+    Input,
+    /// SIGTERM was received (only reported when asked for).
+    Sigterm,
+    /// The deadline passed.
+    Timeout,
+}
+
+/// One connection: the machine and what the driver knows of the socket.
+#[derive(Debug)]
+pub struct Conn {
+    pub m: Connection,
+    /// The peer ended its input.
+    eof: bool,
+    /// A response write happened on this connection; TCP_NODELAY is set (see `nodelay`).
+    wrote: bool,
+    nodelay: bool,
+    /// The socket's SO_RCVTIMEO as last set (see `wait_input`).
+    rcvtimeo: Option<Duration>,
+}
+
+fn io_fail(e: HandleError) -> String {
+    match e {
+        HandleError::Io(m) => m,
+        HandleError::Misuse(m) => m.to_string(),
+    }
+}
+
+impl Conn {
+    pub fn new(cfg: Rc<Config>) -> Self {
+        Conn {
+            m: Connection::new(cfg),
+            eof: false,
+            wrote: false,
+            nodelay: false,
+            rcvtimeo: None,
+        }
+    }
+
+    /// A socket closed behind the machine's back (by the application) ends the connection.
+    fn sync(&mut self, h: &Handle) {
+        if h.is_closed() && !self.m.is_closed() {
+            self.m.mark_closed();
+        }
+    }
+
+    /// A SIGTERM that arrived before the response head went out makes it the last one.
+    fn check_sigterm(&mut self) {
+        if !self.m.response().started() && signal::sigterm_received() {
+            self.m.note_sigterm();
+        }
+    }
+
+    /// Reads the next request head (waiting up to `idle_timeout` for its first byte).
+    /// Refusals are answered here and end the connection.
+    pub fn next_request(&mut self, h: &mut Handle) -> Next {
+        self.sync(h);
+        if self.m.is_closed() {
+            return Next::Closed;
+        }
+        let sigterm = signal::sigterm_received();
+        if sigterm {
+            self.m.note_sigterm();
+        }
+        // A new connection usually has its request waiting (and after a SIGTERM, one that
+        // already arrived is still served): read before waiting.
+        let read_first = h.buffered().is_empty() && (self.m.requests() == 0 || sigterm);
+        if read_first && self.fill_nb(h).is_err() {
+            self.m.mark_closed();
+            let _ = h.reset();
+            return Next::Closed;
+        }
+        let mut step = self.m.poll_head(h.buffered(), self.eof, &mut SysClock);
+        loop {
+            step = match step {
+                Step::Request { consumed } => {
+                    h.consume(consumed);
+                    return Next::Request;
+                }
+                Step::Wait { until, sigterm, .. } => match self.wait_input(h, until, sigterm) {
+                    Ok(Arrival::Input) => self.m.poll_head(h.buffered(), self.eof, &mut SysClock),
+                    Ok(Arrival::Sigterm) => {
+                        self.m.note_sigterm();
+                        if self.fill_nb(h).is_err() {
+                            self.eof = true;
+                        }
+                        self.m.poll_head(h.buffered(), self.eof, &mut SysClock)
+                    }
+                    Ok(Arrival::Timeout) => self.m.timeout(&mut SysClock),
+                    Err(_) => {
+                        self.m.mark_closed();
+                        let _ = h.reset();
+                        return Next::Closed;
+                    }
+                },
+                Step::End { close, .. } => {
+                    self.end(h, close);
+                    return Next::Closed;
+                }
+                _ => {
+                    self.end(h, Close::Reset);
+                    return Next::Closed;
+                }
+            };
+        }
+    }
+
+    /// Runs a body step to its answer: `Ok(Some(range))` body bytes in `h.buffered()`
+    /// (copy them out, then consume through the range's end), `Ok(None)` the end, or the
+    /// failure (the client's, answered, or the connection's).
+    fn body_loop<F>(&mut self, h: &mut Handle, mut poll: F) -> Result<Option<Range<usize>>, Fail>
+    where
+        F: FnMut(&mut Connection, &[u8], bool) -> Result<Step, Fail>,
+    {
+        let mut step = poll(&mut self.m, h.buffered(), self.eof)?;
+        loop {
+            step = match step {
+                Step::Data(r) => return Ok(Some(r)),
+                Step::BodyDone { consumed } => {
+                    h.consume(consumed);
+                    return Ok(None);
+                }
+                Step::Buffered => return Ok(None),
+                Step::Flush => {
+                    self.push(h, true)?;
+                    poll(&mut self.m, h.buffered(), self.eof)?
+                }
+                Step::Wait {
+                    consumed, until, ..
+                } => {
+                    h.consume(consumed);
+                    match self.wait_input(h, until, false) {
+                        Ok(Arrival::Timeout | Arrival::Sigterm) => self.m.timeout(&mut SysClock),
+                        Ok(Arrival::Input) => poll(&mut self.m, h.buffered(), self.eof)?,
+                        Err(e) => return Err(Fail::Io(io_fail(e))),
+                    }
+                }
+                Step::End { close, fail } => {
+                    self.end(h, close);
+                    return Err(fail.unwrap_or_else(|| Fail::Client("Connection closed".into())));
+                }
+                Step::Request { .. } | Step::Next { .. } => return Ok(None),
+            };
+        }
+    }
+
+    /// The next piece of the request body, at most `max` bytes: a range of `h.buffered()`.
+    /// The caller copies it out, then consumes the buffer up to the range's end. `None` at
+    /// the end of the body. The first call answers `Expect: 100-continue`.
+    pub fn body_data(&mut self, h: &mut Handle, max: usize) -> Result<Option<Range<usize>>, Fail> {
+        self.sync(h);
+        self.body_loop(h, |m, input, eof| {
+            m.poll_body(input, eof, max, &mut SysClock)
+        })
+    }
+
+    /// Reads until all of a Content-Length body of at most `max` bytes is buffered, so that
+    /// `body_data` hands it out in one piece (one copy instead of collecting pieces). Other
+    /// bodies are left alone.
+    pub fn buffer_body(&mut self, h: &mut Handle, max: u64) -> Result<(), Fail> {
+        self.sync(h);
+        let Some(left) = self.m.whole_length(max) else {
+            return Ok(());
+        };
+        h.reserve_unread(left as usize);
+        self.body_loop(h, |m, input, eof| {
+            m.poll_buffered(input, eof, max, &mut SysClock)
+        })?;
+        Ok(())
+    }
+
+    /// A client error found while the handler reads the body (e.g. a malformed multipart
+    /// body): answered like a refusal, the connection closed.
+    pub fn body_error(&mut self, h: &mut Handle, code: u16, reason: &str, detail: &str) -> Fail {
+        self.sync(h);
+        match self.m.body_error(code, reason, detail, &mut SysClock) {
+            Step::End { close, fail } => {
+                self.end(h, close);
+                fail.unwrap_or_else(|| Fail::Client(format!("{code} {reason} ({detail})")))
+            }
+            _ => Fail::Client(format!("{code} {reason} ({detail})")),
+        }
+    }
+
+    pub fn send_status(&mut self, status: &[u8]) -> Result<(), Fail> {
+        self.m.send_status(status, &mut SysClock)
+    }
+
+    pub fn send_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), Fail> {
+        self.m.send_header(name, value)
+    }
+
+    pub fn finish_headers(&mut self, h: &mut Handle) -> Result<(), Fail> {
+        self.check_sigterm();
+        let push = self.m.finish_headers()?;
+        self.push(h, push == Push::Flush)
+    }
+
+    pub fn send_data(&mut self, h: &mut Handle, parts: &[&[u8]]) -> Result<(), Fail> {
+        self.check_sigterm();
+        self.m.begin_data()?;
+        for part in parts {
+            if part.len() >= DIRECT_WRITE {
+                if let Some(suffix) = self.m.data_direct(part.len())? {
+                    // straight from the Lua string to the socket: no copy into the output
+                    self.before_write(h);
+                    let out = self.m.take_output();
+                    let r = self.write_out(h, &[&out, part, suffix], false);
+                    self.m.recycle_output(out);
+                    r?;
+                    continue;
+                }
+            }
+            self.m.data(part)?;
+        }
+        self.push(h, false)
+    }
+
+    pub fn flush(&mut self, h: &mut Handle) -> Result<(), Fail> {
+        self.check_sigterm();
+        let push = self.m.flush()?;
+        self.push(h, push == Push::Flush)
+    }
+
+    /// `finish()`: idempotent.
+    pub fn finish(&mut self, h: &mut Handle) -> Result<(), Fail> {
+        self.sync(h);
+        self.check_sigterm();
+        match self.m.finish()? {
+            Some(push) => self.push(h, push == Push::Flush),
+            None => Ok(()),
+        }
+    }
+
+    /// The error path of a handler: a 500 if no response head went out, else a reset.
+    pub fn abort(&mut self, h: &mut Handle) {
+        self.sync(h);
+        if let Some(Step::End { close, .. }) = self.m.abort(&mut SysClock) {
+            self.end(h, close);
+        }
+    }
+
+    /// Ends the current request after its response is finished: drains an unread body
+    /// (bounded) or closes. Returns whether the connection may carry another request.
+    pub fn done(&mut self, h: &mut Handle) -> bool {
+        self.sync(h);
+        match self.m.end_request(h.buffered().is_empty(), &mut SysClock) {
+            After::Next => true,
+            After::End(close) => {
+                self.end(h, close);
+                false
+            }
+            After::CloseIfQuiet => {
+                let close = match self.fill_nb(h) {
+                    Ok(false) => match self.m.close_quiet() {
+                        Step::End { close, .. } => close,
+                        _ => Close::Quiet,
+                    },
+                    _ => match self.m.linger(&mut SysClock, None) {
+                        Step::End { close, .. } => close,
+                        _ => Close::Linger,
+                    },
+                };
+                self.end(h, close);
+                false
+            }
+            After::Drain => loop {
+                let step = self.m.poll_drain(h.buffered(), self.eof, &mut SysClock);
+                let step = match step {
+                    Step::Wait {
+                        consumed, until, ..
+                    } => {
+                        h.consume(consumed);
+                        match self.wait_input(h, until, false) {
+                            Ok(Arrival::Input) => continue,
+                            Ok(_) => self.m.timeout(&mut SysClock),
+                            Err(_) => {
+                                self.m.mark_closed();
+                                let _ = h.reset();
+                                return false;
+                            }
+                        }
+                    }
+                    other => other,
+                };
+                match step {
+                    Step::Data(r) => h.consume(r.end),
+                    Step::Next { consumed } => {
+                        h.consume(consumed);
+                        return true;
+                    }
+                    Step::End { close, .. } => {
+                        self.end(h, close);
+                        return false;
+                    }
+                    Step::Wait { .. } => {}
+                    _ => {
+                        self.end(h, Close::Reset);
+                        return false;
+                    }
+                }
+            },
+        }
+    }
+
+    /// Does what the machine decided for the end of the connection.
+    fn end(&mut self, h: &mut Handle, close: Close) {
+        if h.is_closed() {
+            self.m.mark_closed();
+            return;
+        }
+        match close {
+            Close::Handover => {}
+            Close::Reset => {
+                let _ = h.reset();
+            }
+            Close::Quiet => {
+                if self.push(h, true).is_ok() {
+                    let _ = h.close();
+                }
+            }
+            Close::Linger => self.linger(h),
+        }
+    }
+
+    /// Writes the output, half-closes, drains the input until it ends (close), the machine's
+    /// deadline passes, or it fails (reset): the client reads the answer before the close.
+    fn linger(&mut self, h: &mut Handle) {
+        if self.push(h, true).is_err() {
+            return;
+        }
+        if !h.is_finished() && h.finish().is_err() {
+            let _ = h.reset();
+            return;
+        }
+        loop {
+            let eof = match h.drain_step(None, None) {
+                Ok(d) => d.status == ReadStatus::Eof,
+                Err(_) => {
+                    let _ = h.reset();
+                    return;
+                }
+            };
+            let mut step = self.m.poll_linger(eof, &mut SysClock);
+            if let Step::Wait { until, .. } = step {
+                match wait(h, &[Interest::Read], until) {
+                    Ok(Outcome::Ready) => continue,
+                    _ => step = self.m.timeout(&mut SysClock),
+                }
+            }
+            match step {
+                Step::End {
+                    close: Close::Quiet,
+                    ..
+                } => {
+                    let _ = h.close();
+                    return;
+                }
+                Step::Wait { .. } => continue,
+                _ => {
+                    let _ = h.reset();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Turns off Nagle's algorithm once a connection carries a second write: a small piece
+    /// after earlier data (the tail of a long or flushed response, the next response of a
+    /// keep-alive connection) would otherwise wait for the client's delayed ACK (up to
+    /// 40 ms). A connection with one request and one write never needs the system call.
+    fn before_write(&mut self, h: &Handle) {
+        if self.wrote && !self.nodelay && h.kind() == Kind::Tcp {
+            self.nodelay = true;
+            if let Some(fd) = h.raw_fd() {
+                let _ = sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+            }
+        }
+        self.wrote = true;
+    }
+
+    /// Moves the machine's output to the socket (all of it with `flush`, else once large).
+    fn push(&mut self, h: &mut Handle, flush: bool) -> Result<(), Fail> {
+        if self.m.output().len() < WRITE_BUFFER_LIMIT && !flush {
+            return Ok(());
+        }
+        if self.m.output().is_empty() && h.write_pending() == 0 {
+            return Ok(());
+        }
+        self.before_write(h);
+        let out = self.m.take_output();
+        let r = self.write_out(h, &[&out], flush);
+        self.m.recycle_output(out);
+        r
+    }
+
+    /// Writes `parts` after anything pending; with `flush`, waits until all is sent,
+    /// otherwise only until less than the handle's buffer limit is pending. Waits are
+    /// bounded by `stall_timeout`; a failure resets the connection and marks it faulty.
+    fn write_out(&mut self, h: &mut Handle, parts: &[&[u8]], flush: bool) -> Result<(), Fail> {
+        let step = |h: &mut Handle, parts: &[&[u8]]| {
+            if flush {
+                h.flush_nb(parts)
+            } else {
+                h.write_nb(parts)
+            }
+        };
+        let mut pending = match step(h, parts) {
+            Ok(n) => n,
+            Err(e) => return Err(self.broken(h, &io_fail(e))),
+        };
+        while pending > 0 {
+            let until = self
+                .m
+                .cfg
+                .stall_timeout
+                .and_then(|d| Instant::now().checked_add(d));
+            // A client that sends a body we discard must not block our sending.
+            let drain = self.m.drains_while_writing();
+            let interests: &[Interest] = if drain {
+                &[Interest::Write, Interest::Read]
+            } else {
+                &[Interest::Write]
+            };
+            match wait(h, interests, until) {
+                Ok(Outcome::Ready) => {}
+                Ok(_) => return Err(self.broken(h, "Client connection stalled")),
+                Err(e) => return Err(self.broken(h, &sys::error_text(&e))),
+            }
+            if drain && !h.is_finished() {
+                let _ = h.drain_step(None, None);
+            }
+            pending = match step(h, &[]) {
+                Ok(n) => n,
+                Err(e) => return Err(self.broken(h, &io_fail(e))),
+            };
+        }
+        Ok(())
+    }
+
+    /// A write failed: reset, faulty, closed.
+    fn broken(&mut self, h: &mut Handle, why: &str) -> Fail {
+        if !h.is_closed() {
+            let _ = h.reset();
+        }
+        self.m.broken(why)
+    }
+
+    /// Reads once into the buffer without blocking: `Ok(true)` = new data, `Ok(false)` =
+    /// nothing now, or the input ended (then `eof` is set).
+    fn fill_nb(&mut self, h: &mut Handle) -> Result<bool, HandleError> {
+        let have = h.buffered().len();
+        let out = h.read_step(Some(have + 1), None, true)?;
+        Ok(match out.status {
+            ReadStatus::Block => false,
+            ReadStatus::Eof => {
+                self.eof = true;
+                h.buffered().len() > have
+            }
+            _ => true,
+        })
+    }
+
+    /// Reads more input into `h`'s buffer, waiting until `until`; with `on_sigterm`,
+    /// returns early when SIGTERM was received.
+    ///
+    /// An accepted connection (a blocking socket) sleeps in `recv` itself, with SO_RCVTIMEO
+    /// bounding each sleep: one system call per wait instead of `poll` and `recv`. It is
+    /// changed only when a wait needs a shorter one, so a keep-alive connection sets it
+    /// once. Other handles poll.
+    ///
+    /// Both ways wait in slices of at most a second with the SIGTERM flag checked in
+    /// between: a signal always ends a `poll` and, with SO_RCVTIMEO set, a `recv` (EINTR
+    /// even with SA_RESTART); one landing between the check and the wait is seen within a
+    /// slice. That is cheaper than `poll::poll(.., true)`, which blocks and unblocks
+    /// SIGTERM around every wait.
+    fn wait_input(
+        &mut self,
+        h: &mut Handle,
+        until: Option<Instant>,
+        on_sigterm: bool,
+    ) -> Result<Arrival, HandleError> {
+        let io_err = |e: io::Error| HandleError::Io(sys::error_text(&e));
+        if self.eof {
+            return Ok(Arrival::Input);
+        }
+        loop {
+            if on_sigterm && signal::sigterm_received() {
+                return Ok(Arrival::Sigterm);
+            }
+            let now = Instant::now();
+            let slice = match until {
+                Some(d) if d <= now => return Ok(Arrival::Timeout),
+                Some(d) => (d - now).min(SIGTERM_SLICE),
+                None => SIGTERM_SLICE,
+            };
+            // Round up, so a short remaining time does not become a busy loop of 0 ms waits.
+            let slice = Duration::from_millis(slice.as_micros().div_ceil(1000) as u64);
+            let Some(fd) = h.raw_fd() else {
+                self.eof = true;
+                return Ok(Arrival::Input);
+            };
+            if h.can_wait_in_recv() {
+                let stale = self.rcvtimeo.is_none_or(|t| t > slice || t * 2 < slice);
+                if stale {
+                    sys::set_recv_timeout(fd, slice).map_err(io_err)?;
+                    self.rcvtimeo = Some(slice);
+                }
+                match h.recv_wait()? {
+                    Some(true) => return Ok(Arrival::Input),
+                    Some(false) => {
+                        self.eof = true;
+                        return Ok(Arrival::Input);
+                    }
+                    None => continue,
+                }
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Not `sys::wait_fd`: a signal must end this wait (EINTR), not restart it.
+            // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+            match sys::cvt(unsafe { libc::poll(&mut pfd, 1, sys::timeout_ms(Some(slice))) }) {
+                Ok(0) => {}
+                Ok(_) => {
+                    let had = h.buffered().len();
+                    if self.fill_nb(h)? || self.eof || h.buffered().len() > had {
+                        return Ok(Arrival::Input);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+}
+
+/// Waits until the kernel has more for `h` in one of `interests` (input already buffered
+/// does not count: callers wait only when they need more), or the deadline passes.
+fn wait(h: &Handle, interests: &[Interest], until: Option<Instant>) -> io::Result<Outcome> {
+    let Some(fd) = h.raw_fd() else {
+        return Ok(Outcome::Ready);
+    };
+    let entries: Vec<Entry> = interests.iter().map(|&i| Entry::new(fd, i)).collect();
+    let timeout = until.map(|d| d.saturating_duration_since(Instant::now()));
+    poll::poll(&entries, timeout, false)
+}
