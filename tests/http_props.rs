@@ -179,7 +179,8 @@ proptest! {
         cuts in proptest::collection::vec(0usize..60, 0..30),
     ) {
         let whole = run(&[&input], &Limits::default());
-        prop_assert_eq!(whole.last().map(String::as_str), Some("end"), "{:?}", whole);
+        // read to its end, the connection closes quietly
+        prop_assert_eq!(whole.last().map(String::as_str), Some("close"), "{:?}", whole);
         let bodies: Vec<_> = whole.iter().filter_map(|l| l.strip_prefix("  body ")).collect();
         let want: Vec<_> = reqs.iter().map(|r| esc(&r.body)).collect();
         prop_assert_eq!(bodies, want);

@@ -198,7 +198,6 @@ impl Conn {
     /// The caller copies it out, then consumes the buffer up to the range's end. `None` at
     /// the end of the body. The first call answers `Expect: 100-continue`.
     pub fn body_data(&mut self, h: &mut Handle, max: usize) -> Result<Option<Range<usize>>, Fail> {
-        self.sync(h);
         self.body_loop(h, |m, input, eof| {
             m.poll_body(input, eof, max, &mut SysClock)
         })
@@ -208,7 +207,6 @@ impl Conn {
     /// `body_data` hands it out in one piece (one copy instead of collecting pieces). Other
     /// bodies are left alone.
     pub fn buffer_body(&mut self, h: &mut Handle, max: u64) -> Result<(), Fail> {
-        self.sync(h);
         let Some(left) = self.m.whole_length(max) else {
             return Ok(());
         };
@@ -222,7 +220,6 @@ impl Conn {
     /// A client error found while the handler reads the body (e.g. a malformed multipart
     /// body): answered like a refusal, the connection closed.
     pub fn body_error(&mut self, h: &mut Handle, code: u16, reason: &str, detail: &str) -> Fail {
-        self.sync(h);
         match self.m.body_error(code, reason, detail, &mut SysClock) {
             Step::End { close, fail } => {
                 self.end(h, close);
@@ -274,7 +271,6 @@ impl Conn {
 
     /// `finish()`: idempotent.
     pub fn finish(&mut self, h: &mut Handle) -> Result<(), Fail> {
-        self.sync(h);
         self.check_sigterm();
         match self.m.finish()? {
             Some(push) => self.push(h, push == Push::Flush),
