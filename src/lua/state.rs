@@ -287,6 +287,176 @@ impl<'a> Stack<'a> {
         // SAFETY: valid state.
         unsafe { ffi::lua_absindex(self.l, i) }
     }
+
+    /// Sets the top (drops values above `top`, or pushes nils up to it).
+    pub fn set_top(self, top: c_int) {
+        // SAFETY: valid state; callers reserve space before growing the stack.
+        unsafe { ffi::lua_settop(self.l, top) }
+    }
+
+    /// Pushes a new table with room for `seq` sequence and `fields` other entries.
+    pub fn new_table(self, seq: c_int, fields: c_int) {
+        // SAFETY: valid state; callers reserve stack space.
+        unsafe { ffi::lua_createtable(self.l, seq, fields) }
+    }
+
+    /// Pushes `t[n]` (raw) of the table at `t`; returns its type.
+    pub fn raw_get_index(self, t: c_int, n: i64) -> c_int {
+        // SAFETY: valid state; `t` holds a table (callers check).
+        unsafe { ffi::lua_rawgeti(self.l, t, n as ffi::lua_Integer) }
+    }
+
+    /// Pops a value into `t[n]` (raw) of the table at `t`.
+    pub fn raw_set_index(self, t: c_int, n: i64) {
+        // SAFETY: valid state; `t` holds a table, the value is on top.
+        unsafe { ffi::lua_rawseti(self.l, t, n as ffi::lua_Integer) }
+    }
+
+    /// Pops a key and a value (pushed in that order) into the table at `t` (raw).
+    pub fn raw_set(self, t: c_int) {
+        // SAFETY: valid state; `t` holds a table, key and value are on top.
+        unsafe { ffi::lua_rawset(self.l, t) }
+    }
+
+    /// Pushes field `name` of the table at `t` (metamethods apply); returns its type.
+    pub fn get_field(self, t: c_int, name: &CStr) -> c_int {
+        // SAFETY: valid state; `t` holds a table (callers check). A metamethod may raise,
+        // which callers allow by calling this before they own Rust values.
+        unsafe { ffi::lua_getfield(self.l, t, name.as_ptr()) }
+    }
+
+    /// Pushes the metatable of the value at `i`; `false` (nothing pushed) if it has none.
+    pub fn get_metatable(self, i: c_int) -> bool {
+        // SAFETY: valid state; any index is accepted.
+        unsafe { ffi::lua_getmetatable(self.l, i) != 0 }
+    }
+
+    /// Pops a table and makes it the metatable of the value at `i`.
+    pub fn set_metatable(self, i: c_int) {
+        // SAFETY: valid state; a table is on top.
+        unsafe {
+            ffi::lua_setmetatable(self.l, i);
+        }
+    }
+
+    /// Pushes the uservalue of the userdata at `i`; returns its type.
+    pub fn get_uservalue(self, i: c_int) -> c_int {
+        // SAFETY: valid state; `i` holds a full userdata (callers check).
+        unsafe { ffi::lua_getuservalue(self.l, i) }
+    }
+
+    /// Pops a value into the uservalue of the userdata at `i`.
+    pub fn set_uservalue(self, i: c_int) {
+        // SAFETY: valid state; `i` holds a full userdata, the value is on top.
+        unsafe {
+            ffi::lua_setuservalue(self.l, i);
+        }
+    }
+
+    /// The address identifying the object at `i` (null for non-objects), for identity.
+    pub fn to_pointer(self, i: c_int) -> *const std::ffi::c_void {
+        // SAFETY: valid state; any index is accepted.
+        unsafe { ffi::lua_topointer(self.l, i) }
+    }
+
+    /// Replaces the value at `i` by `tostring(value)` (its `__tostring` may raise, so
+    /// call this before owning Rust values).
+    pub fn to_string_in_place(self, i: c_int) {
+        let i = self.abs(i);
+        self.reserve(1);
+        // SAFETY: valid state with room for one value; luaL_tolstring pushes one string.
+        unsafe {
+            ffi::luaL_tolstring(self.l, i, ptr::null_mut());
+            ffi::lua_replace(self.l, i);
+        }
+    }
+}
+
+/// Typed readers of the fields of an options table at stack index `t`, with errors that
+/// name the function and the field.
+#[derive(Clone, Copy)]
+pub struct Fields<'a> {
+    s: Stack<'a>,
+    t: c_int,
+    fname: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    /// The table at argument `t` of `fname`.
+    pub fn new(s: Stack<'a>, t: c_int, fname: &'a str) -> LResult<Self> {
+        if s.type_of(t) != ffi::LUA_TTABLE {
+            return Err(s.expected(t, t, fname, "table"));
+        }
+        Ok(Fields {
+            s,
+            t: s.abs(t),
+            fname,
+        })
+    }
+
+    fn bad(self, name: &CStr, what: &str) -> Misuse {
+        Misuse(format!(
+            "bad field '{}' in '{}' ({what} expected)",
+            name.to_string_lossy(),
+            self.fname
+        ))
+    }
+
+    /// Runs `read` with the field pushed, then pops it.
+    fn with<T>(self, name: &CStr, read: impl FnOnce(Stack<'a>) -> LResult<T>) -> LResult<T> {
+        self.s.reserve(1);
+        self.s.get_field(self.t, name);
+        let r = read(self.s);
+        self.s.pop(1);
+        r
+    }
+
+    /// A non-negative integer field (required: defaults belong to the caller's side).
+    pub fn size(self, name: &CStr) -> LResult<usize> {
+        self.with(name, |s| {
+            if s.type_of(-1) != ffi::LUA_TNUMBER {
+                return Err(self.bad(name, "non-negative integer"));
+            }
+            // SAFETY: valid state; the field is on top and is a number.
+            let (v, ok) = unsafe {
+                let mut ok = 0;
+                let v = ffi::lua_tointegerx(s.raw(), -1, &mut ok);
+                (v, ok != 0)
+            };
+            match usize::try_from(v) {
+                Ok(v) if ok => Ok(v),
+                _ => Err(self.bad(name, "non-negative integer")),
+            }
+        })
+    }
+
+    /// Seconds as a duration; nil (or a value too large to represent) = none.
+    pub fn seconds(self, name: &CStr) -> LResult<Option<std::time::Duration>> {
+        self.with(name, |s| {
+            if s.is_nil(-1) {
+                return Ok(None);
+            }
+            if s.type_of(-1) != ffi::LUA_TNUMBER {
+                return Err(self.bad(name, "non-negative number"));
+            }
+            // SAFETY: valid state; the field is on top and is a number.
+            let v = unsafe { ffi::lua_tonumberx(s.raw(), -1, ptr::null_mut()) };
+            if v.is_nan() || v < 0.0 {
+                return Err(self.bad(name, "non-negative number"));
+            }
+            Ok(std::time::Duration::try_from_secs_f64(v).ok())
+        })
+    }
+
+    /// A string field, copied (required).
+    pub fn bytes(self, name: &CStr) -> LResult<Vec<u8>> {
+        self.with(name, |s| {
+            if s.type_of(-1) != ffi::LUA_TSTRING {
+                return Err(self.bad(name, "string"));
+            }
+            Ok(s.to_bytes(-1).unwrap_or_default().to_vec())
+        })
+    }
 }
 
 /// A Rust value living inside a Lua userdata, with its own metatable.

@@ -191,7 +191,7 @@ end
 local function read_multipart(self, st)
   local list, first = setmetatable({}, params_list_mt), {}
   local mlist, mfirst = setmetatable({}, params_list_mt), {}
-  local mode, callback, meta, started = 2, nil, nil, false
+  local mode, callback, meta, started = "skip", nil, nil, false
   while true do
     local event, a, b, c = post_next(self, mode)
     if event == nil then
@@ -199,7 +199,7 @@ local function read_multipart(self, st)
     elseif event == "part" then
       meta = { field_name = a, file_name = b, content_type = c }
       callback, started = streamer_for(st, a), false
-      mode = callback and 0 or (a and 1 or 2)
+      mode = callback and "stream" or (a and "collect" or "skip")
     elseif event == "data" then
       if started then
         callback(a)

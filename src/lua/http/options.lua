@@ -137,8 +137,7 @@ local function build_config(options)
     static = static_headers(options.static_headers),
   }
   if o.response == 0 then o.response = nil end
-  o.cfg = new_config(o.body_limit, o.header_limit, o.input_chunk, o.output_chunk,
-    o.idle, o.stall, o.header, o.drain, o.static)
+  o.cfg = new_config(o)
   return o
 end
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use super::request::{raise, request_ctx, Ctx, Input};
 use crate::http::form;
 use crate::http::multipart::{self, Event, MultipartDecoder, MultipartError, Part};
-use crate::lua::state::{lua_fn, LResult, Misuse};
+use crate::lua::state::{bad_arg, lua_fn, LResult, Misuse};
 
 /// One decoded multipart step, owned (the decoder's events borrow the input).
 #[derive(Debug)]
@@ -178,15 +178,16 @@ enum Mode {
 lua_fn! {
     /// post_next(request, mode) -> the next multipart event:
     ///   "part", name, file_name, content_type   (each nil if absent)
-    ///   "data", chunk        (mode 0: stream)
-    ///   "value", string      (mode 1: collect; the whole part at its end)
-    ///   "end"                (mode 0 or 2 (skip): the part ended)
+    ///   "data", chunk        (mode "stream")
+    ///   "value", string      (mode "collect": the whole part at its end)
+    ///   "end"                (mode "stream" or "skip": the part ended)
     ///   nil                  (the body is complete)
     pub fn post_next(s) {
-        let mode = match s.opt_integer(2, 2, "post_next")? {
-            Some(0) => Mode::Stream,
-            Some(1) => Mode::Collect,
-            _ => Mode::Skip,
+        let mode = match s.check_bytes(2, 1, "post_next")? {
+            b"stream" => Mode::Stream,
+            b"collect" => Mode::Collect,
+            b"skip" => Mode::Skip,
+            _ => return Err(bad_arg(1, "post_next", "\"stream\", \"collect\" or \"skip\" expected")),
         };
         let ctx = request_ctx(s, "post_params")?;
         ctx.require_current()?;

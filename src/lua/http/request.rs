@@ -22,7 +22,7 @@ use crate::http::drive::blocking::{Conn, Next};
 use crate::http::response::Phase;
 use crate::io::Handle;
 use crate::lua::state::{
-    bad_arg, check_self, lua_fn, object_slot_ptr, push_object, push_upvalue, to_object, LResult,
+    check_self, lua_fn, object_slot_ptr, push_object, push_upvalue, to_object, Fields, LResult,
     LuaObject, Misuse, Stack,
 };
 
@@ -138,7 +138,6 @@ impl Ctx<'_> {
 
 /// The context of the request at index 1 (`fname` names the method in errors).
 pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
-    let l = s.raw();
     let bad = || {
         Misuse(format!(
             "bad self to '{fname}' (moonbridge_http request expected, got {})",
@@ -146,20 +145,16 @@ pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
         ))
     };
     s.reserve(2);
-    // SAFETY: valid state with stack space; both pushes are undone by the settop, and the
-    // connection stays referenced by the request's metatable while the call runs.
-    let http = unsafe {
-        let top = ffi::lua_gettop(l);
-        if ffi::lua_type(l, 1) != ffi::LUA_TTABLE || ffi::lua_getmetatable(l, 1) == 0 {
-            return Err(bad());
-        }
-        ffi::lua_rawgeti(l, -1, 1);
-        let http = to_object::<HttpConn>(s, -1);
-        ffi::lua_settop(l, top);
-        http.ok_or_else(bad)?
-    };
-    // SAFETY: index 1 holds a table (checked above).
-    let current = unsafe { ffi::lua_topointer(l, 1) } == http.current;
+    let top = s.top();
+    if s.type_of(1) != ffi::LUA_TTABLE || !s.get_metatable(1) {
+        return Err(bad());
+    }
+    s.raw_get_index(-1, 1);
+    // The connection stays referenced by the request's metatable while the call runs.
+    let http = to_object::<HttpConn>(s, -1);
+    s.set_top(top);
+    let http = http.ok_or_else(bad)?;
+    let current = s.to_pointer(1) == http.current;
     let h = http.socket().ok_or_else(bad)?;
     Ok(Ctx { http, h, current })
 }
@@ -172,43 +167,37 @@ pub fn raise(f: Fail) -> Misuse {
 }
 
 lua_fn! {
-    /// config(body_limit, header_limit, max_input_chunk, min_output_chunk, idle, stall,
-    ///        request_header, drain, static_headers) -> options object. Validated by the glue.
+    /// config{body_limit, header_limit, input_chunk, output_chunk, idle, stall, header,
+    ///        drain, static} -> options object. Sizes and the static header lines are
+    /// required (their defaults are the option checker's, in options.lua); a nil timeout
+    /// means none. Validated by the option checker first.
     pub fn config(s) {
-        let int = |i: c_int| -> LResult<usize> {
-            let n = s.check_integer(i, i, "config")?;
-            usize::try_from(n).map_err(|_| bad_arg(i, "config", "non-negative integer expected"))
-        };
-        let secs = |i: c_int| -> LResult<Option<std::time::Duration>> {
-            if s.is_nil(i) {
-                return Ok(None);
-            }
-            let v = s.check_number(i, i, "config")?;
-            if v.is_nan() || v < 0.0 {
-                return Err(bad_arg(i, "config", "non-negative number expected"));
-            }
-            Ok(std::time::Duration::try_from_secs_f64(v).ok())
-        };
-        let header_limit = int(2)?.max(1);
+        let f = Fields::new(s, 1, "config")?;
+        let header_limit = f.size(c"header_limit")?.max(1);
         let cfg = Config {
-            body_limit: int(1)? as u64,
+            body_limit: f.size(c"body_limit")? as u64,
             head_limits: crate::http::head::Limits {
                 head_size: header_limit,
-                target_len: header_limit.min(64 << 10),
-                headers: 256,
+                target_len: header_limit.min(TARGET_LIMIT),
+                headers: HEADER_COUNT_LIMIT,
             },
-            max_input_chunk: int(3)?.max(1),
-            min_output_chunk: int(4)?,
-            idle_timeout: secs(5)?,
-            stall_timeout: secs(6)?,
-            header_timeout: secs(7)?,
-            drain_timeout: secs(8)?,
-            static_headers: s.check_bytes(9, 9, "config")?.to_vec(),
+            max_input_chunk: f.size(c"input_chunk")?.max(1),
+            min_output_chunk: f.size(c"output_chunk")?,
+            idle_timeout: f.seconds(c"idle")?,
+            stall_timeout: f.seconds(c"stall")?,
+            header_timeout: f.seconds(c"header")?,
+            drain_timeout: f.seconds(c"drain")?,
+            static_headers: f.bytes(c"static")?,
         };
         push_object(s, HttpConfig(Rc::new(cfg)));
         Ok(1)
     }
 }
+
+/// The longest request-target accepted (within the header size limit).
+const TARGET_LIMIT: usize = 64 << 10;
+/// The most header fields a request may have.
+const HEADER_COUNT_LIMIT: usize = 256;
 
 lua_fn! {
     /// connection(options, socket, metatable, stale_metatable) -> connection object; sets
@@ -224,8 +213,8 @@ lua_fn! {
                 return Err(s.expected(i, i, "connection", "table"));
             }
         }
-        // SAFETY: valid state; drops extra arguments, so the new object lands at index 5.
-        unsafe { ffi::lua_settop(s.raw(), 4) };
+        // drops extra arguments, so the new object lands at index 5
+        s.set_top(4);
         let socket = object_slot_ptr::<Handle>(s, 2)
             .ok_or_else(|| s.expected(2, 2, "connection", "moonbridge_io handle"))?;
         push_object(
@@ -241,33 +230,35 @@ lua_fn! {
             },
         );
         s.reserve(4);
-        // SAFETY: valid state; the connection is on top (index 5), the arguments below it.
-        unsafe {
-            let l = s.raw();
-            ffi::lua_createtable(l, 4, 0);
-            ffi::lua_pushvalue(l, 2);
-            ffi::lua_rawseti(l, -2, 1);
-            ffi::lua_pushvalue(l, 3);
-            ffi::lua_rawseti(l, -2, 3);
-            ffi::lua_pushvalue(l, 4);
-            ffi::lua_rawseti(l, -2, 4);
-            ffi::lua_setuservalue(l, 5);
-            ffi::lua_pushvalue(l, 5);
-            ffi::lua_rawseti(l, 3, 1);
-            ffi::lua_pushvalue(l, 5);
-            ffi::lua_rawseti(l, 4, 1);
+        // the connection is at index 5, the arguments below it
+        s.new_table(4, 0);
+        for (from, slot) in [(2, USERVALUE_SOCKET), (3, USERVALUE_METATABLE), (4, USERVALUE_STALE)] {
+            s.push_value(from);
+            s.raw_set_index(-2, slot);
+        }
+        s.set_uservalue(5);
+        for metatable in [3, 4] {
+            s.push_value(5);
+            s.raw_set_index(metatable, METATABLE_CONNECTION);
         }
         Ok(1)
     }
 }
 
+/// The slots of the connection's uservalue table.
+const USERVALUE_SOCKET: i64 = 1;
+const USERVALUE_REQUEST: i64 = 2;
+const USERVALUE_METATABLE: i64 = 3;
+const USERVALUE_STALE: i64 = 4;
+/// The slot of the request metatables that holds the connection.
+const METATABLE_CONNECTION: i64 = 1;
+
 /// Sets field `key` (upvalue `n` of `next_request`) of the table on top of the stack.
 fn set_field(s: Stack<'_>, n: c_int, value: &[u8]) {
     push_upvalue(s, n);
     s.push_bytes(value);
-    // SAFETY: the table is just below the pushed key and value; a new table without a
-    // metatable, so a raw set is what `t.key = value` would do.
-    unsafe { ffi::lua_rawset(s.raw(), -3) };
+    // a new table without a metatable: a raw set is what `t.key = value` would do
+    s.raw_set(-3);
 }
 
 lua_fn! {
@@ -291,31 +282,28 @@ lua_fn! {
         http.post = None;
         let p = &http.conn.m.parsed;
         s.reserve(6);
-        // SAFETY: valid state with stack space; leaves exactly the new request on top.
-        unsafe {
-            let l = s.raw();
-            ffi::lua_createtable(l, 0, 4);
-            set_field(s, 1, p.get(&p.method));
-            if let Some(r) = &p.path {
-                set_field(s, 2, p.get(r));
-            }
-            if let Some(r) = &p.query {
-                set_field(s, 3, p.get(r));
-            }
-            ffi::lua_getuservalue(l, 1);
-            ffi::lua_rawgeti(l, -1, 3);
-            ffi::lua_setmetatable(l, -3);
-            // the previous request is stale now
-            if ffi::lua_rawgeti(l, -1, 2) == ffi::LUA_TTABLE {
-                ffi::lua_rawgeti(l, -2, 4);
-                ffi::lua_setmetatable(l, -2);
-            }
-            ffi::lua_pop(l, 1);
-            ffi::lua_pushvalue(l, -2);
-            ffi::lua_rawseti(l, -2, 2);
-            ffi::lua_pop(l, 1);
-            http.current = ffi::lua_topointer(l, -1);
+        // leaves exactly the new request on top
+        s.new_table(0, 4);
+        set_field(s, 1, p.get(&p.method));
+        if let Some(r) = &p.path {
+            set_field(s, 2, p.get(r));
         }
+        if let Some(r) = &p.query {
+            set_field(s, 3, p.get(r));
+        }
+        s.get_uservalue(1);
+        s.raw_get_index(-1, USERVALUE_METATABLE);
+        s.set_metatable(-3);
+        // the previous request is stale now
+        if s.raw_get_index(-1, USERVALUE_REQUEST) == ffi::LUA_TTABLE {
+            s.raw_get_index(-2, USERVALUE_STALE);
+            s.set_metatable(-2);
+        }
+        s.pop(1);
+        s.push_value(-2);
+        s.raw_set_index(-2, USERVALUE_REQUEST);
+        s.pop(1);
+        http.current = s.to_pointer(-1);
         let rearm = http.rearm_due();
         s.push_bool(rearm);
         Ok(2)
@@ -334,8 +322,7 @@ lua_fn! {
             s.push_bool(false);
             return Ok(1);
         };
-        // SAFETY: index 2 may be anything; lua_topointer returns null for non-objects.
-        let request = unsafe { ffi::lua_topointer(s.raw(), 2) };
+        let request = s.to_pointer(2);
         if request == http.current && !h.is_closed() && http.conn.m.is_active() {
             if http.conn.m.response().phase() == Phase::Initial && !http.conn.m.faulty {
                 return s.fail(
@@ -418,12 +405,8 @@ lua_fn! {
         for i in 2..=top {
             let t = s.type_of(i);
             if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
-                // SAFETY: valid state; luaL_tolstring pushes one string (it may raise from
-                // a __tostring metamethod before any Rust value of this call exists).
-                unsafe {
-                    ffi::luaL_tolstring(s.raw(), i, std::ptr::null_mut());
-                    ffi::lua_replace(s.raw(), i);
-                }
+                // may raise from a __tostring metamethod, before any Rust value of this call
+                s.to_string_in_place(i);
             }
         }
         // Usually one or two pieces: those stay on the stack.
