@@ -1,6 +1,25 @@
 //! The one place where libc return codes become `io::Result`, and where EINTR is retried.
 //!
 //! Nothing here knows about Lua or about handles; callers decide what a failure means.
+//!
+//! # Every wait in the server
+//! Each process waits in one of these, and only here; what ends each wait is part of its
+//! contract (an EINTR that is not a wake-up is retried with the time left):
+//! - **Handle waits** (`Handle::wait`, `exec::Child::wait`, via [`wait_fd`]): one fd, no
+//!   deadline; EINTR retried. The blocking `moonbridge_io` methods.
+//! - **`moonbridge_io.poll`** (`io::poll::poll`): many fds and a deadline; with
+//!   `catch_sigterm`, a SIGTERM wakes it (`ppoll` with SIGTERM blocked outside the call, so
+//!   one landing between the flag check and the wait is not lost); EINTR restarts with the
+//!   time left.
+//! - **The HTTP connection** (`http::drive::blocking::Conn::wait_input` and its write and
+//!   linger waits): the deadline comes from the connection machine; input waits sleep in
+//!   `recv` with SO_RCVTIMEO (or `poll`) in slices of at most a second with the SIGTERM
+//!   flag checked between them, and EINTR ends a slice (so a SIGTERM is seen at once).
+//! - **The worker's accept wait** (`server::worker`, `io::epoll::Epoll::wait`): the pool's
+//!   listeners and the control socket; `epoll_pwait` with SIGTERM unblocked only inside.
+//! - **The master's loop** (`server::master`): `poll` on listeners (while a fork is due),
+//!   worker control sockets, stderr pipes and the signal pipe, until the next timer; a
+//!   signal's EINTR returns to the loop, which reads the signal pipe.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};

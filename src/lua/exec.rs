@@ -1,5 +1,5 @@
 //! `moonbridge_io.exec` and the child handle userdata: `kill`, `wait`, `wait_nb`, plus the
-//! `stdin`, `stdout`, `stderr` handle fields. `wait_call`/`wait_yield` live in `glue.lua`
+//! `stdin`, `stdout`, `stderr` handle fields. `wait_call`/`wait_yield` live in `lua/embedded/io_glue.lua`
 //! (over `wait_nb`, so they share its checks).
 //!
 //! As in the original, a child is *collected* once its status has been returned by one of

@@ -1,5 +1,5 @@
 //! The I/O handle userdata: `read`, `drain`, `write`, `flush` (plain and `_nb`), `finish`,
-//! `close`, `reset`, and the address fields. `_call`/`_yield` forms live in `glue.lua`.
+//! `close`, `reset`, and the address fields. `_call`/`_yield` forms live in `lua/embedded/io_glue.lua`.
 
 use std::ffi::{c_int, CStr};
 use std::net::{IpAddr, SocketAddr};

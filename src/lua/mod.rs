@@ -21,7 +21,7 @@ use crate::io::exec::Child;
 use crate::io::{Handle, Kind, Listener};
 use state::{register_type, Stack};
 
-const GLUE: &str = include_str!("glue.lua");
+const GLUE: &str = include_str!("../../lua/embedded/io_glue.lua");
 
 /// Module-level functions, as (name, function) pairs.
 type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];

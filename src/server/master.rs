@@ -532,14 +532,14 @@ impl Master<'_> {
         }
         let ms = crate::io::sys::timeout_ms(timeout);
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
+        let n = crate::io::sys::cvt(unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms)
+        });
+        // a signal ends the wait: the loop reads the signal pipe next
+        match n {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) => {}
         }
         for (pfd, s) in fds.iter().zip(src) {
             if pfd.revents == 0 {

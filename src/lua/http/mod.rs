@@ -5,8 +5,8 @@
 //! - `request`: the connection userdata and the request's response methods
 //! - `fields`: lazily built tables (`headers`, query pairs, `cookies`)
 //! - `post`: body chunks and multipart events for the glue
-//! - `glue.lua`: `generate_handler`, the request loop, lazy fields and streaming callbacks
-//! - `options.lua`: checking `generate_handler`'s options
+//! - `lua/embedded/http_glue.lua`: `generate_handler`, the request loop, lazy fields and streaming callbacks
+//! - `lua/embedded/http_options.lua`: checking `generate_handler`'s options
 
 mod fields;
 mod post;
@@ -20,8 +20,8 @@ use crate::http::encode;
 use crate::lua::state::{lua_fn, register_type, Stack};
 use request::{HttpConfig, HttpConn};
 
-const GLUE: &str = include_str!("glue.lua");
-const OPTIONS: &str = include_str!("options.lua");
+const GLUE: &str = include_str!("../../../lua/embedded/http_glue.lua");
+const OPTIONS: &str = include_str!("../../../lua/embedded/http_options.lua");
 
 type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
 

@@ -169,7 +169,7 @@ pub fn raise(f: Fail) -> Misuse {
 lua_fn! {
     /// config{body_limit, header_limit, input_chunk, output_chunk, idle, stall, header,
     ///        drain, static} -> options object. Sizes and the static header lines are
-    /// required (their defaults are the option checker's, in options.lua); a nil timeout
+    /// required (their defaults are the option checker's, in lua/embedded/http_options.lua); a nil timeout
     /// means none. Validated by the option checker first.
     pub fn config(s) {
         let f = Fields::new(s, 1, "config")?;

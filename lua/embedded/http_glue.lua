@@ -1,5 +1,5 @@
 -- moonbridge_http glue: generate_handler, the request loop of a connection, the request's
--- lazily computed fields, and the body-streaming methods (options.lua checks the options). Everything that
+-- lazily computed fields, and the body-streaming methods (http_options.lua checks the options). Everything that
 -- looks at bytes is Rust (`core`); this file builds tables and calls the application's
 -- callbacks, which native code never does.
 local M, core, build_config = ...
