@@ -32,6 +32,19 @@ fn conn() -> Connection {
     Connection::new(Rc::new(config()))
 }
 
+/// A connection serving the request with this head (read whole), and its clock.
+fn serving(head: &[u8]) -> (Connection, TestClock) {
+    let (mut m, mut c) = (conn(), TestClock::new());
+    let step = m.poll_head(head, false, &mut c);
+    assert_eq!(
+        step,
+        Step::Request {
+            consumed: head.len()
+        }
+    );
+    (m, c)
+}
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -205,12 +218,8 @@ fn sigterm_ends_the_idle_wait_but_a_request_already_there_is_served() {
 
 #[test]
 fn continue_goes_out_before_the_first_body_read_only() {
-    let (mut m, mut c) = (conn(), TestClock::new());
-    let head = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) =
+        serving(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     assert_eq!(m.poll_body(b"", false, 10, &mut c), Ok(Step::Flush));
     assert_eq!(text(&m), "HTTP/1.1 100 Continue\r\n\r\n");
     m.clear_output();
@@ -226,12 +235,8 @@ fn continue_goes_out_before_the_first_body_read_only() {
 
 #[test]
 fn an_unanswered_continue_closes_instead_of_draining() {
-    let (mut m, mut c) = (conn(), TestClock::new());
-    let head = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) =
+        serving(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     m.send_status(b"200 OK", &mut c).unwrap();
     m.finish().unwrap();
     assert!(text(&m).contains("Connection: close\r\n"));
@@ -240,12 +245,7 @@ fn an_unanswered_continue_closes_instead_of_draining() {
 
 #[test]
 fn a_body_stall_is_the_clients_fault() {
-    let (mut m, mut c) = (conn(), TestClock::new());
-    let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) = serving(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
     let step = m.poll_body(b"", false, 10, &mut c).unwrap();
     assert_eq!(wait_at(&step, &c), Some(5));
     c.elapsed = secs(5);
@@ -261,12 +261,7 @@ fn a_body_stall_is_the_clients_fault() {
 
 #[test]
 fn an_unread_body_is_drained_up_to_the_limit() {
-    let (mut m, mut c) = (conn(), TestClock::new());
-    let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n";
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) = serving(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n");
     m.send_status(b"204 No Content", &mut c).unwrap();
     m.finish().unwrap();
     m.clear_output();
@@ -281,20 +276,12 @@ fn an_unread_body_is_drained_up_to_the_limit() {
 #[test]
 fn a_handler_failure_is_a_500_before_the_head_and_a_reset_after() {
     let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-    let (mut m, mut c) = (conn(), TestClock::new());
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) = serving(head);
     let fail = "500 Internal Server Error ()";
     assert_eq!(m.abort(&mut c), Some(end(Close::Linger, Some(fail))));
     assert!(text(&m).starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
 
-    let (mut m, mut c) = (conn(), TestClock::new());
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) = serving(head);
     m.send_status(b"200 OK", &mut c).unwrap();
     assert_eq!(m.finish_headers(), Ok(Push::Flush));
     m.clear_output();
@@ -304,12 +291,8 @@ fn a_handler_failure_is_a_500_before_the_head_and_a_reset_after() {
 
 #[test]
 fn a_switched_protocol_hands_the_socket_over() {
-    let (mut m, mut c) = (conn(), TestClock::new());
-    let head = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n";
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) =
+        serving(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n");
     m.send_status(b"101 Switching Protocols", &mut c).unwrap();
     m.send_header(b"Upgrade", b"x").unwrap();
     m.send_header(b"Connection", b"Upgrade").unwrap();
@@ -319,12 +302,7 @@ fn a_switched_protocol_hands_the_socket_over() {
 
 #[test]
 fn monologue_closes_after_the_response() {
-    let (mut m, mut c) = (conn(), TestClock::new());
-    let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\n";
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) = serving(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\n");
     m.monologue().unwrap();
     assert!(m.drains_while_writing());
     m.send_status(b"200 OK", &mut c).unwrap();
@@ -335,12 +313,7 @@ fn monologue_closes_after_the_response() {
 
 #[test]
 fn a_client_that_asked_to_close_and_sent_nothing_more_is_closed_at_once() {
-    let (mut m, mut c) = (conn(), TestClock::new());
-    let head = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
-    assert!(matches!(
-        m.poll_head(head, false, &mut c),
-        Step::Request { .. }
-    ));
+    let (mut m, mut c) = serving(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     m.send_status(b"200 OK", &mut c).unwrap();
     m.finish().unwrap();
     assert_eq!(m.end_request(true, &mut c), After::CloseIfQuiet);
