@@ -126,6 +126,12 @@ function H.start(app, opts)
   os.execute("sh " .. H.quote(srv.dir .. "/run.sh") .. " </dev/null >/dev/null 2>&1 &")
   srv.pid = tonumber(H.wait_for(5, function() return read_file(srv.dir .. "/pid") end))
   assert(srv.pid, "launcher did not start")
+  -- Until the master runs, the PID's children are not workers (the shell wrapper's command
+  -- substitutions, the LuaRocks loader's `uname`) and a signal finds no handler: wait for
+  -- the master's title (set just before it serves) or for the launcher's end.
+  H.wait_for(5, function()
+    return read_file(srv.dir .. "/code") or H.comm(srv.pid):match("^moonbridge: mas")
+  end)
   srv.seen = {} -- every worker PID seen, for the leftover check
   H.running[srv] = true
   return srv
@@ -162,6 +168,11 @@ function H.children(pid)
   end
   table.sort(out)
   return out
+end
+
+-- The comm name of a process ("" once it is gone).
+function H.comm(pid)
+  return read_file("/proc/" .. pid .. "/comm") or ""
 end
 
 -- The master's workers (recorded for the leftover check).
