@@ -9,14 +9,10 @@
 
 use std::ffi::{c_int, CStr};
 
-use mlua::ffi;
-
 use crate::io::exec::{Child, Command, Spawned};
 use crate::lua::handle::push_handle;
-use crate::lua::state::{
-    bad_arg, check_self, lua_fn, push_object, set_object_field, LResult, LuaObject, Misuse, Stack,
-};
-use crate::lua::Functions;
+use crate::lua::object::{check_self, push_object, set_object_field, LuaObject};
+use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
 
 pub const FUNCTIONS: Functions = &[(c"exec", exec)];
 
@@ -32,7 +28,7 @@ const KILL_COLLECTED: &str = "Attempt to kill an already collected child process
 fn uncollected<'a>(s: Stack<'a>, fname: &str, collected: &str) -> LResult<&'a mut Child> {
     let child = check_self::<Child>(s, fname)?;
     if child.has_exited() {
-        return Err(Misuse(collected.into()));
+        return Err(Raise(collected.into()));
     }
     Ok(child)
 }
@@ -40,7 +36,7 @@ fn uncollected<'a>(s: Stack<'a>, fname: &str, collected: &str) -> LResult<&'a mu
 impl LuaObject for Child {
     const TNAME: &'static CStr = c"moonbridge_io child";
 
-    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+    fn methods() -> Functions {
         &[(c"kill", kill), (c"wait", wait), (c"wait_nb", wait_nb)]
     }
 

@@ -4,12 +4,9 @@
 use std::ffi::{c_int, CStr};
 use std::net::{IpAddr, SocketAddr};
 
-use mlua::ffi;
-
 use crate::io::{Handle, ReadStatus};
-use crate::lua::state::{
-    bad_arg, check_self, lua_fn, push_object, push_upvalue, LResult, LuaObject, Stack,
-};
+use crate::lua::object::{check_self, push_object, push_upvalue, LuaObject};
+use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Stack};
 
 impl LuaObject for Handle {
     const TNAME: &'static CStr = c"moonbridge_io handle";
@@ -26,7 +23,7 @@ impl LuaObject for Handle {
         c"remote_ip",
     ];
 
-    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+    fn methods() -> Functions {
         &[
             (c"read", read),
             (c"read_nb", read_nb),

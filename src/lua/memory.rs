@@ -7,6 +7,7 @@ use std::ffi::c_void;
 
 use mlua::ffi;
 
+use crate::lua::stack::Stack;
 use crate::server::memory::Budget;
 
 struct Wrapped {
@@ -39,11 +40,11 @@ unsafe extern "C" fn limited_alloc(
 
 /// Sets the limit in bytes (0 = none) for everything the state allocated since it was
 /// created. Installs the wrapper on first use.
-///
-/// # Safety
-/// `l` must be a valid state of the running process, used by one thread.
-pub unsafe fn set_limit(l: *mut ffi::lua_State, limit: usize) {
-    // SAFETY: the caller guarantees a valid state.
+pub fn set_limit(s: Stack<'_>, limit: usize) {
+    let l = s.raw();
+    let used = s.gc_bytes();
+    // SAFETY: `s` is a valid state of this single-threaded process (Stack's invariant); the
+    // allocator is replaced by one that forwards to the original.
     unsafe {
         let mut ud: *mut c_void = std::ptr::null_mut();
         let f = ffi::lua_getallocf(l, &mut ud);
@@ -51,8 +52,6 @@ pub unsafe fn set_limit(l: *mut ffi::lua_State, limit: usize) {
             (*(ud as *mut Wrapped)).budget.limit = limit;
             return;
         }
-        let used = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) as usize * 1024
-            + ffi::lua_gc(l, ffi::LUA_GCCOUNTB, 0) as usize;
         // Leaked on purpose: it must live as long as the state, which lives until exit.
         let w = Box::into_raw(Box::new(Wrapped {
             orig: f,

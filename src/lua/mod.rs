@@ -1,82 +1,63 @@
-//! The binding layer: builds the `moonbridge_io` module table from the Rust core.
+//! The binding layer: builds the `moonbridge_io`, `moonbridge_core` and `moonbridge_http`
+//! module tables from the Rust core.
 //!
-//! Everything here goes through the raw C API wrapped in `state.rs`, so that misuse errors
+//! Three files touch the Lua C API: `stack.rs` (the stack of a C function, with the one
+//! error mapping), `object.rs` (userdata objects) and `memory.rs` (the allocator hook for
+//! memory limits). Every other file here is a binding written against them, so misuse errors
 //! are plain strings and hot paths (`read`, `write`) cost one C call.
 
 mod exec;
+mod fields;
 mod handle;
 mod http;
 mod memory;
 mod net;
+mod object;
 mod poll;
 mod server;
-mod state;
+mod stack;
 
-use std::ffi::CStr;
 use std::os::fd::{FromRawFd, OwnedFd};
-
-use mlua::ffi;
 
 use crate::io::exec::Child;
 use crate::io::{Handle, Kind, Listener};
-use state::{register_type, Stack};
+use object::register_type;
+use stack::{Functions, Stack};
 
 const GLUE: &str = include_str!("../../lua/embedded/io_glue.lua");
-
-/// Module-level functions, as (name, function) pairs.
-type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
 
 const FUNCTION_SETS: &[Functions] = &[net::FUNCTIONS, poll::FUNCTIONS, exec::FUNCTIONS];
 
 /// Builds the module table on the stack.
 fn open_io(s: Stack<'_>) {
     s.reserve(8);
-    // SAFETY: `s` is a valid state in protected mode (mlua's exec_raw), with space reserved.
-    unsafe {
-        let l = s.raw();
-        // A peer that goes away must not kill the process: EPIPE is reported instead.
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    // A peer that goes away must not kill the process: EPIPE is reported instead.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory arguments.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let module = s.push_functions(FUNCTION_SETS);
 
-        ffi::lua_createtable(l, 0, 32);
-        let module = ffi::lua_gettop(l);
-        for set in FUNCTION_SETS {
-            for (name, f) in set.iter() {
-                s.set_function(module, name, *f);
-            }
-        }
+    // Method tables by type, for the glue.
+    s.new_table(0, 4);
+    let types = s.top();
+    register_type::<Handle>(s);
+    s.set_field(types, c"handle");
+    register_type::<Listener>(s);
+    s.set_field(types, c"listener");
+    register_type::<Child>(s);
+    s.set_field(types, c"child");
 
-        // Method tables by type, for the glue.
-        ffi::lua_createtable(l, 0, 4);
-        let types = ffi::lua_gettop(l);
-        register_type::<Handle>(s);
-        ffi::lua_setfield(l, types, c"handle".as_ptr());
-        register_type::<Listener>(s);
-        ffi::lua_setfield(l, types, c"listener".as_ptr());
-        register_type::<Child>(s);
-        ffi::lua_setfield(l, types, c"child".as_ptr());
-
-        for (name, fd) in [(c"stdin", 0), (c"stdout", 1), (c"stderr", 2)] {
-            // SAFETY (of from_raw_fd): fds 0-2 belong to the process; the handle is their
-            // only owner on the Lua side and closes them only if the program asks to.
-            handle::push_handle(s, Handle::new(OwnedFd::from_raw_fd(fd), Kind::Stdio));
-            ffi::lua_setfield(l, module, name.as_ptr());
-        }
-
-        if ffi::luaL_loadbufferx(
-            l,
-            GLUE.as_ptr().cast(),
-            GLUE.len(),
-            c"=moonbridge_io/glue".as_ptr(),
-            c"t".as_ptr(),
-        ) != ffi::LUA_OK
-        {
-            ffi::lua_error(l);
-        }
-        ffi::lua_pushvalue(l, module);
-        ffi::lua_pushvalue(l, types);
-        ffi::lua_call(l, 2, 0);
-        ffi::lua_settop(l, module);
+    for (name, fd) in [(c"stdin", 0), (c"stdout", 1), (c"stderr", 2)] {
+        // SAFETY: fds 0-2 belong to the process; the handle is their only owner on the Lua
+        // side and closes them only if the program asks to.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        handle::push_handle(s, Handle::new(fd, Kind::Stdio));
+        s.set_field(module, name);
     }
+
+    s.push_value(module);
+    s.push_value(types);
+    s.run_chunk(GLUE, c"=moonbridge_io/glue", 2, 0);
+    s.set_top(module);
 }
 
 #[mlua::lua_module(name = "moonbridge_io")]
@@ -94,17 +75,9 @@ fn moonbridge_io(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
 /// Builds the `moonbridge_core` table (process primitives for lua/moonbridge.lua).
 fn open_core(s: Stack<'_>) {
     s.reserve(4);
-    // SAFETY: valid state in protected mode with stack space reserved.
-    unsafe {
-        let l = s.raw();
-        ffi::lua_createtable(l, 0, server::FUNCTIONS.len() as std::ffi::c_int);
-        let module = ffi::lua_gettop(l);
-        for (name, f) in server::FUNCTIONS {
-            s.set_function(module, name, *f);
-        }
-        server::register(s);
-        ffi::lua_settop(l, module);
-    }
+    let module = s.push_functions(&[server::FUNCTIONS]);
+    server::register(s);
+    s.set_top(module);
 }
 
 #[mlua::lua_module(name = "moonbridge_core")]

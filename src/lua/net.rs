@@ -9,12 +9,10 @@ use std::io;
 
 use mlua::ffi;
 
-use super::Functions;
 use crate::io::{net, Handle, Kind, Listener, Port};
 use crate::lua::handle::{push_address_field, push_handle};
-use crate::lua::state::{
-    bad_arg, check_self, lua_fn, push_object, LResult, LuaObject, Misuse, Stack,
-};
+use crate::lua::object::{check_self, push_object, LuaObject};
+use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
 
 pub const FUNCTIONS: Functions = &[
     (c"tcpconnect", tcpconnect),
@@ -30,7 +28,7 @@ impl LuaObject for Listener {
     const FIELDS: &'static [&'static CStr] =
         &[c"local_ip4", c"local_ip6", c"local_tcpport", c"local_ip"];
 
-    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+    fn methods() -> Functions {
         &[
             (c"accept", accept),
             (c"accept_nb", accept_nb),
@@ -159,7 +157,7 @@ lua_fn! {
 fn open_listener<'a>(s: Stack<'a>, fname: &str) -> LResult<&'a mut Listener> {
     let l = check_self::<Listener>(s, fname)?;
     if l.is_closed() {
-        return Err(Misuse("Attempt to use a closed listener".into()));
+        return Err(Raise("Attempt to use a closed listener".into()));
     }
     Ok(l)
 }

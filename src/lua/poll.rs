@@ -3,7 +3,7 @@
 //! `poll` turns its two Lua sets into core [`Entry`] values (one function classifies a key)
 //! and maps the core [`Outcome`] to the manual's return values.
 
-use std::ffi::{c_int, CStr};
+use std::ffi::c_int;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -16,9 +16,10 @@ use crate::io::exec::Child;
 use crate::io::net::Listener;
 use crate::io::poll::{self as core, Entry, Interest, Outcome};
 use crate::io::{signal, sys, Handle};
-use crate::lua::state::{bad_arg, lua_fn, to_object, LResult, Misuse, Stack};
+use crate::lua::object::to_object;
+use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
 
-pub const FUNCTIONS: &[(&CStr, ffi::lua_CFunction)] = &[
+pub const FUNCTIONS: Functions = &[
     (c"poll", poll),
     (c"catch_sigterm", catch_sigterm),
     (c"timeref", timeref),
@@ -53,7 +54,7 @@ fn entry_for_key(s: Stack<'_>, key: c_int, argn: i32, interest: Interest) -> LRe
         // input set: an incoming connection is pending
         return match l.fd() {
             Some(fd) => Ok(Entry::new(fd.as_raw_fd(), interest)),
-            None => Err(Misuse("Attempt to use a closed listener".into())),
+            None => Err(Raise("Attempt to use a closed listener".into())),
         };
     }
     Err(bad_arg(
@@ -70,7 +71,7 @@ fn entry_for_key(s: Stack<'_>, key: c_int, argn: i32, interest: Interest) -> LRe
 /// A finished handle without descriptor counts as ready: its next operation reports why.
 fn handle_entry(h: &Handle, interest: Interest) -> LResult<Entry> {
     if h.is_closed() {
-        return Err(Misuse("Attempt to poll a closed I/O handle".into()));
+        return Err(Raise("Attempt to poll a closed I/O handle".into()));
     }
     if interest == Interest::Read && h.readable_without_kernel() {
         return Ok(Entry::ready(interest));
@@ -90,9 +91,9 @@ fn collect_set(s: Stack<'_>, idx: c_int, interest: Interest, out: &mut Vec<Entry
         _ => return Err(s.expected(idx, idx, "poll", "table")),
     }
     s.push_nil();
-    // SAFETY: `idx` is an absolute index of a table that is not modified while traversing;
-    // stack space for key and value was reserved by the caller.
-    while unsafe { ffi::lua_next(s.raw(), idx) } != 0 {
+    // `idx` is an absolute index of a table that is not modified while traversing; stack
+    // space for key and value was reserved by the caller.
+    while s.next(idx) {
         if s.to_boolean(-1) {
             out.push(entry_for_key(s, s.abs(-2), idx, interest)?);
         }

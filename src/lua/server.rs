@@ -9,28 +9,27 @@
 mod process;
 mod timer;
 
-use std::ffi::{c_int, CStr};
+use std::ffi::CStr;
 use std::time::Duration;
-
-use mlua::ffi;
 
 use crate::io::net::Listener;
 use crate::io::Handle;
+use crate::lua::fields::Fields;
 use crate::lua::handle::push_handle;
-use crate::lua::state::{
-    check_self, lua_fn, push_object, take_object, to_object, LResult, LuaObject, Misuse, Stack,
-};
+use crate::lua::object::{check_self, push_object, take_object, to_object, LuaObject};
+use crate::lua::stack::{lua_fn, Functions, LResult, Raise, Stack};
 use crate::server::master::{self, PoolSpec, Role};
 use crate::server::pool::PoolConfig;
 use crate::server::timed::TimedKind;
+use crate::server::timer::seconds as to_duration;
 use crate::server::worker::{Next, Worker};
 
 /// Registers the worker object type (its methods table is left on the stack).
 pub fn register(s: Stack<'_>) {
-    crate::lua::state::register_type::<WorkerObject>(s);
+    crate::lua::object::register_type::<WorkerObject>(s);
 }
 
-pub const FUNCTIONS: &[(&CStr, ffi::lua_CFunction)] = &[
+pub const FUNCTIONS: Functions = &[
     (c"log", process::core_log),
     (c"log_config", process::log_config),
     (c"serve", serve),
@@ -47,39 +46,6 @@ pub const FUNCTIONS: &[(&CStr, ffi::lua_CFunction)] = &[
     (c"resolve", process::resolve),
 ];
 
-/// Pushes field `name` of the table at absolute index `t` and returns it as a number.
-fn number_field(s: Stack<'_>, t: c_int, name: &CStr) -> f64 {
-    // SAFETY: `t` is an absolute index of a table; one value is pushed and popped.
-    unsafe {
-        ffi::lua_getfield(s.raw(), t, name.as_ptr());
-        let v = ffi::lua_tonumberx(s.raw(), -1, std::ptr::null_mut());
-        ffi::lua_pop(s.raw(), 1);
-        v
-    }
-}
-
-fn seconds_field(s: Stack<'_>, t: c_int, name: &CStr) -> Duration {
-    crate::server::timer::seconds(number_field(s, t, name))
-}
-
-fn count_field(s: Stack<'_>, t: c_int, name: &CStr) -> u32 {
-    let v = number_field(s, t, name);
-    if v.is_nan() {
-        0
-    } else {
-        v.clamp(0.0, u32::MAX as f64) as u32
-    }
-}
-
-/// A string field of the table at absolute index `t` (empty when missing).
-fn name_field(s: Stack<'_>, t: c_int, name: &CStr) -> Vec<u8> {
-    // SAFETY: as in number_field.
-    unsafe { ffi::lua_getfield(s.raw(), t, name.as_ptr()) };
-    let v = s.to_bytes(-1).unwrap_or_default().to_vec();
-    s.pop(1);
-    v
-}
-
 /// A timed listener as the worker sees it: what to pass to the handler.
 #[derive(Debug)]
 struct TimedName {
@@ -93,80 +59,65 @@ struct PoolExtra {
     timed: Vec<TimedName>,
 }
 
-/// Converts the pool specs built by moonbridge.lua (validated there). Listener objects are
-/// taken over: their Lua userdata are left empty, and the descriptors belong to the server.
+/// Converts the pool specs built by moonbridge.lua (validated there, every default filled
+/// in). Listener objects are taken over: their Lua userdata are left empty, and the
+/// descriptors belong to the server.
 fn read_pools(s: Stack<'_>) -> LResult<(Vec<PoolSpec>, Vec<PoolExtra>)> {
-    if s.type_of(1) != ffi::LUA_TTABLE {
-        return Err(s.expected(1, 1, "serve", "table"));
-    }
     let mut pools = Vec::new();
     let mut extras = Vec::new();
-    let l = s.raw();
-    s.reserve(8);
-    // SAFETY: the stack holds the specs table at index 1; every push below is popped.
-    unsafe {
-        for p in 1..=ffi::lua_rawlen(l, 1) as i64 {
-            ffi::lua_rawgeti(l, 1, p as _);
-            let t = ffi::lua_gettop(l);
-            let config = PoolConfig {
-                pre_fork: count_field(s, t, c"pre_fork"),
-                min_fork: count_field(s, t, c"min_fork"),
-                max_fork: count_field(s, t, c"max_fork").max(1),
-                fork_delay: seconds_field(s, t, c"fork_delay"),
-                fork_error_delay: seconds_field(s, t, c"fork_error_delay"),
-                exit_delay: seconds_field(s, t, c"exit_delay"),
-            };
-            let idle = seconds_field(s, t, c"idle_timeout");
-            let mut spec = PoolSpec {
-                config,
-                listeners: Vec::new(),
-                timed: Vec::new(),
-            };
-            let mut extra = PoolExtra {
-                idle_timeout: (!idle.is_zero()).then_some(idle),
-                timed: Vec::new(),
-            };
-            ffi::lua_getfield(l, t, c"listeners".as_ptr());
-            let lt = ffi::lua_gettop(l);
-            for i in 1..=ffi::lua_rawlen(l, lt) as i64 {
-                ffi::lua_rawgeti(l, lt, i as _);
+    let seconds = |t: Fields<'_>, name| t.number(name).map(to_duration);
+    Fields::new(s, 1, "serve")?.each_table(|p, t| {
+        let config = PoolConfig {
+            pre_fork: t.count(c"pre_fork")?,
+            min_fork: t.count(c"min_fork")?,
+            max_fork: t.count(c"max_fork")?.max(1),
+            fork_delay: seconds(t, c"fork_delay")?,
+            fork_error_delay: seconds(t, c"fork_error_delay")?,
+            exit_delay: seconds(t, c"exit_delay")?,
+        };
+        let idle = seconds(t, c"idle_timeout")?;
+        let mut spec = PoolSpec {
+            config,
+            listeners: Vec::new(),
+            timed: Vec::new(),
+        };
+        let mut extra = PoolExtra {
+            idle_timeout: (!idle.is_zero()).then_some(idle),
+            timed: Vec::new(),
+        };
+        t.table(c"listeners", |lt| {
+            lt.each(|i, s| {
                 let listener = take_object::<Listener>(s, -1).ok_or_else(|| {
-                    Misuse(format!(
+                    Raise(format!(
                         "serve: listener #{i} of pool #{p} is not an open listener"
                     ))
                 })?;
                 spec.listeners.push(listener);
-                ffi::lua_pop(l, 1);
-            }
-            ffi::lua_pop(l, 1);
-            ffi::lua_getfield(l, t, c"timed".as_ptr());
-            let tt = ffi::lua_gettop(l);
-            for i in 1..=ffi::lua_rawlen(l, tt) as i64 {
-                ffi::lua_rawgeti(l, tt, i as _);
-                let e = ffi::lua_gettop(l);
-                let main = name_field(s, e, c"kind") == b"main";
-                ffi::lua_getfield(l, e, c"strict".as_ptr());
-                let strict = ffi::lua_toboolean(l, -1) != 0;
-                ffi::lua_pop(l, 1);
+                Ok(())
+            })
+        })?;
+        t.table(c"timed", |tt| {
+            tt.each_table(|_, e| {
+                let main = e.bytes(c"kind")? == b"main";
                 spec.timed.push(if main {
                     TimedKind::Main
                 } else {
                     TimedKind::Interval {
-                        delay: seconds_field(s, e, c"delay"),
-                        strict,
+                        delay: seconds(e, c"delay")?,
+                        strict: e.boolean(c"strict")?,
                     }
                 });
                 extra.timed.push(TimedName {
                     main,
-                    name: name_field(s, e, c"name"),
+                    name: e.bytes(c"name")?,
                 });
-                ffi::lua_pop(l, 1);
-            }
-            ffi::lua_pop(l, 2);
-            pools.push(spec);
-            extras.push(extra);
-        }
-    }
+                Ok(())
+            })
+        })?;
+        pools.push(spec);
+        extras.push(extra);
+        Ok(())
+    })?;
     Ok((pools, extras))
 }
 
@@ -206,7 +157,7 @@ struct WorkerObject {
 impl LuaObject for WorkerObject {
     const TNAME: &'static CStr = c"moonbridge worker";
 
-    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+    fn methods() -> Functions {
         &[
             (c"ready", worker_ready),
             (c"next", worker_next),
@@ -236,7 +187,7 @@ lua_fn! {
         let next = w
             .worker
             .next_job()
-            .map_err(|e| Misuse(format!("worker: {}", crate::io::sys::error_text(&e))))?;
+            .map_err(|e| Raise(format!("worker: {}", crate::io::sys::error_text(&e))))?;
         match next {
             Next::Connection(h) => {
                 s.push_str("connection");

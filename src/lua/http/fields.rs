@@ -4,31 +4,26 @@
 
 use std::borrow::Cow;
 
-use mlua::ffi;
-
 use super::request::request_ctx;
 use crate::http::{cookie, form};
-use crate::lua::state::{lua_fn, Misuse, Stack};
+use crate::lua::stack::{lua_fn, Raise, Stack};
 
-fn finished() -> Misuse {
-    Misuse("Attempt to read a field of a finished request".into())
+fn finished() -> Raise {
+    Raise("Attempt to read a field of a finished request".into())
 }
 
 /// Pushes `{n1, v1, n2, v2, ...}`.
 fn push_flat<'a>(s: Stack<'_>, pairs: impl Iterator<Item = (Cow<'a, [u8]>, Cow<'a, [u8]>)>) {
     s.reserve(4);
-    // SAFETY: valid state with room; leaves the one table on top.
-    unsafe {
-        let l = s.raw();
-        ffi::lua_createtable(l, 8, 0);
-        let mut i = 0;
-        for (name, value) in pairs {
-            s.push_bytes(&name);
-            ffi::lua_rawseti(l, -2, i + 1);
-            s.push_bytes(&value);
-            ffi::lua_rawseti(l, -2, i + 2);
-            i += 2;
-        }
+    s.new_table(8, 0);
+    let t = s.top();
+    let mut i = 0;
+    for (name, value) in pairs {
+        s.push_bytes(&name);
+        s.raw_set_index(t, i + 1);
+        s.push_bytes(&value);
+        s.raw_set_index(t, i + 2);
+        i += 2;
     }
 }
 
@@ -49,19 +44,16 @@ lua_fn! {
             }
         }
         s.reserve(6);
-        // SAFETY: valid state with room; leaves the one table on top.
-        unsafe {
-            let l = s.raw();
-            ffi::lua_createtable(l, 0, groups.len() as _);
-            for (name, values) in &groups {
-                s.push_bytes(name);
-                ffi::lua_createtable(l, values.len() as _, 0);
-                for (i, v) in values.iter().enumerate() {
-                    s.push_bytes(v);
-                    ffi::lua_rawseti(l, -2, i as ffi::lua_Integer + 1);
-                }
-                ffi::lua_rawset(l, -3);
+        s.new_table(0, groups.len() as _);
+        let t = s.top();
+        for (name, values) in &groups {
+            s.push_bytes(name);
+            s.new_table(values.len() as _, 0);
+            for (i, v) in values.iter().enumerate() {
+                s.push_bytes(v);
+                s.raw_set_index(t + 2, i as i64 + 1);
             }
+            s.raw_set(t);
         }
         Ok(1)
     }
@@ -106,15 +98,12 @@ lua_fn! {
         }
         let pairs = cookie::first_wins(pairs);
         s.reserve(4);
-        // SAFETY: valid state with room; leaves the one table on top.
-        unsafe {
-            let l = s.raw();
-            ffi::lua_createtable(l, 0, pairs.len() as _);
-            for (name, value) in &pairs {
-                s.push_bytes(name);
-                s.push_bytes(value);
-                ffi::lua_rawset(l, -3);
-            }
+        s.new_table(0, pairs.len() as _);
+        let t = s.top();
+        for (name, value) in &pairs {
+            s.push_bytes(name);
+            s.push_bytes(value);
+            s.raw_set(t);
         }
         Ok(1)
     }

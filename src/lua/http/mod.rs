@@ -12,18 +12,13 @@ mod fields;
 mod post;
 mod request;
 
-use std::ffi::CStr;
-
-use mlua::ffi;
-
 use crate::http::encode;
-use crate::lua::state::{lua_fn, register_type, Stack};
+use crate::lua::object::register_type;
+use crate::lua::stack::{lua_fn, Functions, Stack};
 use request::{HttpConfig, HttpConn};
 
 const GLUE: &str = include_str!("../../../lua/embedded/http_glue.lua");
 const OPTIONS: &str = include_str!("../../../lua/embedded/http_options.lua");
-
-type Functions = &'static [(&'static CStr, ffi::lua_CFunction)];
 
 /// The request methods written in Rust (the glue adds the body-streaming ones).
 const REQUEST_METHODS: Functions = &[
@@ -86,61 +81,24 @@ lua_fn! {
     }
 }
 
-/// Pushes the compiled Lua chunk `source` (raises its syntax error, which cannot happen for
-/// the files built in).
-fn load_chunk(s: Stack<'_>, source: &str, name: &CStr) {
-    // SAFETY: valid state in protected mode; pushes the chunk or raises.
-    unsafe {
-        let l = s.raw();
-        if ffi::luaL_loadbufferx(
-            l,
-            source.as_ptr().cast(),
-            source.len(),
-            name.as_ptr(),
-            c"t".as_ptr(),
-        ) != ffi::LUA_OK
-        {
-            ffi::lua_error(l);
-        }
-    }
-}
-
 /// Builds the module table on the stack.
 pub fn open(s: Stack<'_>) {
     s.reserve(8);
-    // SAFETY: `s` is a valid state in protected mode (mlua's exec_raw), with space reserved.
-    unsafe {
-        let l = s.raw();
-        ffi::lua_createtable(l, 0, 8);
-        let module = ffi::lua_gettop(l);
-        for (name, f) in EXPORTS {
-            s.set_function(module, name, *f);
-        }
-        ffi::lua_createtable(l, 0, CORE.len() as _);
-        let core = ffi::lua_gettop(l);
-        for (name, f) in CORE {
-            s.set_function(core, name, *f);
-        }
-        ffi::lua_createtable(l, 0, REQUEST_METHODS.len() as _);
-        let methods = ffi::lua_gettop(l);
-        for (name, f) in REQUEST_METHODS {
-            s.set_function(methods, name, *f);
-        }
-        ffi::lua_setfield(l, core, c"request_methods".as_ptr());
-        register_type::<HttpConfig>(s);
-        ffi::lua_pop(l, 1);
-        register_type::<HttpConn>(s);
-        ffi::lua_pop(l, 1);
+    let module = s.push_functions(&[EXPORTS]);
+    let core = s.push_functions(&[CORE]);
+    s.push_functions(&[REQUEST_METHODS]);
+    s.set_field(core, c"request_methods");
+    register_type::<HttpConfig>(s);
+    s.pop(1);
+    register_type::<HttpConn>(s);
+    s.pop(1);
 
-        load_chunk(s, OPTIONS, c"=moonbridge_http/options");
-        ffi::lua_pushvalue(l, core);
-        ffi::lua_call(l, 1, 1); // -> build_config
-        let build_config = ffi::lua_gettop(l);
-        load_chunk(s, GLUE, c"=moonbridge_http/glue");
-        ffi::lua_pushvalue(l, module);
-        ffi::lua_pushvalue(l, core);
-        ffi::lua_pushvalue(l, build_config);
-        ffi::lua_call(l, 3, 0);
-        ffi::lua_settop(l, module);
-    }
+    s.push_value(core);
+    s.run_chunk(OPTIONS, c"=moonbridge_http/options", 1, 1); // -> build_config
+    let build_config = s.top();
+    s.push_value(module);
+    s.push_value(core);
+    s.push_value(build_config);
+    s.run_chunk(GLUE, c"=moonbridge_http/glue", 3, 0);
+    s.set_top(module);
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use super::request::{raise, request_ctx, Ctx, Input};
 use crate::http::form;
 use crate::http::multipart::{self, Event, MultipartDecoder, MultipartError, Part};
-use crate::lua::state::{bad_arg, lua_fn, LResult, Misuse};
+use crate::lua::stack::{bad_arg, lua_fn, LResult, Raise};
 
 /// One decoded multipart step, owned (the decoder's events borrow the input).
 #[derive(Debug)]
@@ -30,13 +30,13 @@ pub struct PostState {
     finished: bool,
 }
 
-fn setup_error() -> Misuse {
-    Misuse("Cannot setup request body streamer at this stage anymore".into())
+fn setup_error() -> Raise {
+    Raise("Cannot setup request body streamer at this stage anymore".into())
 }
 
 fn check_usable(ctx: &Ctx<'_>) -> LResult<()> {
     if ctx.http.conn.m.faulty {
-        return Err(Misuse("Tried to use faulty request handle".into()));
+        return Err(Raise("Tried to use faulty request handle".into()));
     }
     Ok(())
 }
@@ -159,7 +159,7 @@ lua_fn! {
 }
 
 /// Answers a multipart error (415 or 400) and returns it for raising.
-fn multipart_error(ctx: Ctx<'_>, e: MultipartError) -> Misuse {
+fn multipart_error(ctx: Ctx<'_>, e: MultipartError) -> Raise {
     let (code, reason) = match e.status() {
         415 => (415, "Unsupported Media Type"),
         _ => (400, "Bad Request"),

@@ -21,17 +21,18 @@ use crate::http::conn::{Config, Fail};
 use crate::http::drive::blocking::{Conn, Next};
 use crate::http::response::Phase;
 use crate::io::Handle;
-use crate::lua::state::{
-    check_self, lua_fn, object_slot_ptr, push_object, push_upvalue, to_object, Fields, LResult,
-    LuaObject, Misuse, Stack,
+use crate::lua::fields::Fields;
+use crate::lua::object::{
+    check_self, object_slot_ptr, push_object, push_upvalue, to_object, LuaObject,
 };
+use crate::lua::stack::{lua_fn, Functions, LResult, Raise, Stack};
 
 /// The options of one `generate_handler` call.
 pub struct HttpConfig(pub Rc<Config>);
 
 impl LuaObject for HttpConfig {
     const TNAME: &'static CStr = c"moonbridge_http options";
-    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+    fn methods() -> Functions {
         &[]
     }
     fn describe(&self) -> String {
@@ -94,7 +95,7 @@ impl HttpConn {
 
 impl LuaObject for HttpConn {
     const TNAME: &'static CStr = c"moonbridge_http connection";
-    fn methods() -> &'static [(&'static CStr, ffi::lua_CFunction)] {
+    fn methods() -> Functions {
         &[
             (c"next_request", next_request),
             (c"done", done),
@@ -127,7 +128,7 @@ impl Ctx<'_> {
         if self.current {
             Ok(())
         } else {
-            Err(Misuse(
+            Err(Raise(
                 crate::http::response::ResponseError::Finished
                     .message()
                     .into(),
@@ -139,7 +140,7 @@ impl Ctx<'_> {
 /// The context of the request at index 1 (`fname` names the method in errors).
 pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
     let bad = || {
-        Misuse(format!(
+        Raise(format!(
             "bad self to '{fname}' (moonbridge_http request expected, got {})",
             s.type_name(1)
         ))
@@ -160,9 +161,9 @@ pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
 }
 
 /// Raises a connection failure as a plain-string Lua error.
-pub fn raise(f: Fail) -> Misuse {
+pub fn raise(f: Fail) -> Raise {
     match f {
-        Fail::Client(m) | Fail::Io(m) | Fail::Misuse(m) => Misuse(m),
+        Fail::Client(m) | Fail::Io(m) | Fail::Misuse(m) => Raise(m),
     }
 }
 
@@ -271,7 +272,7 @@ lua_fn! {
             http.last_arm = None;
         }
         let Some(h) = http.socket() else {
-            return Err(Misuse("moonbridge_http: the connection has no socket".into()));
+            return Err(Raise("moonbridge_http: the connection has no socket".into()));
         };
         if http.conn.next_request(h) == Next::Closed {
             s.push_nil();

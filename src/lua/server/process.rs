@@ -10,7 +10,7 @@ use mlua::ffi;
 use crate::io::net;
 use crate::io::sys::error_text;
 use crate::lua::net::check_port;
-use crate::lua::state::{bad_arg, lua_fn, Stack};
+use crate::lua::stack::{bad_arg, lua_fn, Stack};
 use crate::server::log::Logger;
 use crate::server::process::{self, PidFile, PidFileError};
 use crate::server::title;
@@ -35,8 +35,8 @@ lua_fn! {
 
 /// Pushes field `name` of the table at index 1 and returns its type.
 fn field(s: Stack<'_>, name: &CStr) -> c_int {
-    // SAFETY: index 1 is checked to be a table by the caller; pushes one value.
-    unsafe { ffi::lua_getfield(s.raw(), 1, name.as_ptr()) }
+    // index 1 is checked to be a table by the caller
+    s.get_field(1, name)
 }
 
 /// A string field of the table at index 1.

@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use crate::io::signal::monotonic_seconds;
-use crate::lua::state::{bad_arg, lua_fn, Misuse, Stack};
+use crate::lua::stack::{bad_arg, lua_fn, Raise, Stack};
 use crate::server::timer;
 
 fn push_secs(s: Stack<'_>, d: Duration) {
     s.push_number(d.as_secs_f64());
 }
 
-fn failure(e: std::io::Error) -> Misuse {
-    Misuse(format!("timeout: {}", crate::io::sys::error_text(&e)))
+fn failure(e: std::io::Error) -> Raise {
+    Raise(format!("timeout: {}", crate::io::sys::error_text(&e)))
 }
 
 lua_fn! {
@@ -64,8 +64,7 @@ lua_fn! {
         if n < 0 {
             return Err(bad_arg(1, "set_memory_limit", "non-negative number expected"));
         }
-        // SAFETY: the state of this call, used by this thread only.
-        unsafe { crate::lua::memory::set_limit(s.raw(), n as usize) };
+        crate::lua::memory::set_limit(s, n as usize);
         Ok(0)
     }
 }

@@ -1,0 +1,274 @@
+//! The userdata object model: a Rust value inside a Lua userdata, its type proof, its
+//! per-object field table and metatable, and the `__gc`/`__tostring`/`__close` methods.
+
+use std::ffi::{c_int, CStr};
+use std::ptr;
+
+use mlua::ffi;
+
+use crate::lua::stack::{protect, Functions, LResult, Raise, Stack};
+
+/// A Rust value living inside a Lua userdata, with its own metatable.
+///
+/// The userdata holds `Option<T>`: `None` once `__gc` ran. Fields that are not methods are
+/// answered by [`LuaObject::push_field`], then by a per-object table of user fields.
+pub trait LuaObject: Sized + 'static {
+    /// Metatable registry key and `__name`.
+    const TNAME: &'static CStr;
+    /// Methods implemented in Rust.
+    fn methods() -> Functions;
+    /// Pushes the built-in field `key` and returns true, or returns false.
+    fn push_field(&self, _s: Stack<'_>, _key: &[u8]) -> bool {
+        false
+    }
+    /// `__tostring` text.
+    fn describe(&self) -> String;
+    /// `__close` (Lua 5.4 to-be-closed variables): release without raising.
+    #[cfg_attr(not(feature = "lua54"), allow(dead_code))]
+    fn on_close(&mut self) {}
+    /// Strings given to every method as upvalues 2, 3, ... (see [`push_upvalue`]), so hot
+    /// paths push them without hashing a C string each time.
+    const UPVALUE_STRINGS: &'static [&'static str] = &[];
+    /// Built-in fields stored in a new object's field table (values from `push_field`).
+    const FIELDS: &'static [&'static CStr] = &[];
+}
+
+/// The block of an object's userdata: its type's id, then the value (`None` once `__gc`
+/// ran). The id, not the metatable, proves the type: Lua code cannot write into a
+/// userdata, while it can change metatables (`getmetatable(io.stdout)` is writable), and
+/// reading it costs no Lua API call.
+#[repr(C)]
+struct Block<T> {
+    id: std::any::TypeId,
+    value: Option<T>,
+}
+
+/// Registry key of the metatable of `T`'s field tables (`{__index = methods}`).
+fn fields_mt_key<T: LuaObject>() -> *const std::ffi::c_void {
+    // SAFETY (of the pointer arithmetic): TNAME has at least its NUL byte, so +1 stays
+    // within or one past the allocation; the pointer is only used as a unique key.
+    T::TNAME.as_ptr().wrapping_add(1).cast()
+}
+
+/// The registry key of `T`'s template metatable: the address of its name, unique per type.
+/// Looking it up with `lua_rawgetp` avoids hashing the name as `luaL_testudata` does.
+fn metatable_key<T: LuaObject>() -> *const std::ffi::c_void {
+    T::TNAME.as_ptr().cast()
+}
+
+/// Pushes upvalue `n` (1-based among [`LuaObject::UPVALUE_STRINGS`]) of the running method.
+pub fn push_upvalue(s: Stack<'_>, n: c_int) {
+    // methods are registered with these upvalues; a missing one reads as nil
+    s.push_value(ffi::lua_upvalueindex(n))
+}
+
+/// Pushes a new userdata holding `value`.
+///
+/// Each object gets its own small metatable, copied from `T`'s template, whose `__index`
+/// and `__newindex` are a per-object field table; that table's metatable has `__index =`
+/// the methods table. So `obj:method()` and `obj.field` are plain table look-ups inside the
+/// VM (no C call), and user fields (`obj.foo = 42`) live beside the built-in ones.
+pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
+    s.reserve(6);
+    // Lua aligns userdata blocks to 8 bytes only (LUAI_MAXALIGN): refuse, at compile time, a
+    // type that needs more (box its over-aligned parts instead).
+    const { assert!(std::mem::align_of::<Block<T>>() <= 8) };
+    // SAFETY: Lua returns a block of the requested size aligned to 8 bytes (asserted above to
+    // be enough); it is initialised before anything can observe it, and `__gc` drops it
+    // exactly once. The block never moves, so the reference lives as long as the userdata,
+    // which stays on the stack for this call.
+    let obj = unsafe {
+        let p = ffi::lua_newuserdata(s.raw(), std::mem::size_of::<Block<T>>()) as *mut Block<T>;
+        ptr::write(
+            p,
+            Block {
+                id: std::any::TypeId::of::<T>(),
+                value: Some(value),
+            },
+        );
+        (*p).value.as_mut().expect("just written")
+    };
+    let ud = s.top();
+
+    s.new_table(0, T::FIELDS.len() as c_int);
+    let fields = s.top();
+    s.registry_get(fields_mt_key::<T>());
+    s.set_metatable(fields);
+    for name in T::FIELDS {
+        if obj.push_field(s, name.to_bytes()) {
+            s.set_field(fields, name);
+        }
+    }
+
+    s.new_table(0, 8);
+    let mt = s.top();
+    s.registry_get(metatable_key::<T>());
+    let template = s.top();
+    s.push_nil();
+    while s.next(template) {
+        s.push_value(-2);
+        s.insert(-2);
+        s.raw_set(mt);
+    }
+    s.pop(1); // template
+    s.push_value(fields);
+    s.set_field(mt, c"__index");
+    s.push_value(fields);
+    s.set_field(mt, c"__newindex");
+    s.set_metatable(ud);
+    s.set_top(ud);
+    obj
+}
+
+/// Sets field `name` of the object at `obj` to the value on top of the stack (popped).
+pub fn set_object_field(s: Stack<'_>, obj: c_int, name: &CStr) {
+    // objects made by `push_object` have a metatable whose `__index` is their field table;
+    // anything else just drops the value
+    let obj = s.abs(obj);
+    if s.get_metatable(obj) {
+        if s.get_field(-1, c"__index") == ffi::LUA_TTABLE {
+            s.push_value(-3);
+            s.set_field(-2, name);
+        }
+        s.pop(2);
+    }
+    s.pop(1);
+}
+
+/// The value slot of the userdata at `i` if it is a `T` object (see [`Block`]), else null.
+fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int) -> *mut Option<T> {
+    let id = std::any::TypeId::of::<T>();
+    // SAFETY: a full userdata of exactly `Block<T>`'s size has at least the id's bytes,
+    // compared with memcmp (a foreign block's bytes are not read as a Rust value). Only a
+    // `Block<T>` written by `push_object` carries `T`'s id, and Lua aligns userdata blocks
+    // for it (asserted in `push_object`).
+    unsafe {
+        if ffi::lua_type(s.raw(), i) != ffi::LUA_TUSERDATA
+            || ffi::lua_rawlen(s.raw(), i) != std::mem::size_of::<Block<T>>()
+        {
+            return ptr::null_mut();
+        }
+        let p = ffi::lua_touserdata(s.raw(), i) as *mut Block<T>;
+        let same = libc::memcmp(
+            p.cast(),
+            (&id as *const std::any::TypeId).cast(),
+            std::mem::size_of::<std::any::TypeId>(),
+        ) == 0;
+        if !same {
+            return ptr::null_mut();
+        }
+        ptr::addr_of_mut!((*p).value)
+    }
+}
+
+/// The object at stack index `i`, if it is a live `T`.
+pub fn to_object<'a, T: LuaObject>(s: Stack<'a>, i: c_int) -> Option<&'a mut T> {
+    let p = object_slot::<T>(s, i);
+    // SAFETY: the metatable check guarantees the block holds an `Option<T>` written by
+    // `push_object`; Lua keeps it alive while it is on the stack.
+    unsafe { p.as_mut().and_then(|o| o.as_mut()) }
+}
+
+/// The value slot of the `T` userdata at `i`, for a caller that keeps it beyond this call.
+/// The pointer stays valid as long as the userdata is referenced from Lua (blocks never
+/// move); the slot may become `None` when `__gc` runs.
+pub fn object_slot_ptr<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<ptr::NonNull<Option<T>>> {
+    ptr::NonNull::new(object_slot::<T>(s, i))
+}
+
+/// Moves the value out of the `T` userdata at `i`, leaving it empty (later method calls
+/// on it fail as on a wrong type). Used when ownership passes to Rust, as listeners do to
+/// the server.
+pub fn take_object<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<T> {
+    let p = object_slot::<T>(s, i);
+    // SAFETY: as in `to_object`; `take` leaves a valid `None` behind for `__gc`.
+    unsafe { p.as_mut().and_then(|o| o.take()) }
+}
+
+/// `self` of a method, or a misuse error naming the method.
+pub fn check_self<'a, T: LuaObject>(s: Stack<'a>, fname: &str) -> LResult<&'a mut T> {
+    let p = object_slot::<T>(s, 1);
+    // SAFETY: as in `to_object`.
+    unsafe { p.as_mut().and_then(|o| o.as_mut()) }.ok_or_else(|| {
+        let got = if s.type_of(1) == ffi::LUA_TNONE {
+            "no value".to_string()
+        } else {
+            s.type_name(1)
+        };
+        Raise(format!(
+            "bad self to '{fname}' ({} expected, got {got})",
+            T::TNAME.to_string_lossy()
+        ))
+    })
+}
+
+/// Registers `T`: its template metatable (`__name`, `__gc`, `__tostring`, `__close`), its
+/// methods (closures with the `UPVALUE_STRINGS` as upvalues), and the metatable of its
+/// field tables. Leaves the methods table on the stack, for the Lua glue.
+pub fn register_type<T: LuaObject>(s: Stack<'_>) {
+    s.reserve(6);
+    s.new_metatable(T::TNAME); // sets __name too
+    let mt = s.top();
+    s.push_value(mt);
+    s.registry_set(metatable_key::<T>());
+    s.set_function(mt, c"__gc", gc_object::<T>);
+    s.set_function(mt, c"__tostring", tostring_object::<T>);
+    #[cfg(feature = "lua54")]
+    s.set_function(mt, c"__close", close_object::<T>);
+    s.new_table(0, T::methods().len() as c_int);
+    let methods = s.top();
+    let upvalues = T::UPVALUE_STRINGS.len() as c_int;
+    s.reserve(upvalues);
+    for (name, f) in T::methods() {
+        for u in T::UPVALUE_STRINGS {
+            s.push_str(u);
+        }
+        s.push_closure(*f, upvalues);
+        s.set_field(methods, name);
+    }
+    s.new_table(0, 1);
+    s.push_value(methods);
+    s.set_field(-2, c"__index");
+    s.registry_set(fields_mt_key::<T>());
+    s.remove(mt);
+}
+
+unsafe extern "C-unwind" fn gc_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: `object_slot` checks that argument 1 is a `T` block (a script can call a
+    // `__gc` it found in a metatable with anything).
+    unsafe {
+        protect(l, |s| {
+            if let Some(slot) = object_slot::<T>(s, 1).as_mut() {
+                drop(slot.take());
+            }
+            Ok(0)
+        })
+    }
+}
+
+#[cfg(feature = "lua54")]
+unsafe extern "C-unwind" fn close_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: __close is installed only on T's metatable.
+    unsafe {
+        protect(l, |s| {
+            if let Some(obj) = to_object::<T>(s, 1) {
+                obj.on_close();
+            }
+            Ok(0)
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn tostring_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as __tostring(self).
+    unsafe {
+        protect(l, |s| {
+            let text = match to_object::<T>(s, 1) {
+                Some(obj) => obj.describe(),
+                None => format!("{} (collected)", T::TNAME.to_string_lossy()),
+            };
+            s.push_str(&text);
+            Ok(1)
+        })
+    }
+}
