@@ -101,23 +101,41 @@ local function home_of(k, proto)
   return "a listener with proto " .. table.concat(kinds, " or ")
 end
 
--- nil, false (= 0) or a number 0 <= n <= 1e8
-local function time_option(opts, name, default)
+--- Option readers shared with moonbridge_http's options (one rule, one message each).
+--- `opts[name]` in seconds: nil gives `default`, false gives `off`, else a number >= 0 (and
+--- at most `max` when given).
+function M.time_option(opts, name, default, off, max)
   local v = opts[name]
   if v == nil then return default end
-  if v == false then return 0 end
-  if type(v) ~= "number" or v ~= v or v < 0 or v > MAX_TIME then
-    fail('Option "%s" is expected to be a non-negative number (at most %g seconds)', name, MAX_TIME)
+  if v == false then return off end
+  if type(v) ~= "number" or v ~= v or v < 0 or (max and v > max) then
+    if max then
+      fail('Option "%s" is expected to be a non-negative number (at most %g seconds)', name, max)
+    end
+    fail('Option "%s" is expected to be a non-negative number or false', name)
   end
   return v
 end
 
-local function count_option(opts, name)
+--- `opts[name]` as a non-negative integral number (nil when not given; infinity passes, for
+--- the caller's bound).
+function M.integer_option(opts, name)
   local v = opts[name]
   if v == nil then return nil end
-  if math.type(v) == nil or v ~= math.floor(v) or v < 0 then
+  if type(v) ~= "number" or v ~= v or v < 0 or v ~= math.floor(v) then
     fail('Option "%s" is expected to be a non-negative integer', name)
   end
+  return v
+end
+
+-- listen{}'s times: false means 0, at most 1e8 seconds
+local function time_option(opts, name, default)
+  return M.time_option(opts, name, default, 0, MAX_TIME)
+end
+
+local function count_option(opts, name)
+  local v = M.integer_option(opts, name)
+  if v == nil then return nil end
   if v > MAX_COUNT then fail('Option "%s" is too large (at most %d)', name, MAX_COUNT) end
   return math.tointeger(v)
 end

@@ -6,35 +6,26 @@ local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local match, find, format, concat = string.match, string.find, string.format, table.concat
 local new_config = core.config
 
-
 local MAX_SIZE = 2 ^ 53
 
 local function fail(fmt, ...)
   error(format(fmt, ...), 0)
 end
 
+local config = require("moonbridge_config")
+
+-- the first of `names` given, at most 2^53
 local function size_option(options, names, default)
   for _, name in ipairs(names) do
-    local v = options[name]
-    if v ~= nil then
-      if type(v) ~= "number" or v ~= v or v < 0 or v ~= math.floor(v) then
-        fail('Option "%s" is expected to be a non-negative integer', name)
-      end
-      return v < MAX_SIZE and v or MAX_SIZE
-    end
+    local v = config.integer_option(options, name)
+    if v ~= nil then return v < MAX_SIZE and v or MAX_SIZE end
   end
   return default
 end
 
 -- nil: the default; false: disabled (nil); else seconds >= 0
 local function time_option(options, name, default)
-  local v = options[name]
-  if v == nil then return default end
-  if v == false then return nil end
-  if type(v) ~= "number" or v ~= v or v < 0 then
-    fail('Option "%s" is expected to be a non-negative number or false', name)
-  end
-  return v
+  return config.time_option(options, name, default, nil)
 end
 
 local TOKEN = "^[%w!#$%%&'*+%-%.%^_`|~]+$"
@@ -105,7 +96,7 @@ local is_known = {}
 for _, name in ipairs(KNOWN) do is_known[name] = true end
 
 -- The known option a misspelt key resembles (the same rule as listen{}'s).
-local closest = require("moonbridge_config").closest
+local closest = config.closest
 
 local function check_keys(options)
   for key in pairs(options) do
