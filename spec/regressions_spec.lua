@@ -212,4 +212,39 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
       end), "workers outlived the daemon")
       assert.matches("Shutdown complete", H.read_file(dir .. "/log") or "")
     end)
+
+  -- [d7c2ee0] A client's fault found while the handler read the body (here a chunked body
+  -- over the size limit, answered with 413 and the connection closed) ended the handler
+  -- with an error the glue raised again: the worker logged it as the application's error
+  -- and exited, so each such request cost a worker and a fork. Checked by removing the
+  -- glue's client-fault branch (`if fault ~= nil and result.err == fault then ... end` in
+  -- `lua/embedded/http_glue.lua`): fails 3 of 3 (another worker serves the next request).
+  it("client_body_fault_killed_worker: a client's fault found while the body is read is answered and the worker serves on",
+    function()
+      local srv = HH.start([[
+      local mio = require "moonbridge_io"
+      options = { request_body_size_limit = 64 }
+      handler = function(request)
+        if request.method == "POST" then local _ = request.body end
+        request:send_status("200 OK")
+        request:send_data(mio.getpid())
+        return true
+      end]], { workers = 1, max_workers = 1 }) -- the next connection goes to the same worker
+      local pid = HH.exchange(srv, HH.get("/", "Connection: close\r\n")).body
+      assert.matches("^%d+$", pid)
+      local r, sock = HH.exchange(srv, "POST /upload HTTP/1.1\r\nHost: a\r\n" ..
+        "Transfer-Encoding: chunked\r\n\r\n80\r\n" .. string.rep("x", 128) .. "\r\n0\r\n\r\n",
+        { keep = true })
+      assert.are.equal(413, r.status)
+      assert.are.equal("close", r.header("connection"))
+      assert.are_not.equal("timeout", select(2, HH.read_until_close(sock, 10)))
+      sock:close()
+      r = HH.exchange(srv, HH.get("/", "Connection: close\r\n"))
+      assert.are.equal(200, r.status)
+      assert.are.equal(pid, r.body, "the worker did not survive:\n" .. H.log_text(srv))
+      assert.is_not_nil(H.wait_log(srv, "Client error while reading the body of HTTP request " ..
+        '"POST /upload": 413', 10), H.log_text(srv))
+      assert.is_nil(H.log_text(srv):find("exited with code", 1, true), H.log_text(srv))
+      H.stop_clean(srv)
+    end)
 end)
