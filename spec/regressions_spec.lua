@@ -112,8 +112,8 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT}, pre_fork=32, min_fork=32, m
   -- kept its worker spinning on non-blocking reads until the head was complete or timed
   -- out. The code moved; emulated by making `wait_input` in `src/http/drive/blocking.rs`
   -- answer "input" after one non-blocking read whenever input is buffered (the old wait):
-  -- fails 3 of 3, and 4 of 4 beside 4 busy loops (10+ ticks of CPU within the 3 s watch;
-  -- with the fix the worker used 0).
+  -- with this bound it fails 1 of 1 alone and 4 of 4 beside 4 busy loops (10-11 ticks of
+  -- CPU within the 3 s watch; with the fix the worker used 0, loaded or not).
   it("partial_head_spun: a worker waiting for the rest of a request head sleeps, then serves it",
     function()
       local srv = HH.start([[
