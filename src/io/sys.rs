@@ -21,8 +21,11 @@
 //!   worker control sockets, stderr pipes and the signal pipe, until the next timer; a
 //!   signal's EINTR returns to the loop, which reads the signal pipe.
 
+use std::ffi::{c_int, CStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::time::Duration;
 
 /// Turns a libc-style return value (`-1` = failure, `errno` set) into an `io::Result`.
 pub fn cvt<T: Copy + PartialEq + From<i8>>(ret: T) -> io::Result<T> {
@@ -75,11 +78,16 @@ pub fn wait_fd(fd: BorrowedFd<'_>, interest: Interest, timeout_ms: i32) -> io::R
         events: interest.events(),
         revents: 0,
     };
-    let n = retry(|| {
-        // SAFETY: `pfd` is a valid pollfd array of length 1 for the duration of the call.
-        cvt(unsafe { libc::poll(&mut pfd, 1, timeout_ms) })
-    })?;
+    let n = retry(|| poll(std::slice::from_mut(&mut pfd), timeout_ms))?;
     Ok(n > 0)
+}
+
+/// One `poll(2)` on `fds`; `timeout_ms < 0` waits forever. Returns how many entries have
+/// events. EINTR is returned, not retried: the caller decides whether a signal ends its wait.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> io::Result<usize> {
+    // SAFETY: `fds` is a live, writable array of `fds.len()` pollfd entries for the call.
+    let n = cvt(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) })?;
+    Ok(n as usize)
 }
 
 /// A wait's timeout in the milliseconds `poll`/`epoll_wait` take: `-1` for none, rounded up
@@ -172,6 +180,436 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+// ---------------------------------------------------------------------------------------
+// Descriptors. Every descriptor made here is an `OwnedFd` opened close-on-exec; a wrapper
+// makes exactly one system call unless its comment says that it retries EINTR.
+
+/// Takes ownership of a descriptor a system call just returned.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: only called with a descriptor the kernel has just created for this process,
+    // which nothing else owns yet.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A pipe as (read end, write end), both close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` is a live array of two c_ints for pipe2 to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((owned(fds[0]), owned(fds[1])))
+}
+
+/// A connected pair of `AF_UNIX` sockets of type `kind` (which may carry `SOCK_NONBLOCK`),
+/// both close-on-exec.
+pub fn unix_socketpair(kind: c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` is a live array of two c_ints for socketpair to fill.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    Ok((owned(fds[0]), owned(fds[1])))
+}
+
+/// `open(2)` with `O_CLOEXEC` added to `flags`; `mode` matters only with `O_CREAT`.
+pub fn open(path: &CStr, flags: c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is a NUL-terminated string that lives for the call.
+    let fd =
+        cvt(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    Ok(owned(fd))
+}
+
+/// Makes descriptor number `target` a copy of `fd` (closing what `target` was). The copy is
+/// not close-on-exec: that is the point of putting something on 0, 1 or 2. EINTR retried.
+pub fn dup2(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 takes no pointers; replacing `target` is what the caller asks for.
+    retry(|| cvt(unsafe { libc::dup2(fd.as_raw_fd(), target) })).map(drop)
+}
+
+/// One `read(2)` into `buf`; `Ok(0)` is end of file.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: read writes at most `buf.len()` bytes into the live buffer `buf`.
+    let n = cvt(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    Ok(n as usize)
+}
+
+/// One `write(2)` of `buf`; returns how many bytes were taken.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: write reads at most `buf.len()` bytes from the live buffer `buf`.
+    let n = cvt(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })?;
+    Ok(n as usize)
+}
+
+/// One `pwrite(2)` of `buf` at byte `offset`.
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: libc::off_t) -> io::Result<usize> {
+    // SAFETY: pwrite reads at most `buf.len()` bytes from the live buffer `buf`.
+    let n = cvt(unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) })?;
+    Ok(n as usize)
+}
+
+/// `ftruncate(2)`: cuts or extends the file to `len` bytes.
+pub fn ftruncate(fd: BorrowedFd<'_>, len: libc::off_t) -> io::Result<()> {
+    // SAFETY: ftruncate takes no pointers.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+}
+
+/// One `send(2)` of `buf` with `flags`.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: c_int) -> io::Result<usize> {
+    // SAFETY: send reads at most `buf.len()` bytes from the live buffer `buf`.
+    let n = cvt(unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) })?;
+    Ok(n as usize)
+}
+
+/// One `recv(2)` into `buf` with `flags`; `Ok(0)` is an orderly shutdown by the peer.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: c_int) -> io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into the live buffer `buf`.
+    let n = cvt(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) })?;
+    Ok(n as usize)
+}
+
+/// `shutdown(2)`: `how` is `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
+pub fn shutdown(fd: BorrowedFd<'_>, how: c_int) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) }).map(drop)
+}
+
+/// An fcntl record lock of type `kind` (`F_WRLCK`, `F_RDLCK`, `F_UNLCK`) over the whole file.
+fn whole_file(kind: c_int) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value before the fields are set.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
+}
+
+/// `fcntl(F_SETLK)` of a whole-file lock of type `kind` (`F_WRLCK`, `F_UNLCK`, ...), without
+/// waiting: a conflicting lock fails with EAGAIN or EACCES.
+pub fn set_file_lock(fd: RawFd, kind: c_int) -> io::Result<()> {
+    let lock = whole_file(kind);
+    // SAFETY: F_SETLK reads the live flock structure passed.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETLK, &lock) }).map(drop)
+}
+
+/// `fcntl(F_GETLK)`: the PID of a process whose lock would conflict with a whole-file lock
+/// of type `kind`, or `None` if there is none.
+pub fn file_lock_holder(fd: RawFd, kind: c_int) -> io::Result<Option<libc::pid_t>> {
+    let mut lock = whole_file(kind);
+    // SAFETY: F_GETLK fills in the live flock structure passed.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETLK, &mut lock) })?;
+    Ok((lock.l_type != libc::F_UNLCK as libc::c_short).then_some(lock.l_pid))
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes.
+
+/// Which side of a [`fork`] this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fork {
+    Child,
+    Parent(libc::pid_t),
+}
+
+/// `fork(2)`.
+///
+/// # Safety
+/// In a process with more than one thread the child may only make async-signal-safe calls
+/// until it execs or exits. (Server processes are single-threaded, so the child may run
+/// ordinary code.)
+pub unsafe fn fork() -> io::Result<Fork> {
+    // SAFETY: what the child may do afterwards is the caller's obligation (see above).
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid)),
+    }
+}
+
+/// `kill(2)`: sends `signal` to `pid`.
+pub fn kill(pid: libc::pid_t, signal: c_int) -> io::Result<()> {
+    // SAFETY: kill takes no pointers.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// Waits until child `pid` ends and returns its wait status. EINTR retried.
+pub fn waitpid(pid: libc::pid_t) -> io::Result<c_int> {
+    let mut status = 0;
+    // SAFETY: waitpid writes only to the live `status`.
+    retry(|| cvt(unsafe { libc::waitpid(pid, &mut status, 0) }))?;
+    Ok(status)
+}
+
+/// A child that ended, as `wait4` reports it.
+pub struct Ended {
+    pub pid: libc::pid_t,
+    /// The wait status (`WIFSIGNALED`, `WEXITSTATUS`, ...).
+    pub status: c_int,
+    pub usage: libc::rusage,
+}
+
+/// Collects any one ended child without blocking (`wait4(-1, WNOHANG)`): `None` if none has
+/// ended; ECHILD when there are no children at all. Never waits, so never sees EINTR.
+pub fn reap_any() -> io::Result<Option<Ended>> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes only to the live `status` and `usage`.
+    let pid = cvt(unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) })?;
+    Ok((pid > 0).then_some(Ended { pid, status, usage }))
+}
+
+/// The parent's process id (1, or a subreaper, once the parent died).
+pub fn getppid() -> libc::pid_t {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// `setsid(2)`: a new session and process group led by the caller; returns its id.
+pub fn setsid() -> io::Result<libc::pid_t> {
+    // SAFETY: setsid takes no arguments.
+    cvt(unsafe { libc::setsid() })
+}
+
+/// `_exit(2)`: ends the process at once, without atexit handlers, destructors or flushing
+/// stdio (which in a fork belong to the other process).
+pub fn exit_now(code: c_int) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// `prctl(PR_SET_PDEATHSIG)`: the kernel sends `signal` to this process when its parent
+/// (strictly, the thread that forked it) ends.
+pub fn set_parent_death_signal(signal: c_int) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// `prctl(PR_SET_NAME)`: the calling thread's comm name; the kernel keeps at most 15 bytes.
+pub fn set_comm_name(name: &CStr) -> io::Result<()> {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (at most 16 bytes of it) from the
+    // live `name`.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) })
+        .map(drop)
+}
+
+// ---------------------------------------------------------------------------------------
+// Signals. The handlers themselves stay with their owners (`server::signals`, `io::signal`).
+
+/// A signal set holding `signals`.
+pub fn signal_set(signals: &[c_int]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is valid storage; sigemptyset then initialises it and
+    // sigaddset adds to the initialised set (an invalid number is only refused).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// Adds `signals` to the process's signal mask and returns the mask from before.
+pub fn block_signals(signals: &[c_int]) -> io::Result<libc::sigset_t> {
+    let set = signal_set(signals);
+    // SAFETY: an all-zero sigset_t is a valid out-parameter.
+    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are live; sigprocmask reads `set` and fills `saved`.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut saved) })?;
+    Ok(saved)
+}
+
+/// Removes `signals` from the process's signal mask (pending ones are delivered now).
+pub fn unblock_signals(signals: &[c_int]) -> io::Result<()> {
+    let set = signal_set(signals);
+    // SAFETY: `set` is live; no old mask is asked for.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Replaces the process's signal mask (with one [`block_signals`] returned, say).
+pub fn set_signal_mask(mask: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: `mask` is live; no old mask is asked for.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Gives `signal` its default action (`signal(sig, SIG_DFL)`).
+pub fn default_action(signal: c_int) -> io::Result<()> {
+    // SAFETY: SIG_DFL installs no handler code.
+    if unsafe { libc::signal(signal, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A disposition replaced by [`set_handler`], to be put back with [`SavedAction::restore`].
+pub struct SavedAction {
+    signal: c_int,
+    action: libc::sigaction,
+}
+
+/// Installs `handler` for `signal` with `flags` (`SA_RESTART`, ...) and an empty handler
+/// mask; returns the disposition it replaced.
+///
+/// # Safety
+/// `handler` runs asynchronously, interrupting any code: it may only do async-signal-safe
+/// work (atomics, `write(2)` with errno preserved, ...).
+pub unsafe fn set_handler(
+    signal: c_int,
+    handler: extern "C" fn(c_int),
+    flags: c_int,
+) -> io::Result<SavedAction> {
+    // SAFETY: all-zero sigaction structures are valid; `sa_mask` is then initialised with
+    // sigemptyset, and sigaction reads `new` and fills `old`. The handler's conduct is the
+    // caller's obligation.
+    unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = handler as *const () as libc::sighandler_t;
+        new.sa_flags = flags;
+        libc::sigemptyset(&mut new.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        cvt(libc::sigaction(signal, &new, &mut old))?;
+        Ok(SavedAction {
+            signal,
+            action: old,
+        })
+    }
+}
+
+impl SavedAction {
+    /// Reinstalls the saved disposition.
+    pub fn restore(self) -> io::Result<()> {
+        // SAFETY: the action is one the kernel returned for this signal, so it was valid
+        // (and its handler, if any, acceptable) before.
+        cvt(unsafe { libc::sigaction(self.signal, &self.action, std::ptr::null_mut()) }).map(drop)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The real-time interval timer (SIGALRM).
+
+fn timeval(d: Duration) -> libc::timeval {
+    libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    }
+}
+
+fn duration(tv: libc::timeval) -> Duration {
+    Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000)
+}
+
+/// Arms `ITIMER_REAL` to expire once after `value` (zero disarms it); returns what was left
+/// of the previous timer.
+pub fn set_real_timer(value: Duration) -> io::Result<Duration> {
+    let new = libc::itimerval {
+        it_interval: timeval(Duration::ZERO),
+        it_value: timeval(value),
+    };
+    // SAFETY: a zeroed itimerval is a valid out-parameter.
+    let mut old: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to live, initialised itimerval structures.
+    cvt(unsafe { libc::setitimer(libc::ITIMER_REAL, &new, &mut old) })?;
+    Ok(duration(old.it_value))
+}
+
+/// What is left of `ITIMER_REAL` (zero when disarmed).
+pub fn real_timer_left() -> io::Result<Duration> {
+    // SAFETY: a zeroed itimerval is a valid out-parameter.
+    let mut cur: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: `cur` is a live itimerval for getitimer to fill.
+    cvt(unsafe { libc::getitimer(libc::ITIMER_REAL, &mut cur) })?;
+    Ok(duration(cur.it_value))
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory shared with forked children.
+
+/// An anonymous `MAP_SHARED` read-write mapping, zero-filled by the kernel; a fork shares
+/// it with the child. Unmapped on drop (in each process separately).
+#[derive(Debug)]
+pub struct SharedMemory {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl SharedMemory {
+    /// Maps `len` (> 0) bytes.
+    pub fn new(len: usize) -> io::Result<SharedMemory> {
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing; no file and
+        // no existing memory are involved.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(SharedMemory { base, len })
+    }
+
+    /// The first byte; `len` bytes from here are readable and writable while `self` lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; pointers into it derive from
+        // `as_ptr` and must not outlive `self` (the owner's contract).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Time and syslog (C library calls, not system calls, but the same raw interface).
+
+/// The current local time formatted by `strftime` with `format` into `buf`; returns how many
+/// bytes were written (0 if the result did not fit).
+pub fn local_time(format: &CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: time/localtime_r/strftime get valid pointers to live local storage; strftime
+    // writes at most `buf.len()` bytes and returns how many.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        libc::strftime(buf.as_mut_ptr().cast(), buf.len(), format.as_ptr(), &tm)
+    }
+}
+
+/// `openlog(3)`.
+///
+/// # Safety
+/// syslog keeps the `ident` pointer: it must stay alive (and unchanged) until `openlog` is
+/// called again or the process ends.
+pub unsafe fn openlog(ident: &CStr, option: c_int, facility: c_int) {
+    // SAFETY: `ident` is a valid C string; its lifetime is the caller's obligation.
+    unsafe { libc::openlog(ident.as_ptr(), option, facility) }
+}
+
+/// `syslog(3)` of one line at `priority`, passed through a constant "%s" format.
+pub fn syslog(priority: c_int, line: &CStr) {
+    // SAFETY: a constant "%s" format with one valid C string argument.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), line.as_ptr()) }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -184,5 +622,12 @@ mod tests {
         assert_eq!(super::timeout_ms(Some(Duration::from_micros(2001))), 3);
         assert_eq!(super::timeout_ms(Some(Duration::from_secs(2))), 2000);
         assert_eq!(super::timeout_ms(Some(Duration::MAX)), libc::c_int::MAX);
+    }
+
+    #[test]
+    fn timer_values_convert_both_ways() {
+        let tv = super::timeval(Duration::from_millis(2500));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (2, 500_000));
+        assert_eq!(super::duration(tv), Duration::from_millis(2500));
     }
 }
