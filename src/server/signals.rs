@@ -3,16 +3,19 @@
 //! this right after the fork.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::io::sys;
+use crate::io::sys::{self, SavedAction};
 
 /// Signals the master handles: worker exits, graceful and fast shutdown.
 const MASTER_SIGNALS: [i32; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 static SIGNAL_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
+/// The handler stays on raw libc: it runs between any two instructions of the master, so it
+/// works on the bare descriptor number from an atomic (no `BorrowedFd` can be held for it)
+/// and must put errno back before returning, which `sys::write` would not do.
 extern "C" fn on_signal(sig: libc::c_int) {
     let fd = SIGNAL_WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
@@ -27,52 +30,27 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// A pipe with both ends CLOEXEC.
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`.
-    sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// The installed handlers and the pipe they write to.
 pub struct SignalPipe {
     read: OwnedFd,
     _write: OwnedFd,
-    previous: Vec<(i32, libc::sigaction)>,
+    previous: Vec<SavedAction>,
 }
 
 impl SignalPipe {
     pub fn install() -> io::Result<Self> {
-        let (read, write) = pipe()?;
+        let (read, write) = sys::pipe()?;
         sys::set_nonblocking(read.as_raw_fd(), true)?;
         sys::set_nonblocking(write.as_raw_fd(), true)?;
         SIGNAL_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         let mut previous = Vec::new();
         for sig in MASTER_SIGNALS {
-            // SAFETY: sigaction with zeroed, then filled structures; the handler only does
-            // async-signal-safe work.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as *const () as usize;
-                sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
-                libc::sigemptyset(&mut sa.sa_mask);
-                let mut old: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(sig, &sa, &mut old);
-                previous.push((sig, old));
-            }
+            let flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+            // SAFETY: the handler only does async-signal-safe work (see `on_signal`).
+            previous.push(unsafe { sys::set_handler(sig, on_signal, flags) }?);
         }
         // The master must hear these even if the application blocked them.
-        // SAFETY: sigprocmask with a local, initialised set.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in MASTER_SIGNALS {
-                libc::sigaddset(&mut set, sig);
-            }
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        }
+        sys::unblock_signals(&MASTER_SIGNALS)?;
         Ok(SignalPipe {
             read,
             _write: write,
@@ -88,23 +66,19 @@ impl SignalPipe {
     pub fn drain(&self) -> Vec<i32> {
         let mut out = Vec::new();
         let mut buf = [0u8; 64];
-        loop {
-            // SAFETY: read writes at most buf.len() bytes into buf.
-            let n =
-                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return out;
-            }
-            out.extend(buf[..n as usize].iter().map(|&b| b as i32));
+        // Until empty (EAGAIN), or an error, or EOF (which cannot happen: we hold the
+        // write end).
+        while let Ok(n @ 1..) = sys::read(self.read.as_fd(), &mut buf) {
+            out.extend(buf[..n].iter().map(|&b| b as i32));
         }
+        out
     }
 
     /// Puts back the dispositions from before `install` (in workers, and at master exit).
     pub fn restore(&mut self) {
         SIGNAL_WRITE_FD.store(-1, Ordering::Relaxed);
-        for (sig, old) in self.previous.drain(..) {
-            // SAFETY: reinstalls a sigaction previously returned by the kernel.
-            unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+        for saved in self.previous.drain(..) {
+            let _ = saved.restore();
         }
     }
 }
@@ -117,25 +91,16 @@ pub struct Blocked {
 }
 
 impl Blocked {
-    pub fn master_signals() -> Self {
-        // SAFETY: sigprocmask with local, initialised sets.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in MASTER_SIGNALS {
-                libc::sigaddset(&mut set, sig);
-            }
-            let mut saved: libc::sigset_t = std::mem::zeroed();
-            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut saved);
-            Blocked { saved }
-        }
+    pub fn master_signals() -> io::Result<Self> {
+        let saved = sys::block_signals(&MASTER_SIGNALS)?;
+        Ok(Blocked { saved })
     }
 }
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        // SAFETY: restores a mask returned by the kernel; pending signals are delivered now.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.saved, std::ptr::null_mut()) };
+        // Pending signals are delivered now.
+        let _ = sys::set_signal_mask(&self.saved);
     }
 }
 
@@ -143,24 +108,14 @@ impl Drop for Blocked {
 /// the interpreter's own SIGINT handler would only turn them into Lua errors.
 pub fn default_interrupts() {
     for sig in [libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: resetting a disposition; no handler pointer involved.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        let _ = sys::default_action(sig);
     }
 }
 
 /// Asks the kernel to send SIGTERM to this worker when the master dies, so that a worker
 /// never outlives its master for long (it then finishes its connection and exits).
 pub fn set_parent_death_signal() {
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    let _ = sys::set_parent_death_signal(libc::SIGTERM);
 }
 
 /// A short name for log lines.

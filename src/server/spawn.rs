@@ -3,11 +3,11 @@
 //! the master's signal handling undone, a death signal armed for when the master goes.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use crate::io::sys;
+use crate::io::sys::{self, Fork};
 use crate::server::control;
-use crate::server::signals::{self, pipe, Blocked, SignalPipe};
+use crate::server::signals::{self, Blocked, SignalPipe};
 
 /// The result of a fork, seen from each side.
 pub enum Forked {
@@ -25,32 +25,28 @@ pub enum Forked {
 /// Forks a worker. `signals` are the master's handlers, undone in the child.
 pub fn fork(signals: &mut SignalPipe, master_pid: i32) -> io::Result<Forked> {
     let (ours, theirs) = control::seqpacket_pair()?;
-    let (err_r, err_w) = pipe()?;
+    let (err_r, err_w) = sys::pipe()?;
     // A signal meant for the new worker stays pending until it has its own dispositions.
-    let blocked = Blocked::master_signals();
+    let blocked = Blocked::master_signals()?;
     // SAFETY: the process is single-threaded (no threads anywhere in the server), so the
     // child may run ordinary code after fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: dup2 onto fd 2 of a descriptor we own (the copy is not CLOEXEC, so programs
-        // the worker runs write there too).
-        unsafe { libc::dup2(err_w.as_raw_fd(), 2) };
-        drop((ours, err_r, err_w));
-        signals.restore();
-        signals::default_interrupts();
-        signals::set_parent_death_signal();
-        drop(blocked);
-        // SAFETY: getppid has no preconditions.
-        if unsafe { libc::getppid() } != master_pid {
-            // the master died before the death signal was armed
-            // SAFETY: _exit ends this fresh child without touching shared state.
-            unsafe { libc::_exit(0) };
+    let pid = match unsafe { sys::fork() }? {
+        Fork::Parent(pid) => pid,
+        Fork::Child => {
+            // The copy on fd 2 is not CLOEXEC, so programs the worker runs write there too.
+            let _ = sys::dup2(err_w.as_fd(), 2);
+            drop((ours, err_r, err_w));
+            signals.restore();
+            signals::default_interrupts();
+            signals::set_parent_death_signal();
+            drop(blocked);
+            if sys::getppid() != master_pid {
+                // the master died before the death signal was armed
+                sys::exit_now(0);
+            }
+            return Ok(Forked::Child { control: theirs });
         }
-        return Ok(Forked::Child { control: theirs });
-    }
+    };
     drop(blocked);
     drop((theirs, err_w));
     sys::set_nonblocking(err_r.as_raw_fd(), true)?;

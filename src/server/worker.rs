@@ -127,8 +127,7 @@ impl Worker {
     }
 
     fn master_alive(&self) -> bool {
-        // SAFETY: getppid has no preconditions.
-        unsafe { libc::getppid() == self.master_pid }
+        crate::io::sys::getppid() == self.master_pid
     }
 
     /// Waits for the next job. Queued jobs come first; then the listeners are tried before
