@@ -3,9 +3,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use crate::io::sys;
+use crate::io::sys::{self, Fork};
 
 /// Why the pid file could not be taken.
 #[derive(Debug)]
@@ -28,17 +28,7 @@ impl PidFile {
     pub fn acquire(path: &str) -> Result<PidFile, PidFileError> {
         let c =
             CString::new(path).map_err(|_| PidFileError::Io(io::ErrorKind::InvalidInput.into()))?;
-        // SAFETY: `c` is a valid C string; the result is a new descriptor or -1.
-        let raw = sys::cvt(unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC,
-                0o644,
-            )
-        })
-        .map_err(PidFileError::Io)?;
-        // SAFETY: `raw` was just opened and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sys::open(&c, libc::O_RDWR | libc::O_CREAT, 0o644).map_err(PidFileError::Io)?;
         lock_exclusive(&fd)?;
         let pid = sys::getpid();
         write_pid(&fd, pid).map_err(PidFileError::Io)?;
@@ -75,17 +65,14 @@ impl PidFile {
 /// Never pass a duplicate descriptor that is closed afterwards: closing any descriptor of a
 /// file drops the process's fcntl locks on it.
 pub fn lock_exclusive(fd: &impl AsRawFd) -> Result<(), PidFileError> {
-    let mut lock = whole_file_lock(libc::F_WRLCK as i16);
-    // SAFETY: F_SETLK reads the flock structure we pass.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
+    let e = match sys::set_file_lock(fd.as_raw_fd(), libc::F_WRLCK) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
     if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
-        // SAFETY: F_GETLK fills in the flock structure we pass.
-        let holder = (unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLK, &mut lock) } == 0
-            && lock.l_type != libc::F_UNLCK as i16)
-            .then_some(lock.l_pid);
+        let holder = sys::file_lock_holder(fd.as_raw_fd(), libc::F_WRLCK)
+            .ok()
+            .flatten();
         return Err(PidFileError::Locked(holder));
     }
     Err(PidFileError::Io(e))
@@ -93,25 +80,9 @@ pub fn lock_exclusive(fd: &impl AsRawFd) -> Result<(), PidFileError> {
 
 fn write_pid(fd: &OwnedFd, pid: i32) -> io::Result<()> {
     let text = format!("{pid}\n");
-    // SAFETY: truncate and write on our descriptor with a live buffer.
-    unsafe {
-        sys::cvt(libc::ftruncate(fd.as_raw_fd(), 0))?;
-        sys::cvt(libc::pwrite(
-            fd.as_raw_fd(),
-            text.as_ptr().cast(),
-            text.len(),
-            0,
-        ))?;
-    }
+    sys::ftruncate(fd.as_fd(), 0)?;
+    sys::pwrite(fd.as_fd(), text.as_bytes(), 0)?;
     Ok(())
-}
-
-fn whole_file_lock(kind: i16) -> libc::flock {
-    // SAFETY: flock is plain data; all-zero is a valid value before we set the fields.
-    let mut l: libc::flock = unsafe { std::mem::zeroed() };
-    l.l_type = kind;
-    l.l_whence = libc::SEEK_SET as i16;
-    l
 }
 
 /// Detaches from the terminal (fork, setsid, fork; stdin/stdout/stderr -> /dev/null) and
@@ -125,44 +96,29 @@ fn whole_file_lock(kind: i16) -> libc::flock {
 /// takes one in between, the daemon's attempt fails and is reported like any other.
 /// Returns in the daemon only.
 pub fn daemonize(locks: &[RawFd]) -> io::Result<Detached> {
-    let mut ends = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills in two new descriptors.
-    sys::cvt(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    let (read_end, write_end) = sys::pipe()?;
     // Released before the fork: released after it, the daemon could ask for a lock while
     // this process still held it.
     for &fd in locks {
-        let unlock = whole_file_lock(libc::F_UNLCK as i16);
-        // SAFETY: F_SETLK reads the flock structure we pass.
-        unsafe { libc::fcntl(fd, libc::F_SETLK, &unlock) };
+        let _ = sys::set_file_lock(fd, libc::F_UNLCK);
     }
     // SAFETY: single-threaded process; the child continues with ordinary code.
-    let pid = sys::cvt(unsafe { libc::fork() })?;
-    if pid > 0 {
+    if let Fork::Parent(_) = unsafe { sys::fork() }? {
         drop(write_end);
         await_report(read_end);
     }
     drop(read_end);
-    // SAFETY: setsid has no arguments.
-    sys::cvt(unsafe { libc::setsid() })?;
+    sys::setsid()?;
     // SAFETY: as above; the intermediate process only exits.
-    if sys::cvt(unsafe { libc::fork() })? > 0 {
-        // SAFETY: _exit skips atexit handlers and Lua's state, which belong to the daemon.
-        unsafe { libc::_exit(0) };
+    if let Fork::Parent(_) = unsafe { sys::fork() }? {
+        // _exit: atexit handlers and Lua's state belong to the daemon.
+        sys::exit_now(0);
     }
-    // SAFETY: opening /dev/null and dup2 onto the standard descriptors.
-    unsafe {
-        let null = sys::cvt(libc::open(
-            c"/dev/null".as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC,
-        ))?;
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-        libc::close(null);
+    let null = sys::open(c"/dev/null", libc::O_RDWR, 0)?;
+    for fd in 0..3 {
+        let _ = sys::dup2(null.as_fd(), fd);
     }
+    drop(null);
     Ok(Detached { report: write_end })
 }
 
@@ -172,12 +128,8 @@ fn await_report(from: OwnedFd) -> ! {
     let mut report = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
-        let n = sys::retry(|| {
-            // SAFETY: reading into a live local buffer of the given length.
-            sys::cvt(unsafe { libc::read(from.as_raw_fd(), chunk.as_mut_ptr().cast(), 512) })
-        });
-        match n {
-            Ok(n) if n > 0 => report.extend_from_slice(&chunk[..n as usize]),
+        match sys::retry(|| sys::read(from.as_fd(), &mut chunk)) {
+            Ok(n) if n > 0 => report.extend_from_slice(&chunk[..n]),
             _ => break,
         }
     }
@@ -189,11 +141,10 @@ fn await_report(from: OwnedFd) -> ! {
         let mut line = b"moonbridge: ".to_vec();
         line.extend_from_slice(&message);
         line.push(b'\n');
-        // SAFETY: writing a live buffer to our stderr.
-        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        let _ = sys::write(io::stderr().as_fd(), &line);
     }
-    // SAFETY: _exit skips atexit handlers and Lua's state, which belong to the daemon.
-    unsafe { libc::_exit(code) }
+    // _exit: atexit handlers and Lua's state belong to the daemon.
+    sys::exit_now(code)
 }
 
 /// The daemon's promise to tell the launching process how its start-up went.
@@ -218,13 +169,6 @@ impl Detached {
         report.extend_from_slice(message.as_bytes());
         // A pipe takes PIPE_BUF bytes at once; a longer message may be cut, never blocks
         // for long because the reader is waiting.
-        // SAFETY: writing a live buffer to our pipe descriptor.
-        unsafe {
-            libc::write(
-                self.report.as_raw_fd(),
-                report.as_ptr().cast(),
-                report.len(),
-            )
-        };
+        let _ = sys::write(self.report.as_fd(), &report);
     }
 }
