@@ -10,7 +10,7 @@
 //!   wait behind a connection that its worker accepted at the same moment.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use crate::io::sys;
 
@@ -97,18 +97,7 @@ impl Job {
 
 /// A connected SOCK_SEQPACKET pair (one message per send, EOF when the peer is gone).
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two descriptors into `fds`.
-    sys::cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    sys::unix_socketpair(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)
 }
 
 /// Sends one message without blocking; a vanished peer is reported as an error (EPIPE),
@@ -116,15 +105,11 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn send(fd: &OwnedFd, msg: Encoded) -> io::Result<()> {
     let (bytes, n) = msg;
     sys::retry(|| {
-        // SAFETY: `bytes` is a live buffer of at least `n` bytes for the call.
-        sys::cvt(unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                n,
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        })
+        sys::send(
+            fd.as_fd(),
+            &bytes[..n],
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
     })
     .map(drop)
 }
@@ -140,29 +125,14 @@ pub enum Received<'a> {
 
 /// Receives one message without blocking into `buf`.
 pub fn recv<'a>(fd: &OwnedFd, buf: &'a mut [u8; MAX_MESSAGE + 1]) -> io::Result<Received<'a>> {
-    loop {
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n > 0 {
-            return Ok(Received::Message(&buf[..n as usize]));
-        }
-        if n == 0 {
-            return Ok(Received::Closed);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Ok(Received::Nothing),
-            Some(libc::ECONNRESET) => return Ok(Received::Closed),
-            _ => return Err(e),
-        }
+    match sys::retry(|| sys::recv(fd.as_fd(), &mut buf[..], libc::MSG_DONTWAIT)) {
+        Ok(0) => Ok(Received::Closed),
+        Ok(n) => Ok(Received::Message(&buf[..n])),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(Received::Nothing),
+            Some(libc::ECONNRESET) => Ok(Received::Closed),
+            _ => Err(e),
+        },
     }
 }
 

@@ -137,8 +137,8 @@ pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
         if role.is_err() {
             // An internal error: no worker may outlive the master.
             for w in &m.workers {
-                // SAFETY: kill has no memory arguments; the pid is our unreaped child.
-                unsafe { libc::kill(w.pid, libc::SIGKILL) };
+                // (the pid is our unreaped child, so it cannot have been reused)
+                let _ = sys::kill(w.pid, libc::SIGKILL);
             }
             for w in &m.workers {
                 reap_one(w.pid);
@@ -151,9 +151,7 @@ pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
 
 /// Waits for one specific child (blocking).
 fn reap_one(pid: i32) {
-    let mut status = 0;
-    // SAFETY: waitpid writes only to `status`.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let _ = sys::waitpid(pid);
 }
 
 impl Master<'_> {
@@ -212,8 +210,8 @@ impl Master<'_> {
         };
         for w in &mut self.workers {
             w.stopping = true;
-            // SAFETY: kill has no memory arguments; the pid is our unreaped child.
-            unsafe { libc::kill(w.pid, sig) };
+            // (the pid is our unreaped child, so it cannot have been reused)
+            let _ = sys::kill(w.pid, sig);
         }
         if !self.workers.is_empty() {
             self.log.log(&format!(
@@ -230,8 +228,7 @@ impl Master<'_> {
         for pool in &mut self.pools {
             for l in pool.listeners.drain(..) {
                 if let Some(fd) = l.fd() {
-                    // SAFETY: plain syscall on a descriptor the listener owns.
-                    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+                    let _ = sys::shutdown(fd, libc::SHUT_RDWR);
                 }
                 if let Some(path) = l.path() {
                     let _ = std::fs::remove_file(path);
@@ -243,14 +240,10 @@ impl Master<'_> {
     /// Collects every exited child (also unknown ones) and logs why it ended.
     fn reap(&mut self) {
         loop {
-            let mut status = 0;
-            // SAFETY: an all-zero rusage is a valid out-parameter.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: wait4 writes only to `status` and `usage`.
-            let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
-            if pid <= 0 {
-                return; // 0: none exited; -1: ECHILD (no children) or EINTR (next round)
-            }
+            // None: none exited; an error: ECHILD (no children left)
+            let Ok(Some(sys::Ended { pid, status, usage })) = sys::reap_any() else {
+                return;
+            };
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
@@ -356,8 +349,8 @@ impl Master<'_> {
                                 && board.get(p, w.slot) == Slot::Idle
                         }) {
                             w.stopping = true;
-                            // SAFETY: plain kill of our own unreaped child.
-                            unsafe { libc::kill(w.pid, libc::SIGTERM) };
+                            // (our own unreaped child)
+                            let _ = sys::kill(w.pid, libc::SIGTERM);
                             self.log.stats(&format!(
                                 "Stopping idle worker process (PID {}) of pool #{}",
                                 w.pid,
@@ -530,13 +523,8 @@ impl Master<'_> {
                 }
             }
         }
-        let ms = crate::io::sys::timeout_ms(timeout);
-        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let n = crate::io::sys::cvt(unsafe {
-            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms)
-        });
         // a signal ends the wait: the loop reads the signal pipe next
-        match n {
+        match sys::poll(&mut fds, sys::timeout_ms(timeout)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
             Ok(_) => {}

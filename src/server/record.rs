@@ -2,8 +2,9 @@
 //! known to do, its stderr turned into log lines, and the log line of its end.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
+use crate::io::sys;
 use crate::server::lines::Lines;
 use crate::server::log::Logger;
 use crate::server::signals::signal_name;
@@ -47,21 +48,18 @@ impl Record {
         // Bounded per call: a chatty worker cannot hold the master.
         for _ in 0..16 {
             let Some(fd) = &self.stderr else { return };
-            // SAFETY: read writes at most buf.len() bytes into buf.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                match io::Error::last_os_error().kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return,
-                    _ => {}
+            let n = match sys::read(fd.as_fd(), &mut buf) {
+                // (an interrupted read counts against the bound)
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n @ 1..) => n,
+                Ok(0) | Err(_) => {
+                    self.stderr = None; // EOF (or a broken pipe): the worker is exiting
+                    return;
                 }
-            }
-            if n <= 0 {
-                self.stderr = None; // EOF (or a broken pipe): the worker is exiting
-                return;
-            }
+            };
             let (pool, pid) = (self.pool, self.pid);
-            self.lines.push(&buf[..n as usize], &mut |line, cut| {
+            self.lines.push(&buf[..n], &mut |line, cut| {
                 log_line(log, pool, pid, line, cut)
             });
         }
