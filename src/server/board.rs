@@ -5,11 +5,13 @@
 //! threshold that matters is crossed: its pool has too few spare workers while it may still
 //! grow, or surplus idle workers appeared that the master does not know of.
 //!
-//! All the unsafe code of the mapping is here; the rest of the server sees safe methods.
+//! The mapping itself is an `io::sys::SharedMemory`; all the unsafe code that reads it is
+//! here, and the rest of the server sees safe methods.
 
 use std::io;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::SeqCst};
+
+use crate::io::sys::SharedMemory;
 
 /// The state of one worker slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +61,7 @@ struct Layout {
 /// The shared mapping; both the master and each worker hold it (unmapped on drop).
 #[derive(Debug)]
 pub struct Board {
-    base: NonNull<u8>,
-    size: usize,
+    memory: SharedMemory,
     pools: Vec<Layout>,
 }
 
@@ -80,24 +81,9 @@ impl Board {
             off += len;
             off = off.next_multiple_of(std::mem::align_of::<Header>());
         }
-        let size = off.max(1);
-        // SAFETY: an anonymous shared mapping; no file, no existing memory involved.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let memory = SharedMemory::new(off.max(1))?;
         // Anonymous mappings are zero-filled: every slot is Free, every header 0.
-        Ok(Board { base, size, pools })
+        Ok(Board { memory, pools })
     }
 
     fn header(&self, pool: usize) -> &Header {
@@ -106,7 +92,7 @@ impl Board {
         // holds only atomics, so shared access from several processes is sound.
         unsafe {
             &*self
-                .base
+                .memory
                 .as_ptr()
                 .add(self.pools[pool].header)
                 .cast::<Header>()
@@ -118,7 +104,7 @@ impl Board {
         assert!(slot < l.len, "slot {slot} out of range");
         // SAFETY: in bounds (checked above), AtomicU8 has alignment 1, the mapping lives as
         // long as `self`, and atomics may be shared between processes.
-        unsafe { &*self.base.as_ptr().add(l.slots + slot).cast::<AtomicU8>() }
+        unsafe { &*self.memory.as_ptr().add(l.slots + slot).cast::<AtomicU8>() }
     }
 
     /// Number of slots of a pool.
@@ -162,13 +148,6 @@ impl Board {
     }
 }
 
-impl Drop for Board {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
-    }
-}
-
 /// The pool limits a worker needs to decide when to wake the master.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -200,6 +179,7 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::sys;
 
     #[test]
     fn slots_start_free_and_keep_their_state() {
@@ -224,17 +204,18 @@ mod tests {
     #[test]
     fn a_forked_child_writes_where_the_parent_reads() {
         let b = Board::new(&[2]).unwrap();
-        // SAFETY: the child only stores into the mapping and _exits.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            b.set(0, 1, Slot::Leaving);
-            // SAFETY: ends the child at once (no test harness code runs in it).
-            unsafe { libc::_exit(0) };
+        // SAFETY: the test harness has threads, but the child only stores into the mapping
+        // (an atomic store) and _exits, both async-signal-safe.
+        match unsafe { sys::fork() }.unwrap() {
+            sys::Fork::Child => {
+                b.set(0, 1, Slot::Leaving);
+                // at once: no test harness code may run in the child
+                sys::exit_now(0);
+            }
+            sys::Fork::Parent(pid) => {
+                sys::waitpid(pid).unwrap();
+            }
         }
-        assert!(pid > 0);
-        let mut status = 0;
-        // SAFETY: waits for the child forked above.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(b.get(0, 1), Slot::Leaving);
     }
 

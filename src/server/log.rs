@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 
+use crate::io::sys;
 use crate::server::process::{lock_exclusive, PidFileError};
 
 /// Where log lines go.
@@ -59,8 +60,9 @@ impl Logger {
     /// Logs to syslog with this ident and facility (LOG_DAEMON, LOG_USER, LOG_LOCAL0..7).
     pub fn open_syslog(&mut self, ident: &str, facility: i32) {
         let ident = CString::new(ident.replace('\0', "")).expect("NUL removed above");
-        // SAFETY: `ident` is kept alive in self for as long as syslog may use it.
-        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, facility) };
+        // SAFETY: `ident` is kept alive in self for as long as syslog may use it (until the
+        // next `open_syslog`, which replaces it only after the new `openlog`).
+        unsafe { sys::openlog(&ident, libc::LOG_PID | libc::LOG_NDELAY, facility) };
         self._ident = Some(ident);
         self.syslog = true;
     }
@@ -78,8 +80,7 @@ impl Logger {
             }
             if self.syslog {
                 if let Ok(c) = CString::new(line.replace('\0', "")) {
-                    // SAFETY: a constant "%s" format with one valid C string argument.
-                    unsafe { libc::syslog(libc::LOG_NOTICE, c"%s".as_ptr(), c.as_ptr()) };
+                    sys::syslog(libc::LOG_NOTICE, &c);
                 }
             }
         }
@@ -109,19 +110,7 @@ fn lock_file(f: &File) -> Result<(), PidFileError> {
 /// Local time as `YYYY-MM-DD HH:MM:SS TZ`.
 pub fn timestamp() -> String {
     let mut buf = [0u8; 64];
-    // SAFETY: time/localtime_r/strftime get valid pointers to local storage; strftime writes
-    // at most buf.len() bytes and returns how many.
-    let n = unsafe {
-        let t = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        libc::strftime(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            c"%Y-%m-%d %H:%M:%S %Z".as_ptr(),
-            &tm,
-        )
-    };
+    let n = sys::local_time(c"%Y-%m-%d %H:%M:%S %Z", &mut buf);
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 

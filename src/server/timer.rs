@@ -13,17 +13,6 @@ use crate::io::sys;
 /// the timer after every handler.
 static ARMED: AtomicBool = AtomicBool::new(false);
 
-fn to_timeval(d: Duration) -> libc::timeval {
-    libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
-    }
-}
-
-fn from_timeval(tv: libc::timeval) -> Duration {
-    Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000)
-}
-
 /// Seconds (float) as a timer duration; sub-microsecond positive values round up so that a
 /// tiny timeout is still armed rather than cleared.
 pub fn seconds(secs: f64) -> Duration {
@@ -43,29 +32,15 @@ pub fn set(d: Duration) -> io::Result<Duration> {
     if d.is_zero() && !ARMED.load(Ordering::Relaxed) {
         return Ok(Duration::ZERO);
     }
-    let new = libc::itimerval {
-        it_interval: to_timeval(Duration::ZERO),
-        it_value: to_timeval(d),
-    };
-    // SAFETY: a zeroed itimerval is a valid out-parameter.
-    let mut old: libc::itimerval = unsafe { std::mem::zeroed() };
     if !d.is_zero() {
         // The default action must be in force and the signal deliverable, even if the
         // application changed either.
-        // SAFETY: resetting a disposition (no handler pointer) and unblocking with a local,
-        // initialised set.
-        unsafe {
-            libc::signal(libc::SIGALRM, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGALRM);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        }
+        let _ = sys::default_action(libc::SIGALRM);
+        let _ = sys::unblock_signals(&[libc::SIGALRM]);
     }
-    // SAFETY: both pointers refer to live, initialised itimerval structures.
-    sys::cvt(unsafe { libc::setitimer(libc::ITIMER_REAL, &new, &mut old) })?;
+    let old = sys::set_real_timer(d)?;
     ARMED.store(!d.is_zero(), Ordering::Relaxed);
-    Ok(from_timeval(old.it_value))
+    Ok(old)
 }
 
 /// Time remaining (`ZERO` when no timer is armed).
@@ -73,11 +48,7 @@ pub fn remaining() -> io::Result<Duration> {
     if !ARMED.load(Ordering::Relaxed) {
         return Ok(Duration::ZERO);
     }
-    // SAFETY: a zeroed itimerval is a valid out-parameter.
-    let mut cur: libc::itimerval = unsafe { std::mem::zeroed() };
-    // SAFETY: `cur` is a live itimerval.
-    sys::cvt(unsafe { libc::getitimer(libc::ITIMER_REAL, &mut cur) })?;
-    Ok(from_timeval(cur.it_value))
+    sys::real_timer_left()
 }
 
 /// The timer for a sub-call `timeout(n, f)`: the shorter of `n` and what remains outside.
@@ -113,9 +84,7 @@ mod tests {
         assert_eq!(seconds(f64::NAN), Duration::ZERO);
         assert_eq!(seconds(1.5), Duration::from_millis(1500));
         assert_eq!(seconds(1e-9), Duration::from_micros(1));
-        let tv = to_timeval(Duration::from_millis(2500));
-        assert_eq!((tv.tv_sec, tv.tv_usec), (2, 500_000));
-        assert_eq!(from_timeval(tv), Duration::from_millis(2500));
+        // (timeval conversions: io::sys's tests)
     }
 
     #[test]

@@ -81,10 +81,10 @@ fn set_comm(title: &[u8]) -> io::Result<()> {
     let mut name = [0u8; COMM_LEN + 1];
     let n = title.len().min(COMM_LEN);
     name[..n].copy_from_slice(&title[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from a live
-    // buffer; `name` is 16 bytes with a NUL at the end.
-    let r = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
-    crate::io::sys::cvt(r).map(drop)
+    // `name` ends with a NUL (its last byte is never written), so this always finds one.
+    let name = std::ffi::CStr::from_bytes_until_nul(&name)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    crate::io::sys::set_comm_name(name)
 }
 
 /// The title as the `len` bytes to write: truncated to `len - 1` bytes, NUL-padded.
