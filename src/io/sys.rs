@@ -1,6 +1,12 @@
 //! The one place where libc return codes become `io::Result`, and where EINTR is retried.
 //!
 //! Nothing here knows about Lua or about handles; callers decide what a failure means.
+//! Each wrapper is a thin face of one libc call (safe where the call's safety does not
+//! depend on the caller: `fork`, `set_handler` and `openlog` stay `unsafe fn`); failures
+//! become `io::Result` through [`cvt`], and the wrapper's comment says when it retries
+//! EINTR. Descriptors come back as `OwnedFd`, opened close-on-exec. `server` makes its
+//! system calls only through these; the one raw call left there is the write in the
+//! master's signal handler (`server::signals::on_signal`), which must restore errno.
 //!
 //! # Every wait in the server
 //! Each process waits in one of these, and only here; what ends each wait is part of its
@@ -17,9 +23,13 @@
 //!   flag checked between them, and EINTR ends a slice (so a SIGTERM is seen at once).
 //! - **The worker's accept wait** (`server::worker`, `io::epoll::Epoll::wait`): the pool's
 //!   listeners and the control socket; `epoll_pwait` with SIGTERM unblocked only inside.
-//! - **The master's loop** (`server::master`): `poll` on listeners (while a fork is due),
+//! - **The master's loop** (`server::master`, [`poll`]): listeners (while a fork is due),
 //!   worker control sockets, stderr pipes and the signal pipe, until the next timer; a
-//!   signal's EINTR returns to the loop, which reads the signal pipe.
+//!   signal's EINTR returns to the loop, which reads the signal pipe. Its reaping
+//!   ([`reap_any`]) never waits; only after an internal error does it wait in [`waitpid`]
+//!   for each worker it killed with SIGKILL (EINTR retried).
+//! - **The launcher's wait for the daemon** (`server::process::daemonize`): a blocking
+//!   [`read`] of the report pipe until the daemon closes it; EINTR retried.
 
 use std::ffi::{c_int, CStr};
 use std::io;
