@@ -19,6 +19,10 @@ end
 
 local M = {}
 M.core = core -- process primitives, for the launcher
+
+-- The scheduler of a concurrent worker while it runs (nil elsewhere): the handler being
+-- resumed and each handler's deadline (timeout() is per handler there; see concurrent_jobs).
+local sched, sched_timeout
 local pools = {}
 local running = false -- true once run() started (listen is then refused)
 
@@ -41,6 +45,16 @@ end
 
 --- timeout(), timeout(seconds), timeout(seconds, func, ...): see docs/server.md.
 function M.timeout(seconds, func, ...)
+  if sched and sched.current then
+    if seconds == false then seconds = 0 end
+    if seconds ~= nil and (type(seconds) ~= "number" or seconds < 0 or seconds ~= seconds) then
+      error("bad argument #1 to 'timeout' (interval in seconds expected)", 2)
+    end
+    if func ~= nil and type(func) ~= "function" then
+      error("bad argument #2 to 'timeout' (function expected, got " .. type(func) .. ")", 2)
+    end
+    return sched_timeout(seconds, func, ...)
+  end
   if seconds == nil and func == nil then
     return core.timer_remaining()
   end
@@ -101,6 +115,195 @@ local function report_error(what, err)
   io.stderr:write(string.format('Error in "%s" function: %s\n', what, tostring(err)))
 end
 
+-- What a handler gets for a job.
+local function job_arg(kind, arg)
+  if kind == "interval" then return { interval = arg } end
+  if kind == "main" then return { main = arg } end
+  return arg
+end
+
+-- Instructions between deadline checks of a handler that has a timeout and runs without
+-- waiting (a count hook: only such handlers pay for it).
+local HOOK_COUNT = 10000
+
+sched_timeout = function(seconds, func, ...)
+  local co = sched.current
+  if not co then error("timeout() called outside a handler in a concurrent pool", 3) end
+  local now = mio.timeref()
+  local deadline = sched.deadline[co]
+  local remaining = deadline and math.max(deadline - now, 0) or 0
+  if seconds == nil and func == nil then return remaining end
+  local function set(d)
+    sched.deadline[co] = d
+    if d then
+      debug.sethook(co, function()
+        if mio.timeref() >= d and sched and sched.deadline[co] == d then
+          sched.expired[co] = true
+          error("timeout", 0)
+        end
+      end, "", HOOK_COUNT)
+    else
+      debug.sethook(co)
+    end
+  end
+  local mine = seconds and seconds > 0 and now + seconds or nil
+  if func == nil then
+    set(mine)
+    return remaining
+  end
+  set(mine and deadline and math.min(mine, deadline) or mine or deadline)
+  local results = table.pack(pcall(func, ...))
+  set(deadline)
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+-- A concurrent worker's jobs (listen{ concurrency = N }): each handler runs in a coroutine
+-- of its own; its blocking moonbridge_io calls yield (WAIT, fd, "r"|"w") here and are
+-- resumed when the descriptor is ready. An error or a timeout ends its handler only (its
+-- connection is reset and the error logged); a handler not returning true makes the worker
+-- take no more jobs and end once the others are done.
+local function concurrent_jobs(pool, worker)
+  local handlers, WAIT = core.coop_handlers()
+  local job_of = {}               -- coroutine -> { conn, timed }
+  local readers, writers = {}, {} -- fd -> the coroutine waiting for it
+  local waits = {}                -- coroutine -> { fd, mode } while it waits
+  local later = {}                -- coroutines that yielded something else: resumed next turn
+  local running, stop, leaving = 0, false, false
+  local ready = {}
+  local idle_since = mio.timeref()
+  sched = { deadline = {}, expired = {} }
+
+  local function ended(co, ok, err_or_result)
+    local job = job_of[co]
+    local timed_out = sched.expired[co]
+    job_of[co], handlers[co], waits[co] = nil, nil, nil
+    sched.deadline[co], sched.expired[co] = nil, nil
+    running = running - 1
+    if running == 0 then idle_since = mio.timeref() end
+    if ok then
+      worker:done(true, job.conn) -- closes the connection if still open
+      if err_or_result ~= true then stop = true end
+    else
+      worker:done(false, job.conn) -- resets it
+      if timed_out then
+        io.stderr:write('Timeout in "connect" function: its connection was reset\n')
+      else
+        report_error("connect", err_or_result)
+      end
+    end
+    worker:handler_done(job.timed)
+  end
+
+  local function resume(co)
+    sched.current = co
+    local ok, a, b, c = coroutine.resume(co)
+    sched.current = nil
+    if coroutine.status(co) == "dead" then
+      if ok then ended(co, a, b) else ended(co, false, a) end
+      return
+    end
+    local fd, mode = b, c
+    if a ~= WAIT then
+      -- a `_yield` method called in the handler's own coroutine: (handle, "r"|"w", ...)
+      fd, mode = core.fd_of(a), b
+    end
+    if math.type(fd) == "integer" and (mode == "r" or mode == "w") then
+      worker:watch(fd)
+      if mode == "r" then readers[fd] = co else writers[fd] = co end
+      waits[co] = { fd, mode }
+    else
+      later[#later + 1] = co -- not a wait we can serve: go on at the next turn
+    end
+  end
+
+  -- Ends the waiting handlers whose deadline passed; returns the time to the next one.
+  local function expire()
+    local now, next_in = mio.timeref(), nil
+    for co, d in pairs(sched.deadline) do
+      local w = waits[co]
+      if w and d <= now then
+        if w[2] == "r" then readers[w[1]] = nil else writers[w[1]] = nil end
+        sched.expired[co] = true
+        if coroutine.close then coroutine.close(co) end
+        ended(co, false, "timeout")
+      elseif w then
+        next_in = math.min(next_in or math.huge, d - now)
+      end
+    end
+    return next_in
+  end
+
+  local function start(kind, arg)
+    local conn = job_arg(kind, arg)
+    local co = coroutine.create(function() return xpcall(pool.connect, traceback, conn) end)
+    handlers[co] = true
+    job_of[co] = { conn = conn, timed = kind ~= "connection" }
+    running = running + 1
+    resume(co)
+  end
+
+  while true do
+    while not stop do
+      local kind, arg = worker:try_next()
+      if not kind then
+        if arg ~= "block" then stop = true end
+        break
+      end
+      start(kind, arg)
+    end
+    if stop and not leaving then
+      leaving = true
+      worker:leaving()
+    end
+    local timeout = expire()
+    if stop and running == 0 then break end
+    if #later > 0 then
+      timeout = 0
+    elseif running == 0 and pool.idle_timeout > 0 then
+      local idle_left = math.max(0, idle_since + pool.idle_timeout - mio.timeref())
+      timeout = math.min(timeout or math.huge, idle_left)
+    end
+    local n = worker:wait_ready(timeout, not stop, ready)
+    for i = 1, n do
+      local fd = ready[i]
+      local r, w = readers[fd], writers[fd]
+      readers[fd], writers[fd] = nil, nil
+      if r then waits[r] = nil; resume(r) end
+      if w and w ~= r then waits[w] = nil; resume(w) end
+    end
+    local again = later
+    later = {}
+    for _, co in ipairs(again) do resume(co) end
+    if running == 0 and not stop and pool.idle_timeout > 0
+      and mio.timeref() - idle_since >= pool.idle_timeout then
+      stop = true
+    end
+  end
+  sched = nil
+end
+
+-- A classic worker's jobs, one at a time. Returns the exit code when a handler failed
+-- (the worker ends at once), else nil once it takes no more jobs.
+local function classic_jobs(pool, worker)
+  while true do
+    local kind, arg = worker:next()
+    if not kind then break end
+    local conn = job_arg(kind, arg)
+    local ok, result = xpcall(pool.connect, traceback, conn)
+    core.timer_set(0)
+    if not ok then
+      core.set_memory_limit(0)
+      worker:done(false, conn) -- resets the connection if still open
+      report_error("connect", result)
+      return 1
+    end
+    worker:done(true, conn) -- closes the connection if still open
+    if result ~= true then break end
+  end
+  worker:leaving()
+end
+
 -- The life of a worker: prepare, jobs until told to stop, finish. Returns the exit code.
 local function worker_loop(pool, worker)
   if pool.memory_limit > 0 then core.set_memory_limit(pool.memory_limit) end
@@ -115,27 +318,12 @@ local function worker_loop(pool, worker)
   end
   mio.catch_sigterm()
   worker:ready()
-  while true do
-    local kind, arg = worker:next()
-    if not kind then break end
-    local conn = arg
-    if kind == "interval" then
-      conn = { interval = arg }
-    elseif kind == "main" then
-      conn = { main = arg }
-    end
-    local ok, result = xpcall(pool.connect, traceback, conn)
-    core.timer_set(0)
-    if not ok then
-      core.set_memory_limit(0)
-      worker:done(false, conn) -- resets the connection if still open
-      report_error("connect", result)
-      return 1
-    end
-    worker:done(true, conn) -- closes the connection if still open
-    if result ~= true then break end
+  if pool.concurrency > 1 then
+    concurrent_jobs(pool, worker)
+  else
+    local code = classic_jobs(pool, worker)
+    if code then return code end
   end
-  worker:leaving()
   if pool.finish then
     local ok, err = xpcall(pool.finish, traceback)
     core.timer_set(0)
@@ -168,7 +356,7 @@ local function open_pool(p, pool, opened)
     pre_fork = pool.pre_fork, min_fork = pool.min_fork, max_fork = pool.max_fork,
     fork_delay = pool.fork_delay, fork_error_delay = pool.fork_error_delay,
     exit_delay = pool.exit_delay, idle_timeout = pool.idle_timeout,
-    listeners = {}, timed = {},
+    concurrency = pool.concurrency, listeners = {}, timed = {},
   }
   for i, l in ipairs(pool.listeners) do
     local listener, err

@@ -75,7 +75,9 @@ function M.check_keys(t, known, where, seq_len, ignored, home)
 end
 
 local POOL_OPTIONS = { "pre_fork", "min_fork", "max_fork", "fork_delay", "fork_error_delay",
-  "exit_delay", "idle_timeout", "idle_time", "memory_limit", "prepare", "connect", "finish" }
+  "exit_delay", "idle_timeout", "idle_time", "memory_limit", "concurrency", "prepare",
+  "connect", "finish" }
+local MAX_CONCURRENCY = 100000
 local LISTENER_FIELDS = {
   tcp = { "proto", "host", "port" },
   ["local"] = { "proto", "path", "mode" },
@@ -260,6 +262,12 @@ function M.pool(args)
     fail('Option "memory_limit" is expected to be a non-negative integer (bytes)')
   end
   pool.memory_limit = math.tointeger(mem)
+  -- NEW: handlers one worker runs at once, each in its own coroutine (1: the classic pool)
+  local conc = count_option(args, "concurrency")
+  if conc and (conc < 1 or conc > MAX_CONCURRENCY) then
+    fail('Option "concurrency" must be between 1 and %d', MAX_CONCURRENCY)
+  end
+  pool.concurrency = conc or 1
   return pool
 end
 

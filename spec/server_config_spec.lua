@@ -28,6 +28,7 @@ describe("listen{} validation", function()
     assert.same({ 1, 2, 16 }, { p.pre_fork, p.min_fork, p.max_fork })
     assert.same({ 0.25, 2, 60, 0, 0 },
       { p.fork_delay, p.fork_error_delay, p.exit_delay, p.idle_timeout, p.memory_limit })
+    assert.equal(1, p.concurrency) -- NEW: the classic pool
     assert.equal(f, p.connect)
     assert.is_nil(p.prepare)
     assert.is_nil(p.finish)

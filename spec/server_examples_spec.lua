@@ -49,4 +49,26 @@ describe("examples", function()
     H.stop_clean(srv)
     assert.is_not_nil(fired)
   end)
+
+  it("concurrent.lua serves many clients from one worker, each at its own pace", function()
+    local srv = example("concurrent.lua", "PORT=$PORT")
+    local clients, pids = {}, {}
+    for i = 1, 50 do
+      local h = assert(H.connect(srv))
+      local greeting = assert(H.read_line(h))
+      pids[greeting:match("^hello from worker (%d+)\n$")] = true
+      clients[i] = h
+    end
+    -- all 50 are connected at once; answer them in reverse order
+    for i = 50, 1, -1 do
+      clients[i]:write("line " .. i .. "\n"):flush()
+      assert.equal("line " .. i .. "\n", H.read_line(clients[i]))
+      clients[i]:write("quit\n"):flush()
+      clients[i]:close()
+    end
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.equal(1, n, "one worker served them all")
+    H.stop_clean(srv)
+  end)
 end)

@@ -37,6 +37,20 @@ impl Epoll {
             .map(drop)
     }
 
+    /// Watches `fd` for input and output edges (`EPOLLET`), reported as `token`: for a
+    /// connection whose reads and writes go until they would block before each wait.
+    /// Registering a descriptor twice is not an error.
+    pub fn watch_edges(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        match cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
     /// Stops watching `fd` (needed before closing a descriptor that other processes keep
     /// open: the registration lives as long as the open file, not the descriptor).
     pub fn delete(&self, fd: RawFd) -> io::Result<()> {
@@ -61,7 +75,7 @@ impl Epoll {
         timeout: Option<Duration>,
         mask: Option<&libc::sigset_t>,
     ) -> io::Result<usize> {
-        const MAX: usize = 8;
+        const MAX: usize = 64;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX];
         let room = tokens.len().min(MAX) as libc::c_int;
         let ms = crate::io::sys::timeout_ms(timeout);

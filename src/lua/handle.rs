@@ -4,9 +4,11 @@
 use std::ffi::{c_int, CStr};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::io::poll::Interest;
 use crate::io::{Handle, ReadStatus};
+use crate::lua::coop;
 use crate::lua::object::{check_self, push_object, push_upvalue, LuaObject};
-use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Stack};
+use crate::lua::stack::{bad_arg, lua_fn, lua_fn_k, Flow, Functions, LResult, Stack};
 
 impl LuaObject for Handle {
     const TNAME: &'static CStr = c"moonbridge_io handle";
@@ -137,13 +139,30 @@ fn push_status(s: Stack<'_>, status: ReadStatus) {
     push_upvalue(s, n);
 }
 
-lua_fn! {
-    fn read(s) {
+/// The descriptor a cooperative wait of `h` waits on (none once it is closed: the call then
+/// reports that instead of waiting).
+fn wait_fd(h: &Handle) -> Option<std::os::fd::RawFd> {
+    h.raw_fd()
+}
+
+lua_fn_k! {
+    fn read(s, _ctx) {
         let h = check_self::<Handle>(s, "read")?;
         let (maxlen, term) = read_args(s, "read")?;
-        match h.read_blocking(maxlen, term) {
-            Ok(out) => push_read(s, h, out.len, out.status),
-            Err(e) => s.handle_error(e),
+        let r = match coop::active() {
+            false => h.read_blocking(maxlen, term),
+            // a partial read stays buffered, so running again after the wait is safe
+            true => match h.read_step(maxlen, term, false) {
+                Ok(out) if out.status == ReadStatus::Block => match wait_fd(h) {
+                    Some(fd) if coop::here(s) => return Ok(coop::wait(s, fd, Interest::Read, 0)),
+                    _ => h.read_blocking(maxlen, term),
+                },
+                other => other,
+            },
+        };
+        match r {
+            Ok(out) => push_read(s, h, out.len, out.status).map(Flow::Return),
+            Err(e) => s.handle_error(e).map(Flow::Return),
         }
     }
 }
@@ -176,17 +195,41 @@ lua_fn! {
     }
 }
 
-lua_fn! {
-    fn drain(s) {
+lua_fn_k! {
+    /// On resumption `ctx` is the count drained before the wait.
+    fn drain(s, ctx) {
         let h = check_self::<Handle>(s, "drain")?;
         let (maxlen, term) = read_args(s, "drain")?;
-        match h.drain_blocking(maxlen, term) {
-            Ok(out) => {
-                s.push_int(out.count as i64);
-                push_status(s, out.status);
-                Ok(2)
+        let before = ctx.unwrap_or(0) as u64;
+        let r = match coop::active() {
+            false => h.drain_blocking(maxlen, term),
+            true => {
+                let left = maxlen.map(|m| m.saturating_sub(before as usize));
+                match h.drain_step(left, term) {
+                    Ok(out) if out.status == ReadStatus::Block => match wait_fd(h) {
+                        Some(fd) if coop::here(s) => {
+                            let ctx = (before + out.count) as isize;
+                            return Ok(coop::wait(s, fd, Interest::Read, ctx));
+                        }
+                        _ => {
+                            let left = left.map(|m| m - out.count as usize);
+                            h.drain_blocking(left, term).map(|mut o| {
+                                o.count += out.count;
+                                o
+                            })
+                        }
+                    },
+                    other => other,
+                }
             }
-            Err(e) => s.handle_error(e),
+        };
+        match r {
+            Ok(out) => {
+                s.push_int((before + out.count) as i64);
+                push_status(s, out.status);
+                Ok(Flow::Return(2))
+            }
+            Err(e) => s.handle_error(e).map(Flow::Return),
         }
     }
 }
@@ -217,17 +260,46 @@ fn write_args<'a>(s: Stack<'a>, fname: &str) -> LResult<Vec<&'a [u8]>> {
     Ok(parts)
 }
 
-lua_fn! {
-    fn write(s) {
-        let h = check_self::<Handle>(s, "write")?;
-        let parts = write_args(s, "write")?;
-        match h.write_blocking(&parts) {
-            Ok(()) => {
-                s.push_value(1);
-                Ok(1)
-            }
-            Err(e) => s.handle_error(e),
+/// A write that may wait: `step` sends or buffers `parts` without blocking and returns the
+/// bytes still pending (0: done); `block` waits until the rest is done. Cooperatively, the
+/// parts are buffered at once and the call yields until `step(&[])` answers 0 (on
+/// resumption `ctx` is 1: the parts were taken already).
+fn write_flow(
+    s: Stack<'_>,
+    ctx: Option<isize>,
+    fname: &str,
+    step: fn(&mut Handle, &[&[u8]]) -> crate::io::handle::HResult<usize>,
+    block: fn(&mut Handle, &[&[u8]]) -> crate::io::handle::HResult<()>,
+) -> LResult<Flow> {
+    let h = check_self::<Handle>(s, fname)?;
+    let parts = if ctx.is_some() {
+        Vec::new()
+    } else {
+        write_args(s, fname)?
+    };
+    let r = match coop::active() {
+        false => block(h, &parts),
+        true => match step(h, &parts) {
+            Ok(0) => Ok(()),
+            Ok(_) => match wait_fd(h) {
+                Some(fd) if coop::here(s) => return Ok(coop::wait(s, fd, Interest::Write, 1)),
+                _ => block(h, &[]),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    match r {
+        Ok(()) => {
+            s.push_value(1);
+            Ok(Flow::Return(1))
         }
+        Err(e) => s.handle_error(e).map(Flow::Return),
+    }
+}
+
+lua_fn_k! {
+    fn write(s, ctx) {
+        write_flow(s, ctx, "write", Handle::write_nb, Handle::write_blocking)
     }
 }
 
@@ -245,17 +317,9 @@ lua_fn! {
     }
 }
 
-lua_fn! {
-    fn flush(s) {
-        let h = check_self::<Handle>(s, "flush")?;
-        let parts = write_args(s, "flush")?;
-        match h.flush_blocking(&parts) {
-            Ok(()) => {
-                s.push_value(1);
-                Ok(1)
-            }
-            Err(e) => s.handle_error(e),
-        }
+lua_fn_k! {
+    fn flush(s, ctx) {
+        write_flow(s, ctx, "flush", Handle::flush_nb, Handle::flush_blocking)
     }
 }
 

@@ -6,6 +6,7 @@
 //! memory limits). Every other file here is a binding written against them, so misuse errors
 //! are plain strings and hot paths (`read`, `write`) cost one C call.
 
+mod coop;
 mod exec;
 mod fields;
 mod handle;

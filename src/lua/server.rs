@@ -9,7 +9,7 @@
 mod process;
 mod timer;
 
-use std::ffi::CStr;
+use std::ffi::{c_int, CStr};
 use std::time::Duration;
 
 use crate::io::net::Listener;
@@ -17,7 +17,7 @@ use crate::io::Handle;
 use crate::lua::fields::Fields;
 use crate::lua::handle::push_handle;
 use crate::lua::object::{check_self, push_object, take_object, to_object, LuaObject};
-use crate::lua::stack::{lua_fn, Functions, LResult, Raise, Stack};
+use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
 use crate::server::master::{self, PoolSpec, Role};
 use crate::server::pool::PoolConfig;
 use crate::server::timed::TimedKind;
@@ -44,7 +44,21 @@ pub const FUNCTIONS: Functions = &[
     (c"cleanup", process::cleanup),
     (c"set_title", process::set_title),
     (c"resolve", process::resolve),
+    (c"coop_handlers", crate::lua::coop::coop_handlers),
+    (c"fd_of", fd_of),
 ];
+
+lua_fn! {
+    /// fd_of(handle) -> the descriptor of an open handle, or nil (for the scheduler of a
+    /// concurrent worker, when a handler yields a handle as the `_yield` forms do).
+    fn fd_of(s) {
+        match to_object::<Handle>(s, 1).and_then(|h| h.raw_fd()) {
+            Some(fd) => s.push_int(fd as i64),
+            None => s.push_nil(),
+        }
+        Ok(1)
+    }
+}
 
 /// A timed listener as the worker sees it: what to pass to the handler.
 #[derive(Debug)]
@@ -57,6 +71,7 @@ struct TimedName {
 struct PoolExtra {
     idle_timeout: Option<Duration>,
     timed: Vec<TimedName>,
+    concurrency: u32,
 }
 
 /// Converts the pool specs built by moonbridge.lua (validated there, every default filled
@@ -84,6 +99,7 @@ fn read_pools(s: Stack<'_>) -> LResult<(Vec<PoolSpec>, Vec<PoolExtra>)> {
         let mut extra = PoolExtra {
             idle_timeout: (!idle.is_zero()).then_some(idle),
             timed: Vec::new(),
+            concurrency: t.count(c"concurrency")?,
         };
         t.table(c"listeners", |lt| {
             lt.each(|i, s| {
@@ -137,7 +153,8 @@ lua_fn! {
                 let pool = start.pool;
                 let extra = extras.swap_remove(pool);
                 drop(extras);
-                let worker = Worker::new(start, extra.idle_timeout);
+                let mut worker = Worker::new(start, extra.idle_timeout);
+                worker.set_capacity(extra.concurrency);
                 s.push_str("worker");
                 s.push_int(pool as i64 + 1);
                 push_object(s, WorkerObject { worker, timed: extra.timed });
@@ -163,6 +180,10 @@ impl LuaObject for WorkerObject {
             (c"next", worker_next),
             (c"done", worker_done),
             (c"leaving", worker_leaving),
+            (c"try_next", worker_try_next),
+            (c"watch", worker_watch),
+            (c"wait_ready", worker_wait_ready),
+            (c"handler_done", worker_handler_done),
         ]
     }
 
@@ -187,25 +208,99 @@ lua_fn! {
         let next = w
             .worker
             .next_job()
-            .map_err(|e| Raise(format!("worker: {}", crate::io::sys::error_text(&e))))?;
-        match next {
-            Next::Connection(h) => {
-                s.push_str("connection");
-                push_handle(s, h);
-                Ok(2)
-            }
-            Next::Timed(j) => {
-                let (main, name) = w.timed.get(j as usize).map_or((false, &[][..]), |t| (t.main, &t.name[..]));
-                s.push_str(if main { "main" } else { "interval" });
-                s.push_bytes(name);
-                Ok(2)
-            }
-            Next::Stop(reason) => {
+            .map_err(worker_error)?;
+        push_next(s, &w.timed, next)
+    }
+}
+
+/// Pushes a job as `next` returns it.
+fn push_next(s: Stack<'_>, timed: &[TimedName], next: Next) -> LResult<c_int> {
+    match next {
+        Next::Connection(h) => {
+            s.push_str("connection");
+            push_handle(s, h);
+        }
+        Next::Timed(j) => {
+            let (main, name) = timed
+                .get(j as usize)
+                .map_or((false, &[][..]), |t| (t.main, &t.name[..]));
+            s.push_str(if main { "main" } else { "interval" });
+            s.push_bytes(name);
+        }
+        Next::Stop(reason) => {
+            s.push_nil();
+            s.push_str(reason.text());
+        }
+    }
+    Ok(2)
+}
+
+fn worker_error(e: std::io::Error) -> Raise {
+    Raise(format!("worker: {}", crate::io::sys::error_text(&e)))
+}
+
+lua_fn! {
+    /// try_next() -> as next(), or nil, "block" when no job can be taken now (concurrent
+    /// pools: nothing pending, or no free slot).
+    fn worker_try_next(s) {
+        let w = check_self::<WorkerObject>(s, "try_next")?;
+        match w.worker.try_job().map_err(worker_error)? {
+            Some(next) => push_next(s, &w.timed, next),
+            None => {
                 s.push_nil();
-                s.push_str(reason.text());
+                s.push_str("block");
                 Ok(2)
             }
         }
+    }
+}
+
+lua_fn! {
+    /// watch(fd): wait_ready reports the descriptor when it may be ready.
+    fn worker_watch(s) {
+        let fd = s.check_integer(2, 1, "watch")?;
+        let w = check_self::<WorkerObject>(s, "watch")?;
+        let fd = i32::try_from(fd).map_err(|_| bad_arg(1, "watch", "descriptor expected"))?;
+        w.worker.watch(fd).map_err(worker_error)?;
+        Ok(0)
+    }
+}
+
+lua_fn! {
+    /// wait_ready(timeout, accepting, ready): waits until a job may be taken, a watched
+    /// descriptor is ready, or SIGTERM; stores the ready descriptors in the table `ready`
+    /// (1..n, cleared after them) and returns n. `timeout`: seconds or nil (no limit).
+    fn worker_wait_ready(s) {
+        let timeout = match s.is_nil(2) {
+            true => None,
+            false => Some(to_duration(s.check_number(2, 1, "wait_ready")?)),
+        };
+        let accepting = s.to_boolean(3);
+        if s.type_of(4) != mlua::ffi::LUA_TTABLE {
+            return Err(s.expected(4, 3, "wait_ready", "table"));
+        }
+        let w = check_self::<WorkerObject>(s, "wait_ready")?;
+        let mut ready = Vec::new();
+        w.worker.wait_ready(timeout, accepting, &mut ready).map_err(worker_error)?;
+        let n = ready.len() as i64;
+        for (i, fd) in ready.into_iter().enumerate() {
+            s.push_int(fd as i64);
+            s.raw_set_index(4, i as i64 + 1);
+        }
+        s.push_nil();
+        s.raw_set_index(4, n + 1);
+        s.push_int(n);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// handler_done(timed): a handler started from try_next ended.
+    fn worker_handler_done(s) {
+        let timed = s.to_boolean(2);
+        let w = check_self::<WorkerObject>(s, "handler_done")?;
+        w.worker.handler_done(timed);
+        Ok(0)
     }
 }
 

@@ -83,6 +83,71 @@ where
     }
 }
 
+/// What a yieldable C function (see [`lua_fn_k!`]) does next.
+pub enum Flow {
+    /// Return this many values.
+    Return(c_int),
+    /// Yield the top `n` values to the coroutine's resumer. When the coroutine is resumed
+    /// (with no values), the function's body runs again on its original arguments, with
+    /// `ctx` telling it how far it got.
+    Yield { n: c_int, ctx: isize },
+}
+
+/// Defines a C function that may yield: the body sees `$s: Stack` and `$ctx: Option<isize>`
+/// (`None` on the first run, the context of its last `Flow::Yield` when resumed) and
+/// returns `LResult<Flow>`. Only yield where `Stack::is_yieldable` holds.
+macro_rules! lua_fn_k {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($s:ident, $ctx:ident) $body:block) => {
+        $(#[$meta])*
+        $vis unsafe extern "C-unwind" fn $name(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+            fn body(
+                $s: $crate::lua::stack::Stack<'_>,
+                $ctx: Option<isize>,
+            ) -> $crate::lua::stack::LResult<$crate::lua::stack::Flow> $body
+            unsafe extern "C-unwind" fn resumed(
+                l: *mut mlua::ffi::lua_State,
+                _status: std::ffi::c_int,
+                ctx: mlua::ffi::lua_KContext,
+            ) -> std::ffi::c_int {
+                // SAFETY: Lua calls the continuation with the state of the resumed call.
+                unsafe { $crate::lua::stack::protect_k(l, Some(ctx as isize), body, resumed) }
+            }
+            // SAFETY: Lua calls this with a valid state for the duration of the call.
+            unsafe { $crate::lua::stack::protect_k(l, None, body, resumed) }
+        }
+    };
+}
+pub(crate) use lua_fn_k;
+
+/// [`protect`] for [`lua_fn_k!`]: a `Flow::Yield` yields (after every Rust value of the body
+/// is dropped, as `lua_yieldk` longjmps) with `k` as the continuation.
+///
+/// # Safety
+/// `l` must be the state of the running C function (or of its continuation).
+pub unsafe fn protect_k(
+    l: *mut ffi::lua_State,
+    ctx: Option<isize>,
+    body: fn(Stack<'_>, Option<isize>) -> LResult<Flow>,
+    k: ffi::lua_KFunction,
+) -> c_int {
+    let mut flow = None;
+    // SAFETY: as the caller guarantees; `protect` raises errors and panics.
+    let n = unsafe {
+        protect(l, |s| match body(s, ctx)? {
+            Flow::Return(n) => Ok(n),
+            f @ Flow::Yield { .. } => {
+                flow = Some(f);
+                Ok(0)
+            }
+        })
+    };
+    match flow {
+        // SAFETY: the values to yield are on top; nothing of the body is alive any more.
+        Some(Flow::Yield { n, ctx }) => unsafe { ffi::lua_yieldk(l, n, ctx as _, Some(k)) },
+        _ => n,
+    }
+}
+
 /// The stack of a running C function. Copyable; valid only during that call.
 #[derive(Clone, Copy)]
 pub struct Stack<'a> {
@@ -335,6 +400,12 @@ impl<'a> Stack<'a> {
         unsafe { ffi::lua_rawseti(self.l, t, n as ffi::lua_Integer) }
     }
 
+    /// Pops a key and pushes `t[key]` (raw) of the table at `t`; returns its type.
+    pub fn raw_get(self, t: c_int) -> c_int {
+        // SAFETY: valid state; `t` holds a table, the key is on top.
+        unsafe { ffi::lua_rawget(self.l, t) }
+    }
+
     /// Pops a key and a value (pushed in that order) into the table at `t` (raw).
     pub fn raw_set(self, t: c_int) {
         // SAFETY: valid state; `t` holds a table, key and value are on top.
@@ -498,5 +569,24 @@ impl<'a> Stack<'a> {
             ffi::lua_gc(self.l, ffi::LUA_GCCOUNT, 0) as usize * 1024
                 + ffi::lua_gc(self.l, ffi::LUA_GCCOUNTB, 0) as usize
         }
+    }
+
+    /// Whether the running function may yield (it runs in a coroutine, with no C call that
+    /// cannot be resumed between it and the coroutine's start).
+    pub fn is_yieldable(self) -> bool {
+        // SAFETY: valid state.
+        unsafe { ffi::lua_isyieldable(self.l) != 0 }
+    }
+
+    /// Pushes the running thread (coroutine); true for the main thread.
+    pub fn push_thread(self) -> bool {
+        // SAFETY: valid state; callers reserve stack space.
+        unsafe { ffi::lua_pushthread(self.l) != 0 }
+    }
+
+    /// Pushes a light userdata (an address used as an identity, never dereferenced).
+    pub fn push_light(self, p: *const std::ffi::c_void) {
+        // SAFETY: valid state; the pointer is stored, not dereferenced.
+        unsafe { ffi::lua_pushlightuserdata(self.l, p as *mut std::ffi::c_void) }
     }
 }

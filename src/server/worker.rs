@@ -4,7 +4,7 @@
 //! One job at a time; the Lua driver runs the handlers.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -68,12 +68,22 @@ pub struct Worker {
     epoll: Option<Epoll>,
     /// The last wait ended because a listener became ready (see `next_job`).
     woken_for_listener: bool,
+    /// Handlers this worker runs at once (`concurrency`; 1 in a classic pool).
+    capacity: u32,
+    /// Handlers running now, and whether one of them is a timed job (concurrent pools).
+    running: u32,
+    timed_running: bool,
+    /// Whether the listeners are in the epoll set: a full concurrent worker takes them
+    /// out, or each new connection would wake it for nothing.
+    listening: bool,
 }
 
 /// Epoll tokens: the control socket, the job queue, and listeners by descriptor.
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_QUEUE: u64 = 1;
 const TOKEN_LISTENER: u64 = 2;
+/// Connections of a concurrent worker: this bit, and the descriptor below it.
+const TOKEN_CONNECTION: u64 = 1 << 32;
 
 impl Worker {
     pub fn new(start: WorkerStart, idle_timeout: Option<Duration>) -> Self {
@@ -90,7 +100,16 @@ impl Worker {
             current: Current::None,
             epoll: None,
             woken_for_listener: false,
+            capacity: 1,
+            running: 0,
+            timed_running: false,
+            listening: false,
         }
+    }
+
+    /// Makes this a worker of a concurrent pool running up to `n` handlers at once.
+    pub fn set_capacity(&mut self, n: u32) {
+        self.capacity = n.max(1);
     }
 
     /// Tells the master something. A vanished master is noticed by `next_job`.
@@ -192,10 +211,14 @@ impl Worker {
         while i < self.listeners.len() {
             match self.listeners[i].accept_nb() {
                 Ok(Some(h)) => {
-                    self.set_slot(Slot::Busy);
-                    self.current = Current::Connection;
-                    if self.limits.wake_after_taking(&self.board, self.pool) {
-                        self.report(Report::Wake);
+                    if self.capacity == 1 {
+                        self.set_slot(Slot::Busy);
+                        self.current = Current::Connection;
+                        if self.limits.wake_after_taking(&self.board, self.pool) {
+                            self.report(Report::Wake);
+                        }
+                    } else {
+                        self.took();
                     }
                     return Ok(Some(Next::Connection(h)));
                 }
@@ -220,18 +243,7 @@ impl Worker {
     /// one arriving just before it is not missed). Listeners are registered with
     /// `EPOLLEXCLUSIVE`: a new connection wakes one idle worker, not all of them.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.epoll.is_none() {
-            let ep = Epoll::new()?;
-            ep.add(self.control.as_raw_fd(), TOKEN_CONTROL, false)?;
-            if let Some(q) = &self.queue {
-                ep.add(q.as_raw_fd(), TOKEN_QUEUE, false)?;
-            }
-            for fd in self.listeners.iter().filter_map(|l| l.fd()) {
-                let fd = fd.as_raw_fd();
-                ep.add(fd, TOKEN_LISTENER + fd as u64, true)?;
-            }
-            self.epoll = Some(ep);
-        }
+        self.epoll()?;
         let ep = self.epoll.as_ref().expect("made above");
         let window = SigtermWindow::open()?;
         if signal::sigterm_received() {
@@ -247,5 +259,157 @@ impl Worker {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    // --- Concurrent pools: the same jobs, taken without waiting, up to `capacity` at once.
+
+    /// One more handler runs; a worker without free slots counts as busy for the master.
+    fn took(&mut self) {
+        self.running += 1;
+        if self.running == self.capacity {
+            self.set_slot(Slot::Busy);
+            if self.limits.wake_after_taking(&self.board, self.pool) {
+                self.report(Report::Wake);
+            }
+        }
+    }
+
+    /// A handler started by `try_job` ended (`timed`: it was an interval or main job).
+    pub fn handler_done(&mut self, timed: bool) {
+        if self.running == 0 {
+            return;
+        }
+        if timed && self.timed_running {
+            self.timed_running = false;
+            self.report(Report::Done);
+        }
+        let was_full = self.running == self.capacity;
+        self.running -= 1;
+        if was_full {
+            self.set_slot(Slot::Idle);
+            if self.limits.wake_after_finishing(&self.board, self.pool) {
+                self.report(Report::Wake);
+            }
+        }
+    }
+
+    /// The next job if one can be taken now (`None`: nothing, or no free slot), in the
+    /// order of `next_job`; one timed job at a time, so that the master's reports pair up.
+    pub fn try_job(&mut self) -> io::Result<Option<Next>> {
+        let free = self.running < self.capacity;
+        if std::mem::take(&mut self.woken_for_listener) && free {
+            if let Some(next) = self.try_accept()? {
+                return Ok(Some(next));
+            }
+        }
+        if signal::sigterm_received() {
+            return Ok(Some(Next::Stop(StopReason::Terminated)));
+        }
+        if let (Some(q), true, false) = (&self.queue, free, self.timed_running) {
+            let mut buf = [0u8; MAX_MESSAGE + 1];
+            match control::recv(q, &mut buf)? {
+                Received::Message(m) => {
+                    if let Some(Job(j)) = Job::decode(m) {
+                        self.timed_running = true;
+                        self.took();
+                        self.report(Report::Took(j));
+                        return Ok(Some(Next::Timed(j)));
+                    }
+                }
+                Received::Nothing => {}
+                Received::Closed => return Ok(Some(Next::Stop(StopReason::MasterGone))),
+            }
+        }
+        if free {
+            if let Some(next) = self.try_accept()? {
+                return Ok(Some(next));
+            }
+        }
+        if !self.master_alive() {
+            return Ok(Some(Next::Stop(StopReason::MasterGone)));
+        }
+        Ok(None)
+    }
+
+    /// Watches a descriptor a handler waits on; `wait_ready` reports it when it may have
+    /// become readable or writable.
+    pub fn watch(&mut self, fd: RawFd) -> io::Result<()> {
+        self.epoll()?.watch_edges(fd, TOKEN_CONNECTION | fd as u64)
+    }
+
+    /// Waits (up to `timeout`) until a job may be taken, a watched descriptor is ready, or
+    /// SIGTERM arrives; adds the ready descriptors to `ready`. `accepting`: whether new
+    /// connections are wanted (a worker that is full or leaving stops listening).
+    pub fn wait_ready(
+        &mut self,
+        timeout: Option<Duration>,
+        accepting: bool,
+        ready: &mut Vec<RawFd>,
+    ) -> io::Result<()> {
+        let listen = accepting && self.running < self.capacity;
+        if listen != self.listening {
+            let fds: Vec<RawFd> = self
+                .listeners
+                .iter()
+                .filter_map(|l| l.fd())
+                .map(|f| f.as_raw_fd())
+                .collect();
+            let ep = self.epoll()?;
+            for fd in fds {
+                if listen {
+                    ep.add(fd, TOKEN_LISTENER + fd as u64, true)?;
+                } else {
+                    ep.delete(fd)?;
+                }
+            }
+            self.listening = listen;
+        }
+        // A SIGTERM ends the wait until the worker has seen it (it then stops accepting);
+        // afterwards the wait goes on for the connections it still serves.
+        let window = match signal::sigterm_received() {
+            true if accepting => return Ok(()),
+            true => None,
+            false => Some(SigtermWindow::open()?),
+        };
+        if window.is_some() && signal::sigterm_received() {
+            return Ok(());
+        }
+        let mut tokens = [0u64; 64];
+        let ep = self.epoll()?;
+        match ep.wait(&mut tokens, timeout, window.as_ref().map(|w| w.wait_mask())) {
+            Ok(n) => {
+                for &t in &tokens[..n] {
+                    if t & TOKEN_CONNECTION != 0 {
+                        ready.push((t & !TOKEN_CONNECTION) as RawFd);
+                    } else if t >= TOKEN_LISTENER {
+                        self.woken_for_listener = true;
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The worker's epoll set, made on first use (after the fork). A classic worker
+    /// registers its listeners at once; a concurrent one when it starts accepting.
+    fn epoll(&mut self) -> io::Result<&Epoll> {
+        if self.epoll.is_none() {
+            let ep = Epoll::new()?;
+            ep.add(self.control.as_raw_fd(), TOKEN_CONTROL, false)?;
+            if let Some(q) = &self.queue {
+                ep.add(q.as_raw_fd(), TOKEN_QUEUE, false)?;
+            }
+            if self.capacity == 1 {
+                for fd in self.listeners.iter().filter_map(|l| l.fd()) {
+                    let fd = fd.as_raw_fd();
+                    ep.add(fd, TOKEN_LISTENER + fd as u64, true)?;
+                }
+                self.listening = true;
+            }
+            self.epoll = Some(ep);
+        }
+        Ok(self.epoll.as_ref().expect("made above"))
     }
 }

@@ -1,0 +1,278 @@
+-- Concurrent pools (listen{ concurrency = N }): one worker runs many connect handlers at
+-- once, each in its own coroutine; their blocking moonbridge_io calls wait by yielding to
+-- the worker's loop. Real sockets; every pool here has a single worker (max_fork = 1), so
+-- anything served concurrently was served by the same process.
+local mio = require "moonbridge_io"
+local H = require "spec.server_helper"
+
+after_each(H.cleanup_all)
+
+local function send(h, data)
+  assert(h:write(data))
+  assert(h:flush())
+end
+
+-- A single worker running up to `n` handlers; `body` is the connect function's body
+-- (`s` is the socket).
+local function start(n, body, extra)
+  return H.start(string.format([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=1, concurrency=%d, %s
+  connect = function(s)
+%s
+  end }
+]], n, extra or "", body))
+end
+
+describe("a concurrent pool", function()
+  it("validates concurrency", function()
+    for _, bad in ipairs { "0", "1.5", "'x'", "100001" } do
+      local code, out = H.launch(
+        "listen{ {proto='tcp', port=1}, concurrency=" .. bad .. ", connect=function() end }",
+        { "-t" })
+      assert.are_not.equal(0, code, bad)
+      assert.matches('Option "concurrency"', out, 1, true)
+    end
+  end)
+
+  it("interleaves handlers: reads complete in the opposite order of their start", function()
+    local srv = start(8, [[
+    local line = s:read(100, "\n")
+    s:write(moonbridge_io.getpid(), " ", line)
+    return true]])
+    local a = assert(H.connect(srv))
+    local b = assert(H.connect(srv))
+    send(a, "first")   -- incomplete: a's handler waits for the rest of its line
+    send(b, "second\n")
+    local rb = H.read_all(b, 5)
+    send(a, " line\n")
+    local ra = H.read_all(a, 5)
+    a:close()
+    b:close()
+    local pb, lb = rb:match("^(%d+) (.*)$")
+    local pa, la = ra:match("^(%d+) (.*)$")
+    assert.are.equal("second\n", lb)
+    assert.are.equal("first line\n", la)
+    assert.are.equal(pa, pb, "one worker served both")
+    H.stop_clean(srv)
+  end)
+
+  it("serves 200 clients while one handler waits for a slow backend", function()
+    -- the backend is a second (classic) pool of the same server that answers once the
+    -- spec creates the file `release` (so the wait does not depend on timing)
+    local srv = H.start([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=1, concurrency=16,
+  connect = function(s)
+    local what = s:read(100, "\n")
+    if what == "slow\n" then
+      local backend = assert(moonbridge_io.tcpconnect("127.0.0.1", $PORT2))
+      backend:write("go\n")
+      backend:flush()
+      local answer = backend:read(100, "\n")
+      s:write("backend said ", answer)
+      backend:close()
+    else
+      s:write("fast ", what)
+    end
+    return true
+  end }
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
+  pre_fork=1, min_fork=1, max_fork=1,
+  connect = function(s)
+    s:read(100, "\n")
+    for _ = 1, 1000 do
+      local f = io.open("$DIR/release")
+      if f then f:close() break end
+      moonbridge_io.poll(nil, nil, 0.01)
+    end
+    s:write("late\n")
+    return true
+  end }
+]])
+    local slow = assert(H.connect(srv))
+    send(slow, "slow\n")
+    for i = 1, 200 do
+      local reply = H.request(srv, i .. "\n", 5)
+      assert.are.equal("fast " .. i .. "\n", reply)
+    end
+    local early = slow:read_nb()
+    assert.are.equal("", early, "the slow handler answered before its backend did")
+    H.write_file(srv.dir .. "/release", "")
+    local reply = H.read_all(slow, 10)
+    slow:close()
+    assert.are.equal("backend said late\n", reply)
+    H.stop_clean(srv)
+  end)
+
+  it("isolates a handler's error: its connection is reset, the others go on", function()
+    local srv = start(8, [[
+    local line = s:read(100, "\n")
+    if line == "fail\n" then error("handler failed on purpose") end
+    s:write(moonbridge_io.getpid(), " ", line)
+    return true]])
+    local a = assert(H.connect(srv))
+    send(a, "waiting") -- a's handler stays in the middle of its read
+    local pid = H.request(srv, "one\n"):match("^(%d+)")
+    local failed, status = H.request(srv, "fail\n")
+    assert.are.equal("", failed)
+    assert.is_not_nil(H.wait_log(srv, "handler failed on purpose"))
+    send(a, " still\n")
+    local ra = H.read_all(a, 5)
+    a:close()
+    assert.are.equal(pid .. " waiting still\n", ra)
+    assert.are.equal(pid .. " two\n", H.request(srv, "two\n"))
+    assert.are.same({ tonumber(pid) }, H.workers(srv))
+    local log = H.stop_clean(srv)
+    assert.is_nil(log:find("exited with code", 1, true), log)
+    assert.is_not_nil(status)
+  end)
+
+  it("ends a worker whose handler does not return true once its other handlers are done",
+    function()
+      local srv = start(8, [[
+    local line = s:read(100, "\n")
+    s:write(moonbridge_io.getpid(), " ", line)
+    return line ~= "last\n"]])
+      local a = assert(H.connect(srv))
+      send(a, "waiting")
+      local first = tonumber(H.request(srv, "last\n"):match("^(%d+)"))
+      -- the worker takes no new connection: a new worker answers the next one
+      local second = tonumber(H.request(srv, "next\n", 10):match("^(%d+)"))
+      assert.are_not.equal(first, second)
+      -- and the old one still finishes the connection it had
+      send(a, " done\n")
+      assert.are.equal(first .. " waiting done\n", H.read_all(a, 5))
+      a:close()
+      assert.is_not_nil(H.wait_for(5, function() return not H.alive(first) end))
+      H.stop_clean(srv)
+    end)
+
+  it("lets a nested coroutine of the application use _yield as documented, and plain calls block there",
+    function()
+      local srv = start(8, [[
+    -- plain read in the application's own coroutine: blocks (the result is the same)
+    local co = coroutine.wrap(function() return s:read(100, "\n") end)
+    local line = co()
+    -- read_yield in the application's own coroutine yields to the application
+    local yields = 0
+    local reader = coroutine.create(function() return s:read_yield(100, "\n") end)
+    local ok, a, b = coroutine.resume(reader)
+    while coroutine.status(reader) ~= "dead" do
+      yields = yields + 1
+      assert(a == s and b == "r", "read_yield yielded something else")
+      moonbridge_io.poll({ [s] = true }, nil, 5)
+      ok, a, b = coroutine.resume(reader)
+    end
+    s:write(line, a, yields > 0 and "yielded\n" or "did not yield\n")
+    return true]])
+      local h = assert(H.connect(srv))
+      send(h, "one\n")
+      H.sleep(0.2) -- the second line comes later, so read_yield has to wait
+      send(h, "two\n")
+      assert.are.equal("one\ntwo\nyielded\n", H.read_all(h, 5))
+      h:close()
+      H.stop_clean(srv)
+    end)
+
+  it("waits for a _yield call made in the handler's own coroutine", function()
+    local srv = start(8, [[
+    local line = s:read_yield(100, "\n")
+    s:write("got ", line)
+    return true]])
+    local a = assert(H.connect(srv))
+    send(a, "slow")
+    assert.are.equal("got fast\n", H.request(srv, "fast\n"))
+    send(a, "ly\n")
+    assert.are.equal("got slowly\n", H.read_all(a, 5))
+    a:close()
+    H.stop_clean(srv)
+  end)
+
+  it("finishes the connections it holds on SIGTERM, then exits", function()
+    local srv = start(8, [[
+    s:write("ready\n")
+    s:flush()
+    local line = s:read(100, "\n")
+    s:write("bye ", line)
+    return true]])
+    local a = assert(H.connect(srv))
+    local b = assert(H.connect(srv))
+    -- both handlers run (and then wait in their reads)
+    assert.are.equal("ready\n", H.read_line(a, 5))
+    assert.are.equal("ready\n", H.read_line(b, 5))
+    os.execute("kill -TERM " .. srv.pid)
+    assert.is_not_nil(H.wait_log(srv, "SIGTERM"))
+    send(a, "a\n")
+    send(b, "b\n")
+    assert.are.equal("bye a\n", H.read_all(a, 5))
+    assert.are.equal("bye b\n", H.read_all(b, 5))
+    a:close()
+    b:close()
+    assert.are.equal(0, H.stop(srv, "0", 10))
+    assert.are.same({}, srv.leftover)
+  end)
+
+  it("leaks no descriptor over 3000 connections", function()
+    local srv = start(16, [[
+    s:write(s:read(100, "\n") or "")
+    return true]])
+    local worker = assert(H.wait_workers(srv, 1))[1]
+    local function fds()
+      return tonumber(select(2, H.run("ls /proc/" .. worker .. "/fd | wc -l", 5)):match("%d+"))
+    end
+    assert.are.equal("x\n", H.request(srv, "x\n"))
+    local before = fds()
+    for i = 1, 3000 do
+      local h = assert(H.connect(srv))
+      if i % 3 == 0 then
+        h:close() -- some clients go away without a word
+      else
+        send(h, i .. "\n")
+        assert.are.equal(i .. "\n", H.read_all(h, 5))
+        h:close()
+      end
+    end
+    assert.are.equal("y\n", H.request(srv, "y\n"))
+    assert.are.equal(before, fds())
+    H.stop_clean(srv)
+  end)
+
+  it("ends only the handler whose timeout expires (waiting or computing)", function()
+    local srv = start(8, [[
+    local line = s:read(100, "\n")
+    if line == "wait\n" then
+      timeout(0.3)
+      s:read(100, "\n") -- never comes
+    elseif line == "spin\n" then
+      timeout(0.3)
+      while true do end
+    elseif line == "left\n" then
+      timeout(10)
+      s:write(string.format("%.0f\n", timeout()))
+      return true
+    end
+    s:write(moonbridge_io.getpid(), " ", line)
+    return true]])
+    local a = assert(H.connect(srv))
+    send(a, "slow") -- in the middle of its read, without a timeout
+    local pid = H.request(srv, "one\n"):match("^(%d+)")
+    for _, what in ipairs { "wait", "spin" } do
+      local h = assert(H.connect(srv))
+      send(h, what .. "\n")
+      local data, status = H.read_all(h, 5)
+      h:close()
+      assert.are.equal("", data)
+      assert.are_not.equal("timeout", status, what .. ": the handler was not ended")
+    end
+    assert.is_not_nil(H.wait_for(5, function()
+      return H.log_count(srv, 'Timeout in "connect" function') == 2
+    end), H.log_text(srv))
+    assert.are.equal("10\n", H.request(srv, "left\n"))
+    send(a, "ly\n")
+    assert.are.equal(pid .. " slowly\n", H.read_all(a, 5))
+    a:close()
+    assert.are.same({ tonumber(pid) }, H.workers(srv))
+    H.stop_clean(srv)
+  end)
+end)

@@ -1,0 +1,89 @@
+//! Cooperative waits, for workers of concurrent pools (`listen{ concurrency = N }`).
+//!
+//! The worker's scheduler (lua/moonbridge.lua) runs each handler in a coroutine it lists in
+//! a registry table. A blocking `moonbridge_io` call made from such a coroutine does not
+//! wait in the kernel: it yields `(WAIT, fd, "r" | "w")` to the scheduler, which resumes it
+//! once the descriptor is ready, and the call goes on where it stopped (see
+//! [`lua_fn_k!`](crate::lua::stack::lua_fn_k)). Anywhere else (a classic worker, the
+//! master, a coroutine of the application's own, or a C boundary that cannot yield) the
+//! same call blocks as it always did.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::os::fd::RawFd;
+
+use mlua::ffi;
+
+use crate::io::poll::Interest;
+use crate::lua::stack::{lua_fn, Flow, Stack};
+
+thread_local! {
+    /// Set once the scheduler of a concurrent worker asked for the handler table: until
+    /// then no call looks any further (the classic paths pay one flag test).
+    static ACTIVE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Identity of the value a waiting call yields first; also the registry key of the table
+/// of handler coroutines.
+static WAIT: u8 = 0;
+
+fn wait_mark() -> *const c_void {
+    (&WAIT as *const u8).cast()
+}
+
+/// Whether cooperative waits are on in this process at all.
+pub fn active() -> bool {
+    ACTIVE.with(|a| a.get())
+}
+
+/// Whether the running call may wait by yielding to the scheduler: cooperative waits are
+/// on, the call can yield, and it runs in a handler coroutine itself.
+pub fn here(s: Stack<'_>) -> bool {
+    if !active() || !s.is_yieldable() {
+        return false;
+    }
+    s.reserve(2);
+    if s.registry_get(wait_mark()) != ffi::LUA_TTABLE {
+        s.pop(1);
+        return false;
+    }
+    s.push_thread();
+    s.raw_get(-2);
+    let handler = s.to_boolean(-1);
+    s.pop(2);
+    handler
+}
+
+/// Pushes what a waiting call yields and says to yield it; `ctx` comes back on resumption.
+pub fn wait(s: Stack<'_>, fd: RawFd, interest: Interest, ctx: isize) -> Flow {
+    s.reserve(3);
+    s.push_light(wait_mark());
+    s.push_int(fd as i64);
+    s.push_str(match interest {
+        Interest::Read => "r",
+        Interest::Write => "w",
+    });
+    Flow::Yield { n: 3, ctx }
+}
+
+lua_fn! {
+    /// coop_handlers() -> handlers, WAIT: the table of handler coroutines (weak keys; the
+    /// scheduler sets `handlers[co] = true`) and the mark waiting calls yield first. Turns
+    /// cooperative waits on for this process.
+    pub fn coop_handlers(s) {
+        s.reserve(4);
+        if s.registry_get(wait_mark()) != ffi::LUA_TTABLE {
+            s.pop(1);
+            s.new_table(0, 8);
+            s.new_table(0, 1);
+            s.push_str("k");
+            s.set_field(-2, c"__mode");
+            s.set_metatable(-2);
+            s.push_value(-1);
+            s.registry_set(wait_mark());
+        }
+        ACTIVE.with(|a| a.set(true));
+        s.push_light(wait_mark());
+        Ok(2)
+    }
+}
