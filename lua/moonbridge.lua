@@ -159,15 +159,16 @@ sched_timeout = function(seconds, func, ...)
 end
 
 -- A concurrent worker's jobs (listen{ concurrency = N }): each handler runs in a coroutine
--- of its own; its blocking moonbridge_io calls yield (WAIT, fd, "r"|"w") here and are
--- resumed when the descriptor is ready. An error or a timeout ends its handler only (its
+-- of its own; its blocking moonbridge_io and moonbridge_http calls yield
+-- (WAIT, fd, "r"|"w"|"rw", seconds or nil) here and are resumed when the descriptor is
+-- ready or the time has passed. An error or a timeout ends its handler only (its
 -- connection is reset and the error logged); a handler not returning true makes the worker
 -- take no more jobs and end once the others are done.
 local function concurrent_jobs(pool, worker)
   local handlers, WAIT = core.coop_handlers()
   local job_of = {}               -- coroutine -> { conn, timed }
   local readers, writers = {}, {} -- fd -> the coroutine waiting for it
-  local waits = {}                -- coroutine -> { fd, mode } while it waits
+  local waits = {}                -- coroutine -> { {fd, mode, ...}, wake-up time } while it waits
   local later = {}                -- coroutines that yielded something else: resumed next turn
   local running, stop, leaving = 0, false, false
   local ready = {}
@@ -197,41 +198,80 @@ local function concurrent_jobs(pool, worker)
 
   local function resume(co)
     sched.current = co
-    local ok, a, b, c = coroutine.resume(co)
+    local ok, a, b, c, d = coroutine.resume(co)
     sched.current = nil
     if coroutine.status(co) == "dead" then
       if ok then ended(co, a, b) else ended(co, false, a) end
       return
     end
-    local fd, mode = b, c
-    if a ~= WAIT then
-      -- a `_yield` method called in the handler's own coroutine: (handle, "r"|"w", ...)
-      fd, mode = core.fd_of(a), b
-    end
-    if math.type(fd) == "integer" and (mode == "r" or mode == "w") then
-      worker:watch(fd)
-      if mode == "r" then readers[fd] = co else writers[fd] = co end
-      waits[co] = { fd, mode }
+    local list, left
+    if a == WAIT then
+      list, left = c == "list" and b or { b, c }, d
     else
-      later[#later + 1] = co -- not a wait we can serve: go on at the next turn
+      -- a `_yield` method called in the handler's own coroutine: (handle, "r"|"w", ...)
+      list = { core.fd_of(a), b }
+    end
+    for i = 1, #list, 2 do
+      local fd, mode = list[i], list[i + 1]
+      if math.type(fd) ~= "integer" or (mode ~= "r" and mode ~= "w" and mode ~= "rw") then
+        later[#later + 1] = co -- not a wait we can serve: go on at the next turn
+        return
+      end
+    end
+    for i = 1, #list, 2 do
+      local fd, mode = list[i], list[i + 1]
+      worker:watch(fd)
+      if mode ~= "w" then readers[fd] = co end
+      if mode ~= "r" then writers[fd] = co end
+    end
+    waits[co] = { list, left and mio.timeref() + left }
+  end
+
+  -- Takes a waiting handler off its descriptor.
+  local function unwait(co)
+    local list = waits[co][1]
+    waits[co] = nil
+    for i = 1, #list, 2 do
+      local fd = list[i]
+      if readers[fd] == co then readers[fd] = nil end
+      if writers[fd] == co then writers[fd] = nil end
     end
   end
 
-  -- Ends the waiting handlers whose deadline passed; returns the time to the next one.
+  -- Ends the waiting handlers whose timeout() passed and wakes those whose wait's own time
+  -- is up; returns the time to the next such moment.
   local function expire()
-    local now, next_in = mio.timeref(), nil
-    for co, d in pairs(sched.deadline) do
-      local w = waits[co]
-      if w and d <= now then
-        if w[2] == "r" then readers[w[1]] = nil else writers[w[1]] = nil end
+    local now, next_in = mio.timeref(), math.huge
+    local due = {}
+    for co, w in pairs(waits) do
+      local d = sched.deadline[co]
+      if d and d <= now then
+        unwait(co)
         sched.expired[co] = true
         if coroutine.close then coroutine.close(co) end
         ended(co, false, "timeout")
-      elseif w then
-        next_in = math.min(next_in or math.huge, d - now)
+      elseif w[2] and w[2] <= now then
+        due[#due + 1] = co
+      else
+        next_in = math.min(next_in, d or math.huge, w[2] or math.huge)
       end
     end
-    return next_in
+    for _, co in ipairs(due) do
+      unwait(co)
+      resume(co)
+    end
+    if #due > 0 then return 0 end
+    return next_in < math.huge and math.max(next_in - now, 0) or nil
+  end
+
+  -- Resumes every waiting handler once (after a SIGTERM, which some waits end on).
+  local function wake_all()
+    local all = {}
+    for co in pairs(waits) do all[#all + 1] = co end
+    for _, co in ipairs(all) do
+      unwait(co)
+      resume(co)
+    end
   end
 
   local function start(kind, arg)
@@ -247,7 +287,10 @@ local function concurrent_jobs(pool, worker)
     while not stop do
       local kind, arg = worker:try_next()
       if not kind then
-        if arg ~= "block" then stop = true end
+        if arg ~= "block" then
+          stop = true
+          if arg == "terminated" then wake_all() end
+        end
         break
       end
       start(kind, arg)
@@ -268,9 +311,8 @@ local function concurrent_jobs(pool, worker)
     for i = 1, n do
       local fd = ready[i]
       local r, w = readers[fd], writers[fd]
-      readers[fd], writers[fd] = nil, nil
-      if r then waits[r] = nil; resume(r) end
-      if w and w ~= r then waits[w] = nil; resume(w) end
+      if r and waits[r] then unwait(r); resume(r) end
+      if w and w ~= r and waits[w] then unwait(w); resume(w) end
     end
     local again = later
     later = {}

@@ -3,7 +3,8 @@
 #   static: cargo fmt --check, cargo clippy (both Lua versions)
 #   core:   cargo test (both Lua versions; unit, table-driven and property tests)
 #   fuzz:   every cargo-fuzz target for FUZZ_SECONDS (default 15) each; 0 skips this layer
-#   lua:    busted specs against the installed rocks, under lua5.3 and lua5.4
+#   lua:    busted specs against the installed rocks, under lua5.3 and lua5.4, and the
+#           HTTP specs again in concurrent pools
 # Exits non-zero if anything failed. Installs and builds first (scripts/setup.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +74,22 @@ for v in 5.3 5.4; do
   [ "$n" -gt 0 ] && grep -A12 '^not ok ' "$out" | head -80
   count "busted (lua$v)" "$p" "$n"
 done
+
+# The HTTP specs once more with every pool concurrent (16 handlers per worker), so that
+# moonbridge_http's cooperative waits run through the same cases as its blocking ones.
+if [ $# -eq 0 ]; then
+  for v in 5.3 5.4; do
+    out="$LOG/busted-http-$v.tap"
+    MOONBRIDGE_SPEC_CONCURRENCY=16 timeout 1200 "lua$v" /usr/bin/busted -o TAP spec/http_*_spec.lua \
+      >"$out" 2>"$LOG/busted-http-$v.err"
+    rc=$?
+    p=$(grep -c '^ok ' "$out")
+    n=$(grep -c '^not ok ' "$out")
+    if [ $rc -ne 0 ] && [ "$n" -eq 0 ]; then n=1; cat "$LOG/busted-http-$v.err"; tail -20 "$out"; fi
+    [ "$n" -gt 0 ] && grep -A12 '^not ok ' "$out" | head -80
+    count "http, concurrent (lua$v)" "$p" "$n"
+  done
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

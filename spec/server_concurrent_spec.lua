@@ -275,4 +275,39 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
     assert.are.same({ tonumber(pid) }, H.workers(srv))
     H.stop_clean(srv)
   end)
+
+  it("serves HTTP to a normal client while 300 slow-header and 200 idle clients are connected",
+    function()
+      local srv = H.start([[
+local http = require "moonbridge_http"
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=1, concurrency=1000,
+  connect = http.generate_handler(function(request)
+    request:send_status("200 OK")
+    request:send_data("pid ", moonbridge_io.getpid())
+    return true
+  end) }
+]])
+      local held = {}
+      for i = 1, 500 do
+        local h = assert(H.connect(srv))
+        if i <= 300 then send(h, "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ") end
+        held[i] = h
+      end
+      local answered, pids = 0, {}
+      for _ = 1, 20 do
+        local reply = H.request(srv, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 5)
+        local pid = reply and reply:match("\r\n\r\npid (%d+)$")
+        if pid then
+          answered = answered + 1
+          pids[pid] = true
+        end
+      end
+      for _, h in ipairs(held) do h:close() end
+      assert.are.equal(20, answered)
+      local n = 0
+      for _ in pairs(pids) do n = n + 1 end
+      assert.are.equal(1, n, "one worker answered them")
+      H.stop_clean(srv)
+    end)
 end)

@@ -2,7 +2,8 @@
 //!
 //! The worker's scheduler (lua/moonbridge.lua) runs each handler in a coroutine it lists in
 //! a registry table. A blocking `moonbridge_io` call made from such a coroutine does not
-//! wait in the kernel: it yields `(WAIT, fd, "r" | "w")` to the scheduler, which resumes it
+//! wait in the kernel: it yields `(WAIT, fd, mode, deadline)` to the scheduler (see
+//! [`wait_until`]), which resumes it
 //! once the descriptor is ready, and the call goes on where it stopped (see
 //! [`lua_fn_k!`](crate::lua::stack::lua_fn_k)). Anywhere else (a classic worker, the
 //! master, a coroutine of the application's own, or a C boundary that cannot yield) the
@@ -11,6 +12,7 @@
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::os::fd::RawFd;
+use std::time::Instant;
 
 use mlua::ffi;
 
@@ -56,14 +58,58 @@ pub fn here(s: Stack<'_>) -> bool {
 
 /// Pushes what a waiting call yields and says to yield it; `ctx` comes back on resumption.
 pub fn wait(s: Stack<'_>, fd: RawFd, interest: Interest, ctx: isize) -> Flow {
-    s.reserve(3);
+    let (read, write) = match interest {
+        Interest::Read => (true, false),
+        Interest::Write => (false, true),
+    };
+    wait_until(s, fd, read, write, None, ctx)
+}
+
+/// As [`wait`], for readiness to read and/or write, and up to a deadline: yields
+/// `(WAIT, fd, "r" | "w" | "rw", seconds left or nil)`. The scheduler resumes the call when
+/// the descriptor is ready or the deadline passes, whichever comes first.
+pub fn wait_until(
+    s: Stack<'_>,
+    fd: RawFd,
+    read: bool,
+    write: bool,
+    until: Option<Instant>,
+    ctx: isize,
+) -> Flow {
+    s.reserve(4);
     s.push_light(wait_mark());
     s.push_int(fd as i64);
-    s.push_str(match interest {
-        Interest::Read => "r",
-        Interest::Write => "w",
+    s.push_str(match (read, write) {
+        (true, true) => "rw",
+        (false, true) => "w",
+        _ => "r",
     });
-    Flow::Yield { n: 3, ctx }
+    match until {
+        Some(d) => s.push_number(d.saturating_duration_since(Instant::now()).as_secs_f64()),
+        None => s.push_nil(),
+    }
+    Flow::Yield { n: 4, ctx }
+}
+
+/// As [`wait_until`] for several descriptors (`moonbridge_io.poll`): yields
+/// `(WAIT, {fd1, mode1, fd2, mode2, ...}, "list", seconds left or nil)`.
+pub fn wait_many(s: Stack<'_>, fds: &[(RawFd, &str)], until: Option<Instant>, ctx: isize) -> Flow {
+    s.reserve(6);
+    s.push_light(wait_mark());
+    s.new_table(fds.len() as i32 * 2, 0);
+    let t = s.top();
+    for (i, (fd, mode)) in fds.iter().enumerate() {
+        s.push_int(*fd as i64);
+        s.raw_set_index(t, i as i64 * 2 + 1);
+        s.push_str(mode);
+        s.raw_set_index(t, i as i64 * 2 + 2);
+    }
+    s.push_str("list");
+    match until {
+        Some(d) => s.push_number(d.saturating_duration_since(Instant::now()).as_secs_f64()),
+        None => s.push_nil(),
+    }
+    Flow::Yield { n: 4, ctx }
 }
 
 lua_fn! {

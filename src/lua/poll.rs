@@ -4,7 +4,7 @@
 //! and maps the core [`Outcome`] to the manual's return values.
 
 use std::ffi::c_int;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// How often poll looks at children that have no pidfd.
@@ -16,8 +16,9 @@ use crate::io::exec::Child;
 use crate::io::net::Listener;
 use crate::io::poll::{self as core, Entry, Interest, Outcome};
 use crate::io::{signal, sys, Handle};
+use crate::lua::coop;
 use crate::lua::object::to_object;
-use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
+use crate::lua::stack::{bad_arg, lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
 
 pub const FUNCTIONS: Functions = &[
     (c"poll", poll),
@@ -114,8 +115,10 @@ fn timeout_arg(s: Stack<'_>) -> LResult<Option<std::time::Duration>> {
     Ok(core::timeout_from_secs(secs))
 }
 
-lua_fn! {
-    fn poll(s) {
+lua_fn_k! {
+    /// In a handler of a concurrent pool the wait yields to the worker's loop (`ctx`: the
+    /// deadline in microseconds of the monotonic clock, or -1 for none).
+    fn poll(s, ctx) {
         // Before any Rust value exists: this may raise.
         s.reserve(4);
         let wakeup = s.to_boolean(4);
@@ -126,7 +129,19 @@ lua_fn! {
         // A child without a pidfd has no descriptor (fd -1, which poll(2) skips): wait in
         // short slices and look again.
         let recheck = entries.iter().any(|e| e.fd < 0 && !e.ready_now);
-        let deadline = core::deadline_after(Instant::now(), timeout);
+        let deadline = match ctx {
+            None => core::deadline_after(Instant::now(), timeout),
+            Some(-1) => None,
+            Some(us) => {
+                let left = us as f64 / 1e6 - signal::monotonic_seconds();
+                Some(Instant::now() + Duration::from_secs_f64(left.max(0.0)))
+            }
+        };
+        if coop::active() && coop::here(s) {
+            if let Some(flow) = poll_cooperatively(s, &entries, deadline, recheck, wakeup) {
+                return Ok(flow);
+            }
+        }
         let outcome = loop {
             let left = core::remaining(deadline, Instant::now());
             let slice = if recheck { Some(left.map_or(RECHECK, |l| l.min(RECHECK))) } else { left };
@@ -145,20 +160,74 @@ lua_fn! {
         let (message, sigterm) = match outcome {
             Ok(Outcome::Ready) => {
                 s.push_bool(true);
-                return Ok(1);
+                return Ok(Flow::Return(1));
             }
             Ok(Outcome::Timeout) => ("Timeout", false),
             Ok(Outcome::Sigterm) => ("SIGTERM received", true),
-            Err(e) => return s.fail_os(&e),
+            Err(e) => return s.fail_os(&e).map(Flow::Return),
         };
-        s.push_bool(false);
-        s.push_str(message);
-        if !wakeup {
-            return Ok(2);
-        }
-        s.push_bool(sigterm);
-        Ok(3)
+        push_outcome(s, message, sigterm, wakeup).map(Flow::Return)
     }
+}
+
+/// Pushes a poll that ended without readiness: `false, message[, sigterm]`.
+fn push_outcome(s: Stack<'_>, message: &str, sigterm: bool, wakeup: bool) -> LResult<c_int> {
+    s.push_bool(false);
+    s.push_str(message);
+    if !wakeup {
+        return Ok(2);
+    }
+    s.push_bool(sigterm);
+    Ok(3)
+}
+
+/// `poll` in a handler of a concurrent pool: answers at once if it can, else yields the
+/// descriptors and the deadline to the worker's loop (`None`: go on as a plain poll, which
+/// then returns at once).
+fn poll_cooperatively(
+    s: Stack<'_>,
+    entries: &[Entry],
+    deadline: Option<Instant>,
+    recheck: bool,
+    wakeup: bool,
+) -> Option<Flow> {
+    match core::poll(entries, Some(Duration::ZERO), wakeup) {
+        Ok(Outcome::Timeout) => {}
+        _ => return None,
+    }
+    let now = Instant::now();
+    if deadline.is_some_and(|d| d <= now) {
+        return None;
+    }
+    // a child without a pidfd has no descriptor: look again in a while
+    let wake = match (deadline, recheck) {
+        (d, false) => d,
+        (None, true) => Some(now + RECHECK),
+        (Some(d), true) => Some(d.min(now + RECHECK)),
+    };
+    let ctx = match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(now).as_secs_f64();
+            ((signal::monotonic_seconds() + left) * 1e6) as isize
+        }
+    };
+    s.reserve(8);
+    let fds: Vec<(RawFd, &str)> = entries
+        .iter()
+        .filter(|e| e.fd >= 0)
+        .map(|e| {
+            (
+                e.fd,
+                if e.interest == Interest::Read {
+                    "r"
+                } else {
+                    "w"
+                },
+            )
+        })
+        .collect();
+    Some(coop::wait_many(s, &fds, wake, ctx))
 }
 
 lua_fn! {

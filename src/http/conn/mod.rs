@@ -79,12 +79,16 @@ pub enum Fail {
     Io(String),
     /// The application used the request wrongly; nothing happened.
     Misuse(String),
+    /// Not a failure: a cooperative driver stopped to wait and the call is to be made
+    /// again (see `drive::blocking::Conn::take_pending`). The machine never returns it.
+    Wait,
 }
 
 impl Fail {
     pub fn message(&self) -> &str {
         match self {
             Fail::Client(m) | Fail::Io(m) | Fail::Misuse(m) => m,
+            Fail::Wait => "waiting",
         }
     }
 }
@@ -313,6 +317,14 @@ impl Connection {
     /// Whether a request is being served (its head read, the connection not ended).
     pub fn is_active(&self) -> bool {
         matches!(self.phase, Phase::Active)
+    }
+
+    /// Whether the connection is between requests (it may carry another one).
+    pub fn between_requests(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Between | Phase::Idle { .. } | Phase::Head { .. }
+        )
     }
 
     /// Whether nothing more happens on the connection.

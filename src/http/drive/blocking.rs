@@ -3,9 +3,17 @@
 //! what the machine asks: writing the output, waiting for input until a deadline (or a
 //! SIGTERM), ending the connection. The HTTP layer and `socket:read` share the handle's
 //! read buffer, so no byte is lost between them.
+//!
+//! A *cooperative* connection (`set_cooperative`, for concurrent pools) never waits: where
+//! it would, it records what it waits for ([`Conn::take_pending`]) and returns
+//! (`Next::Wait`, `Fail::Wait`, or with the pending wait set). The caller waits, then makes
+//! the same call again (reads and `next_request`, which pick up where they were), or
+//! `catch_up` (the calls that already did their part: what is left is a write, a drain or
+//! the end of the connection).
 
 use std::io;
 use std::ops::Range;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,6 +51,30 @@ pub enum Next {
     Request,
     /// The connection ended (quietly, or after a refusal that was answered).
     Closed,
+    /// A cooperative connection waits (see [`Conn::take_pending`]): call again after it.
+    Wait,
+}
+
+/// What a cooperative connection waits for: readiness of `fd`, or the deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub fd: RawFd,
+    pub read: bool,
+    pub write: bool,
+    pub until: Option<Instant>,
+}
+
+/// What a cooperative call left to do when it stopped to wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Unfinished {
+    #[default]
+    Nothing,
+    /// Sending the output (all of it with `flush`).
+    Write { flush: bool },
+    /// Discarding the unread rest of a request body after its response (`done`).
+    Drain,
+    /// Ending the connection.
+    End(Close),
 }
 
 /// How a wait for input ended.
@@ -54,6 +86,8 @@ enum Arrival {
     Sigterm,
     /// The deadline passed.
     Timeout,
+    /// A cooperative connection has to wait (the wait is recorded).
+    Wait,
 }
 
 /// One connection: the machine and what the driver knows of the socket.
@@ -67,6 +101,19 @@ pub struct Conn {
     nodelay: bool,
     /// The socket's SO_RCVTIMEO as last set (see `wait_input`).
     rcvtimeo: Option<Duration>,
+    /// Cooperative: never wait, return with `pending` set instead.
+    coop: bool,
+    pending: Option<Pending>,
+    unfinished: Unfinished,
+    /// The failure to report once the unfinished end of the connection is done.
+    deferred: Option<Fail>,
+    /// A cooperative write's stall deadline and the bytes pending when it was set (any
+    /// progress starts a new one, as the blocking driver's per-wait deadline does).
+    stall: Option<(Option<Instant>, usize)>,
+    /// The deadline of the input wait a cooperative call stopped at: the call made again
+    /// goes on with that wait (the machine would set a new deadline if polled afresh).
+    /// With the input buffered then: more since counts as input.
+    waited: Option<(Option<Instant>, usize)>,
 }
 
 fn io_fail(e: HandleError) -> String {
@@ -84,6 +131,79 @@ impl Conn {
             wrote: false,
             nodelay: false,
             rcvtimeo: None,
+            coop: false,
+            pending: None,
+            unfinished: Unfinished::Nothing,
+            deferred: None,
+            stall: None,
+            waited: None,
+        }
+    }
+
+    /// Makes this a cooperative connection (see the module documentation).
+    pub fn set_cooperative(&mut self, on: bool) {
+        self.coop = on;
+    }
+
+    /// The wait the last call stopped at (cooperative connections), taken.
+    pub fn take_pending(&mut self) -> Option<Pending> {
+        self.pending.take()
+    }
+
+    fn wait_for(&mut self, fd: RawFd, read: bool, write: bool, until: Option<Instant>) {
+        self.pending = Some(Pending {
+            fd,
+            read,
+            write,
+            until,
+        });
+    }
+
+    /// Cooperative: does what the last call left unfinished. `Err(Fail::Wait)` when it has
+    /// to wait again; a failure deferred until the end of the connection was done comes
+    /// out here.
+    pub fn catch_up(&mut self, h: &mut Handle) -> Result<(), Fail> {
+        match std::mem::take(&mut self.unfinished) {
+            Unfinished::Nothing => Ok(()),
+            Unfinished::Write { flush } => {
+                if self.m.drains_while_writing() && !h.is_finished() {
+                    let _ = h.drain_step(None, None);
+                }
+                self.write_out(h, &[], flush)
+            }
+            Unfinished::Drain => {
+                self.drain(h);
+                self.waiting()
+            }
+            Unfinished::End(close) => {
+                self.end(h, close);
+                self.waiting()?;
+                match self.deferred.take() {
+                    Some(f) => Err(f),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Cooperative: how the input wait the last call stopped at ended, if it stopped at one.
+    fn resume_wait(
+        &mut self,
+        h: &mut Handle,
+        on_sigterm: bool,
+    ) -> Option<Result<Arrival, HandleError>> {
+        let (until, had) = self.waited.take()?;
+        if h.buffered().len() != had {
+            return Some(Ok(Arrival::Input));
+        }
+        Some(self.wait_input(h, until, on_sigterm))
+    }
+
+    /// `Err(Fail::Wait)` if a wait is pending.
+    fn waiting(&self) -> Result<(), Fail> {
+        match self.pending {
+            Some(_) => Err(Fail::Wait),
+            None => Ok(()),
         }
     }
 
@@ -104,6 +224,13 @@ impl Conn {
     /// Reads the next request head (waiting up to `idle_timeout` for its first byte).
     /// Refusals are answered here and end the connection.
     pub fn next_request(&mut self, h: &mut Handle) -> Next {
+        if self.unfinished != Unfinished::Nothing {
+            match self.catch_up(h) {
+                Err(Fail::Wait) => return Next::Wait,
+                Err(_) => return Next::Closed,
+                Ok(()) => {}
+            }
+        }
         self.sync(h);
         if self.m.is_closed() {
             return Next::Closed;
@@ -120,7 +247,22 @@ impl Conn {
             let _ = h.reset();
             return Next::Closed;
         }
-        let mut step = self.m.poll_head(h.buffered(), self.eof, &mut SysClock);
+        let mut step = match self.resume_wait(h, true) {
+            None | Some(Ok(Arrival::Input)) => {
+                self.m.poll_head(h.buffered(), self.eof, &mut SysClock)
+            }
+            Some(Ok(Arrival::Wait)) => return Next::Wait,
+            Some(Ok(Arrival::Sigterm)) => {
+                self.m.note_sigterm();
+                self.m.poll_head(h.buffered(), self.eof, &mut SysClock)
+            }
+            Some(Ok(Arrival::Timeout)) => self.m.timeout(&mut SysClock),
+            Some(Err(_)) => {
+                self.m.mark_closed();
+                let _ = h.reset();
+                return Next::Closed;
+            }
+        };
         loop {
             step = match step {
                 Step::Request { consumed } => {
@@ -137,6 +279,7 @@ impl Conn {
                         self.m.poll_head(h.buffered(), self.eof, &mut SysClock)
                     }
                     Ok(Arrival::Timeout) => self.m.timeout(&mut SysClock),
+                    Ok(Arrival::Wait) => return Next::Wait,
                     Err(_) => {
                         self.m.mark_closed();
                         let _ = h.reset();
@@ -145,6 +288,9 @@ impl Conn {
                 },
                 Step::End { close, .. } => {
                     self.end(h, close);
+                    if self.pending.is_some() {
+                        return Next::Wait;
+                    }
                     return Next::Closed;
                 }
                 _ => {
@@ -162,7 +308,13 @@ impl Conn {
     where
         F: FnMut(&mut Connection, &[u8], bool) -> Result<Step, Fail>,
     {
-        let mut step = poll(&mut self.m, h.buffered(), self.eof)?;
+        self.catch_up(h)?;
+        let mut step = match self.resume_wait(h, false) {
+            None | Some(Ok(Arrival::Input)) => poll(&mut self.m, h.buffered(), self.eof)?,
+            Some(Ok(Arrival::Wait)) => return Err(Fail::Wait),
+            Some(Ok(_)) => self.m.timeout(&mut SysClock),
+            Some(Err(e)) => return Err(Fail::Io(io_fail(e))),
+        };
         loop {
             step = match step {
                 Step::Data(r) => return Ok(Some(r)),
@@ -182,12 +334,14 @@ impl Conn {
                     match self.wait_input(h, until, false) {
                         Ok(Arrival::Timeout | Arrival::Sigterm) => self.m.timeout(&mut SysClock),
                         Ok(Arrival::Input) => poll(&mut self.m, h.buffered(), self.eof)?,
+                        Ok(Arrival::Wait) => return Err(Fail::Wait),
                         Err(e) => return Err(Fail::Io(io_fail(e))),
                     }
                 }
                 Step::End { close, fail } => {
                     self.end(h, close);
-                    return Err(fail.unwrap_or_else(|| Fail::Client("Connection closed".into())));
+                    let fail = fail.unwrap_or_else(|| Fail::Client("Connection closed".into()));
+                    return Err(self.defer(fail));
                 }
                 Step::Request { .. } | Step::Next { .. } => return Ok(None),
             };
@@ -223,7 +377,8 @@ impl Conn {
         match self.m.body_error(code, reason, detail, &mut SysClock) {
             Step::End { close, fail } => {
                 self.end(h, close);
-                fail.unwrap_or_else(|| Fail::Client(format!("{code} {reason} ({detail})")))
+                let f = fail.unwrap_or_else(|| Fail::Client(format!("{code} {reason} ({detail})")));
+                self.defer(f)
             }
             _ => Fail::Client(format!("{code} {reason} ({detail})")),
         }
@@ -280,6 +435,8 @@ impl Conn {
 
     /// The error path of a handler: a 500 if no response head went out, else a reset.
     pub fn abort(&mut self, h: &mut Handle) {
+        self.unfinished = Unfinished::Nothing;
+        self.deferred = None;
         self.sync(h);
         if let Some(Step::End { close, .. }) = self.m.abort(&mut SysClock) {
             self.end(h, close);
@@ -310,42 +467,80 @@ impl Conn {
                 self.end(h, close);
                 false
             }
-            After::Drain => loop {
-                let step = self.m.poll_drain(h.buffered(), self.eof, &mut SysClock);
-                let step = match step {
-                    Step::Wait {
-                        consumed, until, ..
-                    } => {
-                        h.consume(consumed);
-                        match self.wait_input(h, until, false) {
-                            Ok(Arrival::Input) => continue,
-                            Ok(_) => self.m.timeout(&mut SysClock),
-                            Err(_) => {
-                                self.m.mark_closed();
-                                let _ = h.reset();
-                                return false;
-                            }
+            After::Drain => self.drain(h),
+        }
+    }
+
+    /// Discards the unread rest of a request body (bounded by the machine): whether the
+    /// connection may carry another request.
+    fn drain(&mut self, h: &mut Handle) -> bool {
+        // a cooperative drain that stopped to wait goes on with that wait
+        let mut resumed = match self.resume_wait(h, false) {
+            None | Some(Ok(Arrival::Input)) => None,
+            Some(Ok(Arrival::Wait)) => {
+                self.unfinished = Unfinished::Drain;
+                return false;
+            }
+            Some(Ok(_)) => Some(self.m.timeout(&mut SysClock)),
+            Some(Err(_)) => {
+                self.m.mark_closed();
+                let _ = h.reset();
+                return false;
+            }
+        };
+        loop {
+            let step = match resumed.take() {
+                Some(step) => step,
+                None => self.m.poll_drain(h.buffered(), self.eof, &mut SysClock),
+            };
+            let step = match step {
+                Step::Wait {
+                    consumed, until, ..
+                } => {
+                    h.consume(consumed);
+                    match self.wait_input(h, until, false) {
+                        Ok(Arrival::Input) => continue,
+                        Ok(Arrival::Wait) => {
+                            self.unfinished = Unfinished::Drain;
+                            return false;
+                        }
+                        Ok(_) => self.m.timeout(&mut SysClock),
+                        Err(_) => {
+                            self.m.mark_closed();
+                            let _ = h.reset();
+                            return false;
                         }
                     }
-                    other => other,
-                };
-                match step {
-                    Step::Data(r) => h.consume(r.end),
-                    Step::Next { consumed } => {
-                        h.consume(consumed);
-                        return true;
-                    }
-                    Step::End { close, .. } => {
-                        self.end(h, close);
-                        return false;
-                    }
-                    Step::Wait { .. } => {}
-                    _ => {
-                        self.end(h, Close::Reset);
-                        return false;
-                    }
                 }
-            },
+                other => other,
+            };
+            match step {
+                Step::Data(r) => h.consume(r.end),
+                Step::Next { consumed } => {
+                    h.consume(consumed);
+                    return true;
+                }
+                Step::End { close, .. } => {
+                    self.end(h, close);
+                    return false;
+                }
+                Step::Wait { .. } => {}
+                _ => {
+                    self.end(h, Close::Reset);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// A failure found while ending the connection: reported at once, or (cooperative, when
+    /// the end has to wait) once the end is done, by `catch_up`.
+    fn defer(&mut self, f: Fail) -> Fail {
+        if self.pending.is_some() {
+            self.deferred = Some(f);
+            Fail::Wait
+        } else {
+            f
         }
     }
 
@@ -360,11 +555,13 @@ impl Conn {
             Close::Reset => {
                 let _ = h.reset();
             }
-            Close::Quiet => {
-                if self.push(h, true).is_ok() {
+            Close::Quiet => match self.push(h, true) {
+                Ok(()) => {
                     let _ = h.close();
                 }
-            }
+                Err(Fail::Wait) => self.unfinished = Unfinished::End(close),
+                Err(_) => {}
+            },
             Close::Linger => self.linger(h),
         }
     }
@@ -372,8 +569,13 @@ impl Conn {
     /// Writes the output, half-closes, drains the input until it ends (close), the machine's
     /// deadline passes, or it fails (reset): the client reads the answer before the close.
     fn linger(&mut self, h: &mut Handle) {
-        if self.push(h, true).is_err() {
-            return;
+        match self.push(h, true) {
+            Ok(()) => {}
+            Err(Fail::Wait) => {
+                self.unfinished = Unfinished::End(Close::Linger);
+                return;
+            }
+            Err(_) => return,
         }
         if !h.is_finished() && h.finish().is_err() {
             let _ = h.reset();
@@ -388,6 +590,14 @@ impl Conn {
                 }
             };
             let mut step = self.m.poll_linger(eof, &mut SysClock);
+            if let (Step::Wait { until, .. }, true, Some(fd)) = (&step, self.coop, h.raw_fd()) {
+                if until.is_none_or(|d| d > Instant::now()) {
+                    self.wait_for(fd, true, false, *until);
+                    self.unfinished = Unfinished::End(Close::Linger);
+                    return;
+                }
+                step = self.m.timeout(&mut SysClock);
+            }
             if let Step::Wait { until, .. } = step {
                 match wait(h, &[Interest::Read], until) {
                     Ok(Outcome::Ready) => continue,
@@ -463,6 +673,9 @@ impl Conn {
                 .and_then(|d| Instant::now().checked_add(d));
             // A client that sends a body we discard must not block our sending.
             let drain = self.m.drains_while_writing();
+            if self.coop {
+                return self.write_wait(h, pending, until, drain, flush);
+            }
             let interests: &[Interest] = if drain {
                 &[Interest::Write, Interest::Read]
             } else {
@@ -482,6 +695,33 @@ impl Conn {
             };
         }
         Ok(())
+    }
+
+    /// Cooperative: a write that cannot go on now waits for the socket (and for input, when
+    /// the client's body is being discarded), within the stall timeout.
+    fn write_wait(
+        &mut self,
+        h: &mut Handle,
+        pending: usize,
+        fresh_until: Option<Instant>,
+        drain: bool,
+        flush: bool,
+    ) -> Result<(), Fail> {
+        let until = match self.stall {
+            Some((d, p)) if p <= pending => d,
+            _ => fresh_until,
+        };
+        if until.is_some_and(|d| d <= Instant::now()) {
+            self.stall = None;
+            return Err(self.broken(h, "Client connection stalled"));
+        }
+        let Some(fd) = h.raw_fd() else {
+            return Err(self.broken(h, "Attempt to write to a closed I/O handle"));
+        };
+        self.stall = Some((until, pending));
+        self.wait_for(fd, drain, true, until);
+        self.unfinished = Unfinished::Write { flush };
+        Err(Fail::Wait)
     }
 
     /// A write failed: reset, faulty, closed.
@@ -529,6 +769,25 @@ impl Conn {
         let io_err = |e: io::Error| HandleError::Io(sys::error_text(&e));
         if self.eof {
             return Ok(Arrival::Input);
+        }
+        if self.coop {
+            let had = h.buffered().len();
+            if self.fill_nb(h)? || self.eof || h.buffered().len() > had {
+                return Ok(Arrival::Input);
+            }
+            if on_sigterm && signal::sigterm_received() {
+                return Ok(Arrival::Sigterm);
+            }
+            if until.is_some_and(|d| d <= Instant::now()) {
+                return Ok(Arrival::Timeout);
+            }
+            let Some(fd) = h.raw_fd() else {
+                self.eof = true;
+                return Ok(Arrival::Input);
+            };
+            self.wait_for(fd, true, false, until);
+            self.waited = Some((until, h.buffered().len()));
+            return Ok(Arrival::Wait);
         }
         loop {
             if on_sigterm && signal::sigterm_received() {

@@ -6,10 +6,13 @@
 
 use std::collections::VecDeque;
 
-use super::request::{raise, request_ctx, Ctx, Input};
+use std::ffi::c_int;
+
+use super::request::{finish_here, raise, request_ctx, wait, Ctx, Input};
+use crate::http::conn::Fail;
 use crate::http::form;
 use crate::http::multipart::{self, Event, MultipartDecoder, MultipartError, Part};
-use crate::lua::stack::{bad_arg, lua_fn, LResult, Raise};
+use crate::lua::stack::{bad_arg, lua_fn, lua_fn_k, Flow, LResult, Raise, Stack};
 
 /// One decoded multipart step, owned (the decoder's events borrow the input).
 #[derive(Debug)]
@@ -77,21 +80,26 @@ lua_fn! {
     }
 }
 
-lua_fn! {
+lua_fn_k! {
     /// read_chunk(request) -> next piece of the body (at most maximum_input_chunk_size
     /// bytes), or nil at its end.
-    pub fn read_chunk(s) {
-        let ctx = request_ctx(s, "read_chunk")?;
-        ctx.require_current()?;
-        let max = ctx.http.conn.m.cfg.max_input_chunk;
-        match ctx.http.conn.body_data(ctx.h, max).map_err(raise)? {
-            Some(r) => {
-                s.push_bytes(&ctx.h.buffered()[r.clone()]);
-                ctx.h.consume(r.end);
+    pub fn read_chunk(s, _ctx) {
+        read_waiting(s, "read_chunk", |s| {
+            let ctx = request_ctx(s, "read_chunk")?;
+            ctx.require_current()?;
+            let max = ctx.http.conn.m.cfg.max_input_chunk;
+            let Some(piece) = waiting(ctx.http.conn.body_data(ctx.h, max))? else {
+                return Ok(None);
+            };
+            match piece {
+                Some(r) => {
+                    s.push_bytes(&ctx.h.buffered()[r.clone()]);
+                    ctx.h.consume(r.end);
+                }
+                None => s.push_nil(),
             }
-            None => s.push_nil(),
-        }
-        Ok(1)
+            Ok(Some(1))
+        })
     }
 }
 
@@ -99,26 +107,40 @@ lua_fn! {
 /// copied once into the Lua string; a larger one (or a chunked one) in pieces.
 const WHOLE_BODY_BUFFER: u64 = 16 << 20;
 
-lua_fn! {
+lua_fn_k! {
     /// read_all(request) -> the whole body as one string.
-    pub fn read_all(s) {
-        let ctx = request_ctx(s, "body")?;
-        ctx.require_current()?;
-        let conn = &mut ctx.http.conn;
-        conn.buffer_body(ctx.h, WHOLE_BODY_BUFFER).map_err(raise)?;
-        let mut body = Vec::new();
-        while let Some(r) = conn.body_data(ctx.h, usize::MAX).map_err(raise)? {
-            if body.is_empty() && conn.m.body_done() {
-                // all of it was buffered at once: one copy, straight into the Lua string
-                s.push_bytes(&ctx.h.buffered()[r.clone()]);
-                ctx.h.consume(r.end);
-                return Ok(1);
+    pub fn read_all(s, _ctx) {
+        read_waiting(s, "body", |s| {
+            let ctx = request_ctx(s, "body")?;
+            ctx.require_current()?;
+            let http = &mut *ctx.http;
+            if waiting(http.conn.buffer_body(ctx.h, WHOLE_BODY_BUFFER))?.is_none() {
+                return Ok(None);
             }
-            body.extend_from_slice(&ctx.h.buffered()[r.clone()]);
-            ctx.h.consume(r.end);
-        }
-        s.push_bytes(&body);
-        Ok(1)
+            // pieces read before a wait (cooperative connections) are kept in the connection
+            let mut body = std::mem::take(&mut http.body_so_far);
+            loop {
+                let piece = match waiting(http.conn.body_data(ctx.h, usize::MAX)) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        http.body_so_far = body;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                };
+                let Some(r) = piece else { break };
+                if body.is_empty() && http.conn.m.body_done() {
+                    // all of it was buffered at once: one copy, straight into the Lua string
+                    s.push_bytes(&ctx.h.buffered()[r.clone()]);
+                    ctx.h.consume(r.end);
+                    return Ok(Some(1));
+                }
+                body.extend_from_slice(&ctx.h.buffered()[r.clone()]);
+                ctx.h.consume(r.end);
+            }
+            s.push_bytes(&body);
+            Ok(Some(1))
+        })
     }
 }
 
@@ -164,7 +186,40 @@ fn multipart_error(ctx: Ctx<'_>, e: MultipartError) -> Raise {
         415 => (415, "Unsupported Media Type"),
         _ => (400, "Bad Request"),
     };
-    raise(ctx.http.conn.body_error(ctx.h, code, reason, e.message()))
+    match ctx.http.conn.body_error(ctx.h, code, reason, e.message()) {
+        // cooperative: the error response is on its way; see it out, then raise
+        Fail::Wait => raise(
+            finish_here(&mut ctx.http.conn, ctx.h)
+                .unwrap_or_else(|| Fail::Client(format!("{code} {reason} ({})", e.message()))),
+        ),
+        f => raise(f),
+    }
+}
+
+/// Runs a body read that may have to wait: `read` returns `Ok(None)` when the
+/// connection stopped to wait; the read is then made again after the wait.
+fn read_waiting(
+    s: Stack<'_>,
+    fname: &str,
+    read: fn(Stack<'_>) -> LResult<Option<c_int>>,
+) -> LResult<Flow> {
+    loop {
+        if let Some(n) = read(s)? {
+            return Ok(Flow::Return(n));
+        }
+        let ctx = request_ctx(s, fname)?;
+        if let Err(flow) = wait(s, &mut ctx.http.conn, 0) {
+            return Ok(flow);
+        }
+    }
+}
+
+/// `Ok(None)` for a wait (see `read_waiting`), else the result as is.
+fn waiting<T>(r: Result<T, Fail>) -> LResult<Option<T>> {
+    match r {
+        Err(Fail::Wait) => Ok(None),
+        other => other.map(Some).map_err(raise),
+    }
 }
 
 /// How the glue wants the data of the current part.
@@ -175,99 +230,112 @@ enum Mode {
     Skip,
 }
 
-lua_fn! {
+lua_fn_k! {
     /// post_next(request, mode) -> the next multipart event:
     ///   "part", name, file_name, content_type   (each nil if absent)
     ///   "data", chunk        (mode "stream")
     ///   "value", string      (mode "collect": the whole part at its end)
     ///   "end"                (mode "stream" or "skip": the part ended)
     ///   nil                  (the body is complete)
-    pub fn post_next(s) {
-        let mode = match s.check_bytes(2, 1, "post_next")? {
-            b"stream" => Mode::Stream,
-            b"collect" => Mode::Collect,
-            b"skip" => Mode::Skip,
-            _ => return Err(bad_arg(1, "post_next", "\"stream\", \"collect\" or \"skip\" expected")),
+    pub fn post_next(s, _ctx) {
+        read_waiting(s, "post_params", post_next_step)
+    }
+}
+
+fn post_next_step(s: Stack<'_>) -> LResult<Option<c_int>> {
+    let mode = match s.check_bytes(2, 1, "post_next")? {
+        b"stream" => Mode::Stream,
+        b"collect" => Mode::Collect,
+        b"skip" => Mode::Skip,
+        _ => {
+            return Err(bad_arg(
+                1,
+                "post_next",
+                "\"stream\", \"collect\" or \"skip\" expected",
+            ))
+        }
+    };
+    let ctx = request_ctx(s, "post_params")?;
+    ctx.require_current()?;
+    let max = ctx.http.conn.m.cfg.max_input_chunk;
+    loop {
+        let Some(post) = ctx.http.post.as_mut() else {
+            s.push_nil();
+            return Ok(Some(1));
         };
-        let ctx = request_ctx(s, "post_params")?;
-        ctx.require_current()?;
-        let max = ctx.http.conn.m.cfg.max_input_chunk;
-        loop {
-            let Some(post) = ctx.http.post.as_mut() else {
-                s.push_nil();
-                return Ok(1);
-            };
-            while let Some(ev) = post.queue.pop_front() {
-                match ev {
-                    PostEvent::Start(part) => {
-                        post.collected.clear();
-                        s.push_str("part");
-                        for v in [&part.name, &part.file_name, &part.content_type] {
-                            match v {
-                                Some(b) => s.push_bytes(b),
-                                None => s.push_nil(),
-                            }
+        while let Some(ev) = post.queue.pop_front() {
+            match ev {
+                PostEvent::Start(part) => {
+                    post.collected.clear();
+                    s.push_str("part");
+                    for v in [&part.name, &part.file_name, &part.content_type] {
+                        match v {
+                            Some(b) => s.push_bytes(b),
+                            None => s.push_nil(),
                         }
-                        return Ok(4);
                     }
-                    PostEvent::Data(bytes) => match mode {
-                        Mode::Stream => {
-                            s.push_str("data");
-                            s.push_bytes(&bytes);
-                            return Ok(2);
-                        }
-                        Mode::Collect => post.collected.extend_from_slice(&bytes),
-                        Mode::Skip => {}
-                    },
-                    PostEvent::End if mode == Mode::Collect => {
-                        s.push_str("value");
-                        s.push_bytes(&post.collected);
-                        post.collected = Vec::new();
-                        return Ok(2);
-                    }
-                    PostEvent::End => {
-                        s.push_str("end");
-                        return Ok(1);
-                    }
-                    PostEvent::Done => {
-                        post.finished = true;
-                        post.queue.clear();
-                        s.push_nil();
-                        return Ok(1);
-                    }
+                    return Ok(Some(4));
                 }
-            }
-            if post.finished {
-                s.push_nil();
-                return Ok(1);
-            }
-            match ctx.http.conn.body_data(ctx.h, max).map_err(raise)? {
-                Some(r) => {
-                    let failed = {
-                        let mut feed = post.decoder.feed(&ctx.h.buffered()[r.clone()]);
-                        loop {
-                            match feed.next_event() {
-                                Ok(Some(ev)) => post.queue.push_back(match ev {
-                                    Event::PartStart(part) => PostEvent::Start(part),
-                                    Event::Data(d) => PostEvent::Data(d.to_vec()),
-                                    Event::PartEnd => PostEvent::End,
-                                    Event::Done => PostEvent::Done,
-                                }),
-                                Ok(None) => break None,
-                                Err(e) => break Some(e),
-                            }
-                        }
-                    };
-                    ctx.h.consume(r.end);
-                    if let Some(e) = failed {
-                        return Err(multipart_error(ctx, e));
+                PostEvent::Data(bytes) => match mode {
+                    Mode::Stream => {
+                        s.push_str("data");
+                        s.push_bytes(&bytes);
+                        return Ok(Some(2));
                     }
+                    Mode::Collect => post.collected.extend_from_slice(&bytes),
+                    Mode::Skip => {}
+                },
+                PostEvent::End if mode == Mode::Collect => {
+                    s.push_str("value");
+                    s.push_bytes(&post.collected);
+                    post.collected = Vec::new();
+                    return Ok(Some(2));
                 }
-                None => {
+                PostEvent::End => {
+                    s.push_str("end");
+                    return Ok(Some(1));
+                }
+                PostEvent::Done => {
                     post.finished = true;
-                    if let Err(e) = post.decoder.finish() {
-                        return Err(multipart_error(ctx, e));
+                    post.queue.clear();
+                    s.push_nil();
+                    return Ok(Some(1));
+                }
+            }
+        }
+        if post.finished {
+            s.push_nil();
+            return Ok(Some(1));
+        }
+        let Some(piece) = waiting(ctx.http.conn.body_data(ctx.h, max))? else {
+            return Ok(None);
+        };
+        match piece {
+            Some(r) => {
+                let failed = {
+                    let mut feed = post.decoder.feed(&ctx.h.buffered()[r.clone()]);
+                    loop {
+                        match feed.next_event() {
+                            Ok(Some(ev)) => post.queue.push_back(match ev {
+                                Event::PartStart(part) => PostEvent::Start(part),
+                                Event::Data(d) => PostEvent::Data(d.to_vec()),
+                                Event::PartEnd => PostEvent::End,
+                                Event::Done => PostEvent::Done,
+                            }),
+                            Ok(None) => break None,
+                            Err(e) => break Some(e),
+                        }
                     }
+                };
+                ctx.h.consume(r.end);
+                if let Some(e) = failed {
+                    return Err(multipart_error(ctx, e));
+                }
+            }
+            None => {
+                post.finished = true;
+                if let Err(e) = post.decoder.finish() {
+                    return Err(multipart_error(ctx, e));
                 }
             }
         }

@@ -13,6 +13,7 @@
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr::NonNull;
 use std::rc::Rc;
+use std::time::Instant;
 
 use mlua::ffi;
 
@@ -20,12 +21,14 @@ use super::post::PostState;
 use crate::http::conn::{Config, Fail};
 use crate::http::drive::blocking::{Conn, Next};
 use crate::http::response::Phase;
+use crate::io::poll::{self, Entry, Interest};
 use crate::io::Handle;
+use crate::lua::coop;
 use crate::lua::fields::Fields;
 use crate::lua::object::{
     check_self, object_slot_ptr, push_object, push_upvalue, to_object, LuaObject,
 };
-use crate::lua::stack::{lua_fn, Functions, LResult, Raise, Stack};
+use crate::lua::stack::{lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
 
 /// The options of one `generate_handler` call.
 pub struct HttpConfig(pub Rc<Config>);
@@ -64,6 +67,8 @@ pub struct HttpConn {
     current: *const c_void,
     /// When the glue last (re-)armed the response timer (see `rearm_due`).
     last_arm: Option<std::time::Instant>,
+    /// What `read_all` collected before it stopped to wait (cooperative connections).
+    pub body_so_far: Vec<u8>,
 }
 
 /// The response timer is re-armed at most this often (a `setitimer` per request would
@@ -164,7 +169,103 @@ pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
 pub fn raise(f: Fail) -> Raise {
     match f {
         Fail::Client(m) | Fail::Io(m) | Fail::Misuse(m) => Raise(m),
+        Fail::Wait => Raise("moonbridge_http: internal error: a wait was not handled".into()),
     }
+}
+
+/// A cooperative connection stopped to wait: yields the wait to the worker's loop (the call
+/// then runs again with `ctx` = `again`), or, where the call cannot yield (a coroutine of
+/// the application's own), waits here and returns `false`: the caller goes on as if resumed.
+/// `true` with no wait pending.
+pub fn wait(s: Stack<'_>, conn: &mut Conn, again: isize) -> Result<bool, Flow> {
+    let Some(p) = conn.take_pending() else {
+        return Ok(true);
+    };
+    if coop::here(s) {
+        return Err(coop::wait_until(s, p.fd, p.read, p.write, p.until, again));
+    }
+    let mut entries = Vec::with_capacity(2);
+    if p.read {
+        entries.push(Entry::new(p.fd, Interest::Read));
+    }
+    if p.write {
+        entries.push(Entry::new(p.fd, Interest::Write));
+    }
+    let timeout = p.until.map(|d| d.saturating_duration_since(Instant::now()));
+    // whatever the outcome, the call runs again and sees it
+    let _ = poll::poll(&entries, timeout, false);
+    Ok(false)
+}
+
+/// Finishes in place (waiting in the kernel) what a cooperative connection left waiting;
+/// for error paths that raise right after. Returns the failure that came out, if any.
+pub fn finish_here(conn: &mut Conn, h: &mut Handle) -> Option<Fail> {
+    while let Some(p) = conn.take_pending() {
+        let mut entries = Vec::with_capacity(2);
+        if p.read {
+            entries.push(Entry::new(p.fd, Interest::Read));
+        }
+        if p.write {
+            entries.push(Entry::new(p.fd, Interest::Write));
+        }
+        let timeout = p.until.map(|d| d.saturating_duration_since(Instant::now()));
+        let _ = poll::poll(&entries, timeout, false);
+        match conn.catch_up(h) {
+            Ok(()) | Err(Fail::Wait) => {}
+            Err(f) => return Some(f),
+        }
+    }
+    None
+}
+
+/// Finishes what a cooperative call left waiting (after a resumption, `resumed`, first the
+/// connection's `catch_up`): `Ok(None)` when nothing is left, `Ok(Some(flow))` to yield
+/// (the call runs again with `ctx` = `again`), or the failure that came out.
+pub fn settle(
+    s: Stack<'_>,
+    conn: &mut Conn,
+    h: &mut Handle,
+    again: isize,
+    resumed: bool,
+) -> Result<Option<Flow>, Fail> {
+    let mut catch_up = resumed;
+    loop {
+        if catch_up {
+            match conn.catch_up(h) {
+                Ok(()) | Err(Fail::Wait) => {}
+                Err(f) => return Err(f),
+            }
+        }
+        match wait(s, conn, again) {
+            Ok(true) => return Ok(None),
+            Ok(false) => catch_up = true,
+            Err(flow) => return Ok(Some(flow)),
+        }
+    }
+}
+
+/// A response call that may wait: `first` does the call's own work; what is left after a
+/// wait is the connection's `catch_up`. Returns `self`.
+fn drive<F>(s: Stack<'_>, fname: &str, ctx: Option<isize>, first: F) -> LResult<Flow>
+where
+    F: FnOnce(&mut Ctx<'_>) -> Result<(), Fail>,
+{
+    let c = request_ctx(s, fname)?;
+    let mut c = c;
+    let r = match ctx {
+        None => first(&mut c),
+        Some(_) => Err(Fail::Wait),
+    };
+    let r = match r {
+        Err(Fail::Wait) => settle(s, &mut c.http.conn, c.h, 1, ctx.is_some()),
+        Err(f) => Err(f),
+        Ok(()) => Ok(None),
+    };
+    if let Some(flow) = r.map_err(raise)? {
+        return Ok(flow);
+    }
+    s.push_value(1);
+    Ok(Flow::Return(1))
 }
 
 lua_fn! {
@@ -221,13 +322,19 @@ lua_fn! {
         push_object(
             s,
             HttpConn {
-                conn: Conn::new(cfg),
+                conn: {
+                    let mut c = Conn::new(cfg);
+                    // in a concurrent pool the connection waits by yielding (see `wait`)
+                    c.set_cooperative(coop::active());
+                    c
+                },
                 input: Input::Untouched,
                 status_sent: false,
                 post: None,
                 socket,
                 current: std::ptr::null(),
                 last_arm: None,
+                body_so_far: Vec::new(),
             },
         );
         s.reserve(4);
@@ -262,21 +369,31 @@ fn set_field(s: Stack<'_>, n: c_int, value: &[u8]) {
     s.raw_set(-3);
 }
 
-lua_fn! {
+lua_fn_k! {
     /// conn:next_request(disarmed) -> request table, rearm | nil (the connection ended).
     /// `rearm`: the response timer should be (re-)armed now; `disarmed` says the glue
     /// stopped it, so it is due whatever the time.
-    fn next_request(s) {
+    fn next_request(s, _ctx) {
         let http = check_self::<HttpConn>(s, "next_request")?;
         if s.to_boolean(2) {
             http.last_arm = None;
         }
-        let Some(h) = http.socket() else {
-            return Err(Raise("moonbridge_http: the connection has no socket".into()));
-        };
-        if http.conn.next_request(h) == Next::Closed {
-            s.push_nil();
-            return Ok(1);
+        loop {
+            let Some(h) = http.socket() else {
+                return Err(Raise("moonbridge_http: the connection has no socket".into()));
+            };
+            match http.conn.next_request(h) {
+                Next::Request => break,
+                Next::Closed => {
+                    s.push_nil();
+                    return Ok(Flow::Return(1));
+                }
+                Next::Wait => {
+                    if let Err(flow) = wait(s, &mut http.conn, 0) {
+                        return Ok(flow);
+                    }
+                }
+            }
         }
         http.input = Input::Untouched;
         http.status_sent = false;
@@ -307,50 +424,83 @@ lua_fn! {
         http.current = s.to_pointer(-1);
         let rearm = http.rearm_due();
         s.push_bool(rearm);
-        Ok(2)
+        Ok(Flow::Return(2))
     }
 }
 
-lua_fn! {
+/// `conn:done`'s progress across waits (its `ctx`).
+const DONE_FINISHING: isize = 1;
+const DONE_ENDING: isize = 2;
+
+lua_fn_k! {
     /// conn:done(request) -> again, rearm | nil, message: finishes the response the
     /// handler left open, then ends the request. `again`: another request may follow;
     /// `rearm`: the response timer should be re-armed. `nil, message` when the response
     /// could not be finished: the handler sent nothing, or sending failed (the glue then
     /// treats it as a handler error).
-    fn done(s) {
+    fn done(s, ctx) {
         let http = check_self::<HttpConn>(s, "done")?;
         let Some(h) = http.socket() else {
             s.push_bool(false);
-            return Ok(1);
+            return Ok(Flow::Return(1));
         };
-        let request = s.to_pointer(2);
-        if request == http.current && !h.is_closed() && http.conn.m.is_active() {
-            if http.conn.m.response().phase() == Phase::Initial && !http.conn.m.faulty {
-                return s.fail(
-                    "HTTP request handler returned without sending a response (no HTTP status was sent)",
-                );
+        let finishing = match ctx {
+            None => {
+                let request = s.to_pointer(2);
+                let open = request == http.current && !h.is_closed() && http.conn.m.is_active();
+                if open && http.conn.m.response().phase() == Phase::Initial && !http.conn.m.faulty {
+                    return s.fail(
+                        "HTTP request handler returned without sending a response (no HTTP status was sent)",
+                    ).map(Flow::Return);
+                }
+                match open {
+                    true => Some(http.conn.finish(h)),
+                    false => None,
+                }
             }
-            if let Err(f) = http.conn.finish(h) {
-                return s.fail(&raise(f).0);
+            Some(DONE_FINISHING) => Some(Err(Fail::Wait)),
+            Some(_) => None,
+        };
+        if let Some(r) = finishing {
+            let r = match r {
+                Err(Fail::Wait) => settle(s, &mut http.conn, h, DONE_FINISHING, ctx.is_some()),
+                Err(f) => Err(f),
+                Ok(()) => Ok(None),
+            };
+            match r {
+                Ok(Some(flow)) => return Ok(flow),
+                Ok(None) => {}
+                Err(f) => return s.fail(&raise(f).0).map(Flow::Return),
             }
         }
-        let again = http.conn.done(h);
+        // the end of the request may wait too (draining a body, lingering at a close)
+        let resumed = ctx == Some(DONE_ENDING);
+        let again = if resumed { false } else { http.conn.done(h) };
+        if let Ok(Some(flow)) = settle(s, &mut http.conn, h, DONE_ENDING, resumed) {
+            return Ok(flow);
+        }
+        let again = again || http.conn.m.between_requests();
         http.post = None;
         s.push_bool(again);
         s.push_bool(again && http.rearm_due());
-        Ok(2)
+        Ok(Flow::Return(2))
     }
 }
 
-lua_fn! {
+lua_fn_k! {
     /// conn:abort(): the handler failed; 500 if nothing was sent, else reset.
-    fn abort(s) {
+    fn abort(s, ctx) {
         let http = check_self::<HttpConn>(s, "abort")?;
         if let Some(h) = http.socket() {
-            http.conn.abort(h);
+            if ctx.is_none() {
+                http.conn.abort(h);
+            }
+            if let Ok(Some(flow)) = settle(s, &mut http.conn, h, 1, ctx.is_some()) {
+                return Ok(flow);
+            }
         }
         http.post = None;
-        Ok(0)
+        Ok(Flow::Return(0))
     }
 }
 
@@ -399,9 +549,13 @@ lua_fn! {
     }
 }
 
-lua_fn! {
+lua_fn_k! {
     /// send_data(...): every argument through `tostring`, concatenated.
-    pub fn send_data(s) {
+    pub fn send_data(s, ctx) {
+        if ctx.is_some() {
+            // resumed: the data went into the connection already; what is left is sending
+            return drive(s, "send_data", ctx, |_| Ok(()));
+        }
         let top = s.top();
         for i in 2..=top {
             let t = s.type_of(i);
@@ -423,31 +577,38 @@ lua_fn! {
             }
         }
         let parts = if n <= few.len() { &few[..n] } else { &many[..] };
-        respond(s, "send_data", |c, h| c.send_data(h, parts))
+        drive(s, "send_data", ctx, |c| {
+            c.require_current().map_err(|e| Fail::Misuse(e.0))?;
+            c.http.conn.send_data(c.h, parts)
+        })
     }
 }
 
-lua_fn! {
-    pub fn flush(s) {
-        respond(s, "flush", |c, h| c.flush(h))
+lua_fn_k! {
+    pub fn flush(s, ctx) {
+        drive(s, "flush", ctx, |c| {
+            c.require_current().map_err(|e| Fail::Misuse(e.0))?;
+            c.http.conn.flush(c.h)
+        })
     }
 }
 
-lua_fn! {
-    pub fn finish_headers(s) {
-        respond(s, "finish_headers", |c, h| c.finish_headers(h))
+lua_fn_k! {
+    pub fn finish_headers(s, ctx) {
+        drive(s, "finish_headers", ctx, |c| {
+            c.require_current().map_err(|e| Fail::Misuse(e.0))?;
+            c.http.conn.finish_headers(c.h)
+        })
     }
 }
 
-lua_fn! {
+lua_fn_k! {
     /// finish(): idempotent; a stale request is already finished.
-    pub fn finish(s) {
-        let ctx = request_ctx(s, "finish")?;
-        if ctx.current {
-            ctx.http.conn.finish(ctx.h).map_err(raise)?;
-        }
-        s.push_value(1);
-        Ok(1)
+    pub fn finish(s, ctx) {
+        drive(s, "finish", ctx, |c| match c.current {
+            true => c.http.conn.finish(c.h),
+            false => Ok(()),
+        })
     }
 }
 
