@@ -62,32 +62,28 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
   fi
 fi
 
+busted_layer() { # name, lua version, busted arguments...: one TAP run counted as a layer
+  local name=$1 v=$2 out="$LOG/busted.tap"; shift 2
+  timeout 1200 "lua$v" /usr/bin/busted -o TAP "$@" >"$out" 2>"$LOG/busted.err"
+  local rc=$? p n
+  p=$(grep -c '^ok ' "$out")
+  n=$(grep -c '^not ok ' "$out")
+  if [ $rc -ne 0 ] && [ "$n" -eq 0 ]; then n=1; cat "$LOG/busted.err"; tail -20 "$out"; fi
+  [ "$n" -gt 0 ] && grep -A12 '^not ok ' "$out" | head -80
+  count "$name" "$p" "$n"
+}
+
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 for v in 5.3 5.4; do
-  out="$LOG/busted-$v.tap"
-  timeout 1200 "lua$v" /usr/bin/busted -o TAP "$@" >"$out" 2>"$LOG/busted-$v.err"
-  rc=$?
-  p=$(grep -c '^ok ' "$out")
-  n=$(grep -c '^not ok ' "$out")
-  if [ $rc -ne 0 ] && [ "$n" -eq 0 ]; then n=1; cat "$LOG/busted-$v.err"; tail -20 "$out"; fi
-  [ "$n" -gt 0 ] && grep -A12 '^not ok ' "$out" | head -80
-  count "busted (lua$v)" "$p" "$n"
+  busted_layer "busted (lua$v)" "$v" "$@"
 done
 
 # The HTTP specs once more with every pool concurrent (16 handlers per worker), so that
 # moonbridge_http's cooperative waits run through the same cases as its blocking ones.
 if [ $# -eq 0 ]; then
   for v in 5.3 5.4; do
-    out="$LOG/busted-http-$v.tap"
-    MOONBRIDGE_SPEC_CONCURRENCY=16 timeout 1200 "lua$v" /usr/bin/busted -o TAP spec/http_*_spec.lua \
-      >"$out" 2>"$LOG/busted-http-$v.err"
-    rc=$?
-    p=$(grep -c '^ok ' "$out")
-    n=$(grep -c '^not ok ' "$out")
-    if [ $rc -ne 0 ] && [ "$n" -eq 0 ]; then n=1; cat "$LOG/busted-http-$v.err"; tail -20 "$out"; fi
-    [ "$n" -gt 0 ] && grep -A12 '^not ok ' "$out" | head -80
-    count "http, concurrent (lua$v)" "$p" "$n"
+    MOONBRIDGE_SPEC_CONCURRENCY=16 busted_layer "http, concurrent (lua$v)" "$v" spec/http_*_spec.lua
   done
 fi
 

@@ -19,7 +19,7 @@ use mlua::ffi;
 
 use super::post::PostState;
 use crate::http::conn::{Config, Fail};
-use crate::http::drive::blocking::{Conn, Next};
+use crate::http::drive::blocking::{Conn, Next, Pending};
 use crate::http::response::Phase;
 use crate::io::poll::{self, Entry, Interest};
 use crate::io::Handle;
@@ -184,6 +184,13 @@ pub fn wait(s: Stack<'_>, conn: &mut Conn, again: isize) -> Result<bool, Flow> {
     if coop::here(s) {
         return Err(coop::wait_until(s, p.fd, p.read, p.write, p.until, again));
     }
+    block_on(p);
+    Ok(false)
+}
+
+/// Waits in the kernel for what a cooperative connection waits for. Whatever the outcome,
+/// the call is made again and sees it.
+fn block_on(p: Pending) {
     let mut entries = Vec::with_capacity(2);
     if p.read {
         entries.push(Entry::new(p.fd, Interest::Read));
@@ -192,24 +199,14 @@ pub fn wait(s: Stack<'_>, conn: &mut Conn, again: isize) -> Result<bool, Flow> {
         entries.push(Entry::new(p.fd, Interest::Write));
     }
     let timeout = p.until.map(|d| d.saturating_duration_since(Instant::now()));
-    // whatever the outcome, the call runs again and sees it
     let _ = poll::poll(&entries, timeout, false);
-    Ok(false)
 }
 
 /// Finishes in place (waiting in the kernel) what a cooperative connection left waiting;
 /// for error paths that raise right after. Returns the failure that came out, if any.
 pub fn finish_here(conn: &mut Conn, h: &mut Handle) -> Option<Fail> {
     while let Some(p) = conn.take_pending() {
-        let mut entries = Vec::with_capacity(2);
-        if p.read {
-            entries.push(Entry::new(p.fd, Interest::Read));
-        }
-        if p.write {
-            entries.push(Entry::new(p.fd, Interest::Write));
-        }
-        let timeout = p.until.map(|d| d.saturating_duration_since(Instant::now()));
-        let _ = poll::poll(&entries, timeout, false);
+        block_on(p);
         match conn.catch_up(h) {
             Ok(()) | Err(Fail::Wait) => {}
             Err(f) => return Some(f),
