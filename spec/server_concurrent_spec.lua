@@ -310,4 +310,47 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       assert.are.equal(1, n, "one worker answered them")
       H.stop_clean(srv)
     end)
+
+  it("waits in the loop for a child process and for a connection on the handler's own listener",
+    function()
+      local srv = start(8, [[
+    local what = s:read(100, "\n")
+    if what == "child\n" then
+      -- the child ends once the spec creates the file `release`
+      local child = assert(moonbridge_io.exec("sh", "-c",
+        "while [ ! -e $DIR/release ]; do sleep 0.01; done; exit 3"))
+      s:write("child exited with ", child:wait(), "\n")
+    elseif what == "listen\n" then
+      local l = assert(moonbridge_io.tcplisten("127.0.0.1", $PORT2))
+      s:write("listening\n")
+      s:flush()
+      local c = assert(l:accept())
+      c:write("accepted\n")
+      c:close()
+      l:close()
+      s:write("done\n")
+    else
+      s:write("fast ", what)
+    end
+    return true]])
+      local a = assert(H.connect(srv))
+      send(a, "child\n")
+      local b = assert(H.connect(srv))
+      send(b, "listen\n")
+      assert.are.equal("listening\n", H.read_line(b, 5))
+      -- both handlers wait; the worker still serves others
+      for i = 1, 20 do
+        assert.are.equal("fast " .. i .. "\n", H.request(srv, i .. "\n", 5))
+      end
+      local c = assert(H.connect(srv, 5, "127.0.0.1", srv.port2))
+      assert.are.equal("accepted\n", H.read_line(c, 5))
+      c:close()
+      assert.are.equal("done\n", H.read_line(b, 5))
+      b:close()
+      assert.are.equal("", a:read_nb(), "the child's wait ended early")
+      H.write_file(srv.dir .. "/release", "")
+      assert.are.equal("child exited with 3\n", H.read_line(a, 5))
+      a:close()
+      H.stop_clean(srv)
+    end)
 end)

@@ -8,11 +8,15 @@
 //! work: a collected child reads as exited.)
 
 use std::ffi::{c_int, CStr};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use crate::io::exec::{Child, Command, Spawned};
+use crate::io::poll::Interest;
+use crate::lua::coop;
 use crate::lua::handle::push_handle;
 use crate::lua::object::{check_self, push_object, set_object_field, LuaObject};
-use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
+use crate::lua::stack::{bad_arg, lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
 
 pub const FUNCTIONS: Functions = &[(c"exec", exec)];
 
@@ -108,20 +112,40 @@ lua_fn! {
     }
 }
 
-lua_fn! {
+lua_fn_k! {
     /// `child:wait()`: the exit code, or minus the signal number (the child is then
     /// collected).
-    fn wait(s) {
+    fn wait(s, _ctx) {
         let child = uncollected(s, "wait", WAIT_COLLECTED)?;
+        if coop::active() && coop::here(s) {
+            // in a handler of a concurrent pool: wait in the loop for the child's pidfd (or
+            // look again in a while where the kernel has none)
+            match child.wait_nb() {
+                Ok(Some(status)) => {
+                    s.push_int(status as i64);
+                    return Ok(Flow::Return(1));
+                }
+                Ok(None) => {
+                    return Ok(match child.poll_fd() {
+                        Some(fd) => coop::wait(s, fd.as_raw_fd(), Interest::Read, 0),
+                        None => coop::wait_many(s, &[], Some(Instant::now() + RECHECK), 0),
+                    })
+                }
+                Err(e) => return s.fail_os(&e).map(Flow::Return),
+            }
+        }
         match child.wait() {
             Ok(status) => {
                 s.push_int(status as i64);
-                Ok(1)
+                Ok(Flow::Return(1))
             }
-            Err(e) => s.fail_os(&e),
+            Err(e) => s.fail_os(&e).map(Flow::Return),
         }
     }
 }
+
+/// How often a cooperative wait looks at a child that has no pidfd.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
 
 lua_fn! {
     /// `child:wait_nb()`: the status, or `false, "Process is still running"`.

@@ -6,13 +6,16 @@
 
 use std::ffi::{c_int, CStr};
 use std::io;
+use std::os::fd::AsRawFd;
 
 use mlua::ffi;
 
+use crate::io::poll::Interest;
 use crate::io::{net, Handle, Kind, Listener, Port};
+use crate::lua::coop;
 use crate::lua::handle::{push_address_field, push_handle};
 use crate::lua::object::{check_self, push_object, LuaObject};
-use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
+use crate::lua::stack::{bad_arg, lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
 
 pub const FUNCTIONS: Functions = &[
     (c"tcpconnect", tcpconnect),
@@ -162,10 +165,22 @@ fn open_listener<'a>(s: Stack<'a>, fname: &str) -> LResult<&'a mut Listener> {
     Ok(l)
 }
 
-lua_fn! {
-    fn accept(s) {
+lua_fn_k! {
+    /// In a handler of a concurrent pool the wait for a connection yields to the loop.
+    fn accept(s, _ctx) {
         let l = open_listener(s, "accept")?;
-        push_connected(s, l.accept())
+        if coop::active() {
+            match l.accept_nb() {
+                Ok(Some(h)) => return push_connected(s, Ok(h)).map(Flow::Return),
+                Ok(None) => {
+                    if let (Some(fd), true) = (l.fd(), coop::here(s)) {
+                        return Ok(coop::wait(s, fd.as_raw_fd(), Interest::Read, 0));
+                    }
+                }
+                Err(e) => return push_connected(s, Err(e)).map(Flow::Return),
+            }
+        }
+        push_connected(s, l.accept()).map(Flow::Return)
     }
 }
 
