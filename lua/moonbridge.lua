@@ -22,7 +22,7 @@ M.core = core -- process primitives, for the launcher
 
 -- The scheduler of a concurrent worker while it runs (nil elsewhere): the handler being
 -- resumed and each handler's deadline (timeout() is per handler there; see concurrent_jobs).
-local sched, sched_timeout
+local sched, sched_timer, set_deadline
 local pools = {}
 local running = false -- true once run() started (listen is then refused)
 
@@ -45,17 +45,10 @@ end
 
 --- timeout(), timeout(seconds), timeout(seconds, func, ...): see docs/server.md.
 function M.timeout(seconds, func, ...)
-  if sched and sched.current then
-    if seconds == false then seconds = 0 end
-    if seconds ~= nil and (type(seconds) ~= "number" or seconds < 0 or seconds ~= seconds) then
-      error("bad argument #1 to 'timeout' (interval in seconds expected)", 2)
-    end
-    if func ~= nil and type(func) ~= "function" then
-      error("bad argument #2 to 'timeout' (function expected, got " .. type(func) .. ")", 2)
-    end
-    return sched_timeout(seconds, func, ...)
-  end
+  -- in a handler of a concurrent pool the timer is the handler's own (see concurrent_jobs)
+  local own = sched and sched.current
   if seconds == nil and func == nil then
+    if own then return sched_timer(own) end
     return core.timer_remaining()
   end
   if seconds == false then seconds = 0 end
@@ -63,14 +56,23 @@ function M.timeout(seconds, func, ...)
     error("bad argument #1 to 'timeout' (interval in seconds expected)", 2)
   end
   if func == nil then
+    if own then return sched_timer(own, seconds) end
     return core.timer_set(seconds)
   end
   if type(func) ~= "function" then
     error("bad argument #2 to 'timeout' (function expected, got " .. type(func) .. ")", 2)
   end
-  local outer, started = core.timer_sub(seconds)
+  local restore
+  if own then
+    local outer = sched.deadline[own]
+    sched_timer(own, seconds, outer)
+    restore = function() set_deadline(own, outer) end
+  else
+    local outer, started = core.timer_sub(seconds)
+    restore = function() core.timer_restore(outer, started) end
+  end
   local results = table.pack(pcall(func, ...))
-  core.timer_restore(outer, started)
+  restore()
   if not results[1] then error(results[2], 0) end
   return table.unpack(results, 2, results.n)
 end
@@ -126,36 +128,33 @@ end
 -- waiting (a count hook: only such handlers pay for it).
 local HOOK_COUNT = 10000
 
-sched_timeout = function(seconds, func, ...)
-  local co = sched.current
-  if not co then error("timeout() called outside a handler in a concurrent pool", 3) end
+-- Sets a handler's deadline (nil: none): the loop ends the handler at it while it waits,
+-- a count hook while it runs.
+set_deadline = function(co, d)
+  sched.deadline[co] = d
+  if d then
+    debug.sethook(co, function()
+      if mio.timeref() >= d and sched and sched.deadline[co] == d then
+        sched.expired[co] = true
+        error("timeout", 0)
+      end
+    end, "", HOOK_COUNT)
+  else
+    debug.sethook(co)
+  end
+end
+
+-- A handler's timer: returns the seconds it had left; with `seconds` (0: none) it is set
+-- anew, to the sooner of that and `outer` when given (a sub-timer).
+sched_timer = function(co, seconds, outer)
   local now = mio.timeref()
   local deadline = sched.deadline[co]
   local remaining = deadline and math.max(deadline - now, 0) or 0
-  if seconds == nil and func == nil then return remaining end
-  local function set(d)
-    sched.deadline[co] = d
-    if d then
-      debug.sethook(co, function()
-        if mio.timeref() >= d and sched and sched.deadline[co] == d then
-          sched.expired[co] = true
-          error("timeout", 0)
-        end
-      end, "", HOOK_COUNT)
-    else
-      debug.sethook(co)
-    end
+  if seconds then
+    local mine = seconds > 0 and now + seconds or nil
+    set_deadline(co, mine and outer and math.min(mine, outer) or mine or outer)
   end
-  local mine = seconds and seconds > 0 and now + seconds or nil
-  if func == nil then
-    set(mine)
-    return remaining
-  end
-  set(mine and deadline and math.min(mine, deadline) or mine or deadline)
-  local results = table.pack(pcall(func, ...))
-  set(deadline)
-  if not results[1] then error(results[2], 0) end
-  return table.unpack(results, 2, results.n)
+  return remaining
 end
 
 -- A concurrent worker's jobs (listen{ concurrency = N }): each handler runs in a coroutine

@@ -249,7 +249,11 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
       while true do end
     elseif line == "left\n" then
       timeout(10)
-      s:write(string.format("%.0f\n", timeout()))
+      -- a sub-timer is the sooner of its own and the handler's; afterwards the outer runs on
+      local inner = timeout(1, function() return timeout() end)
+      local outer = timeout()
+      local ok = pcall(timeout, nil, function() end)
+      s:write(string.format("%.0f %.0f %s\n", inner, outer, tostring(ok)))
       return true
     end
     s:write(moonbridge_io.getpid(), " ", line)
@@ -268,7 +272,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
     assert.is_not_nil(H.wait_for(5, function()
       return H.log_count(srv, 'Timeout in "connect" function') == 2
     end), H.log_text(srv))
-    assert.are.equal("10\n", H.request(srv, "left\n"))
+    assert.are.equal("1 10 false\n", H.request(srv, "left\n"))
     send(a, "ly\n")
     assert.are.equal(pid .. " slowly\n", H.read_all(a, 5))
     a:close()

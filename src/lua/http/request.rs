@@ -241,22 +241,30 @@ pub fn settle(
     }
 }
 
-/// A response call that may wait: `first` does the call's own work; what is left after a
-/// wait is the connection's `catch_up`. Returns `self`.
-fn drive<F>(s: Stack<'_>, fname: &str, ctx: Option<isize>, first: F) -> LResult<Flow>
+/// A response call that may wait: `first` does the call's own work on the current request
+/// (a stale one is refused, or with `stale_done` taken as done already); what is left
+/// after a wait is the connection's `catch_up`. Returns `self`.
+fn drive<F>(
+    s: Stack<'_>,
+    fname: &str,
+    ctx: Option<isize>,
+    stale_done: bool,
+    first: F,
+) -> LResult<Flow>
 where
-    F: FnOnce(&mut Ctx<'_>) -> Result<(), Fail>,
+    F: FnOnce(&mut Conn, &mut Handle) -> Result<(), Fail>,
 {
     let c = request_ctx(s, fname)?;
-    let mut c = c;
     let r = match ctx {
-        None => first(&mut c),
-        Some(_) => Err(Fail::Wait),
-    };
-    let r = match r {
-        Err(Fail::Wait) => settle(s, &mut c.http.conn, c.h, 1, ctx.is_some()),
-        Err(f) => Err(f),
-        Ok(()) => Ok(None),
+        Some(_) => settle(s, &mut c.http.conn, c.h, 1, true),
+        None if stale_done && !c.current => Ok(None),
+        None => {
+            c.require_current()?;
+            match first(&mut c.http.conn, c.h) {
+                Err(Fail::Wait) => settle(s, &mut c.http.conn, c.h, 1, false),
+                r => r.map(|()| None),
+            }
+        }
     };
     if let Some(flow) = r.map_err(raise)? {
         return Ok(flow);
@@ -472,11 +480,14 @@ lua_fn_k! {
         }
         // the end of the request may wait too (draining a body, lingering at a close)
         let resumed = ctx == Some(DONE_ENDING);
-        let again = if resumed { false } else { http.conn.done(h) };
+        if !resumed {
+            http.conn.done(h);
+        }
         if let Ok(Some(flow)) = settle(s, &mut http.conn, h, DONE_ENDING, resumed) {
             return Ok(flow);
         }
-        let again = again || http.conn.m.between_requests();
+        // what `Conn::done` answers, also once a wait is over
+        let again = http.conn.m.between_requests();
         http.post = None;
         s.push_bool(again);
         s.push_bool(again && http.rearm_due());
@@ -551,7 +562,7 @@ lua_fn_k! {
     pub fn send_data(s, ctx) {
         if ctx.is_some() {
             // resumed: the data went into the connection already; what is left is sending
-            return drive(s, "send_data", ctx, |_| Ok(()));
+            return drive(s, "send_data", ctx, false, |_, _| Ok(()));
         }
         let top = s.top();
         for i in 2..=top {
@@ -574,38 +585,26 @@ lua_fn_k! {
             }
         }
         let parts = if n <= few.len() { &few[..n] } else { &many[..] };
-        drive(s, "send_data", ctx, |c| {
-            c.require_current().map_err(|e| Fail::Misuse(e.0))?;
-            c.http.conn.send_data(c.h, parts)
-        })
+        drive(s, "send_data", ctx, false, |c, h| c.send_data(h, parts))
     }
 }
 
 lua_fn_k! {
     pub fn flush(s, ctx) {
-        drive(s, "flush", ctx, |c| {
-            c.require_current().map_err(|e| Fail::Misuse(e.0))?;
-            c.http.conn.flush(c.h)
-        })
+        drive(s, "flush", ctx, false, |c, h| c.flush(h))
     }
 }
 
 lua_fn_k! {
     pub fn finish_headers(s, ctx) {
-        drive(s, "finish_headers", ctx, |c| {
-            c.require_current().map_err(|e| Fail::Misuse(e.0))?;
-            c.http.conn.finish_headers(c.h)
-        })
+        drive(s, "finish_headers", ctx, false, |c, h| c.finish_headers(h))
     }
 }
 
 lua_fn_k! {
     /// finish(): idempotent; a stale request is already finished.
     pub fn finish(s, ctx) {
-        drive(s, "finish", ctx, |c| match c.current {
-            true => c.http.conn.finish(c.h),
-            false => Ok(()),
-        })
+        drive(s, "finish", ctx, true, |c, h| c.finish(h))
     }
 }
 
