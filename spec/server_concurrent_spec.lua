@@ -315,6 +315,41 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       H.stop_clean(srv)
     end)
 
+  it("serves others while it answers a malformed multipart body to a client that sends on",
+    function()
+      local srv = H.start([[
+local http = require "moonbridge_http"
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=1, concurrency=16,
+  connect = http.generate_handler(function(request)
+    if request.path == "post" then local _ = request.post_params end
+    request:send_status("200 OK")
+    request:send_data("pid ", moonbridge_io.getpid())
+    return true
+  end) }
+]])
+      -- 1 MiB announced, a malformed start sent: the 400 goes out and the worker then reads
+      -- away what the client still sends (a lingering close) before it closes
+      local a = assert(H.connect(srv))
+      send(a, "POST /post HTTP/1.1\r\nHost: a\r\n" ..
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1048576\r\n\r\n" ..
+        "--b\r\nno colon here\r\n\r\n")
+      local status = H.read_line(a, 5)
+      assert.are.equal("HTTP/1.1 400 Bad Request\r\n", status)
+      local pids = {}
+      for _ = 1, 20 do
+        send(a, string.rep("x", 1000)) -- the rest of the body, read away by the worker
+        local reply = H.request(srv, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 5)
+        pids[assert(reply and reply:match("\r\n\r\npid (%d+)$"), reply)] = true
+      end
+      local n = 0
+      for _ in pairs(pids) do n = n + 1 end
+      assert.are.equal(1, n, "one worker answered them")
+      a:close() -- the lingering close ends, and the handler's error is logged
+      assert(H.wait_log(srv, "400 Bad Request %(Invalid header in multipart/form%-data part%)", 5))
+      H.stop_clean(srv)
+    end)
+
   it("waits in the loop for a child process and for a connection on the handler's own listener",
     function()
       local srv = start(8, [[
@@ -357,4 +392,79 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       a:close()
       H.stop_clean(srv)
     end)
+  it("waits in the loop for a TCP or Unix connect whose listener's backlog is full", function()
+    -- The spec's own listeners are filled to their backlog (somaxconn + 1 connections, never
+    -- accepted): a new TCP connect then waits for a SYN retransmit (1 s), a Unix connect
+    -- is refused with EAGAIN and tried again. Meanwhile the worker serves others.
+    local cap = math.min(4096, tonumber(H.read_file("/proc/sys/net/core/somaxconn")))
+    local limit = tonumber((select(2, H.run("ulimit -n", 5)):match("%d+")))
+    if limit < 2 * cap + 200 then
+      pending("needs a descriptor limit of " .. (2 * cap + 200) .. " (have " .. limit .. ")")
+      return
+    end
+    local dir = H.tmpdir()
+    local tl = assert(mio.tcplisten("127.0.0.1", 0))
+    local ul = assert(mio.locallisten(dir .. "/sock"))
+    local fill = {}
+    for _ = 1, cap + 1 do
+      fill[#fill + 1] = assert(mio.tcpconnect("127.0.0.1", tl.local_tcpport))
+      fill[#fill + 1] = assert(mio.localconnect(dir .. "/sock"))
+    end
+    local srv = start(8, string.format([[
+    local what = s:read(100, "\n")
+    local c, err
+    if what == "tcp\n" then
+      c, err = moonbridge_io.tcpconnect("127.0.0.1", %d)
+    elseif what == "unix\n" then
+      c, err = moonbridge_io.localconnect(%q)
+    elseif what == "refused\n" then
+      c, err = moonbridge_io.tcpconnect("127.0.0.1", %d)
+      s:write(tostring(c), " ", tostring(err), "\n")
+      return true
+    else
+      s:write("fast ", what)
+      return true
+    end
+    assert(c, err)
+    c:write("hello from ", what)
+    c:flush()
+    s:write("connected ", what)
+    c:close()
+    return true]], tl.local_tcpport, dir .. "/sock", H.free_port()))
+    local a = assert(H.connect(srv))
+    send(a, "tcp\n")
+    local b = assert(H.connect(srv))
+    send(b, "unix\n")
+    for i = 1, 20 do
+      assert.are.equal("fast " .. i .. "\n", H.request(srv, i .. "\n", 5))
+    end
+    assert.matches("^nil .+\n$", H.request(srv, "refused\n", 5))
+    assert.are.equal("", a:read_nb(), "the TCP connect ended while the backlog was full")
+    assert.are.equal("", b:read_nb(), "the Unix connect ended while the backlog was full")
+    -- make room: accept (and close) what the spec queued, and no more (the queue is in
+    -- order of arrival; the handlers' connections come after)
+    local function drain(l)
+      for _ = 1, cap + 1 do assert(l:accept_nb()):close() end
+    end
+    drain(tl)
+    drain(ul)
+    assert.are.equal("connected tcp\n", H.read_line(a, 10))
+    assert.are.equal("connected unix\n", H.read_line(b, 10))
+    -- the handlers' connections reached the spec's listeners
+    local got = {}
+    for _, l in ipairs { tl, ul } do
+      local c = H.wait_for(5, function() return l:accept_nb() end)
+      got[#got + 1] = H.read_all(c, 5)
+      c:close()
+    end
+    table.sort(got)
+    assert.are.same({ "hello from tcp\n", "hello from unix\n" }, got)
+    a:close()
+    b:close()
+    for _, h in ipairs(fill) do h:close() end
+    tl:close()
+    ul:close()
+    os.execute("rm -rf " .. H.quote(dir))
+    H.stop_clean(srv)
+  end)
 end)

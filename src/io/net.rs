@@ -184,9 +184,8 @@ fn start_connect(fd: &OwnedFd, addr: &dyn SockaddrLike) -> io::Result<bool> {
     }
 }
 
-/// Waits for a started connect to end and returns its outcome (SO_ERROR).
-fn complete_connect(fd: &OwnedFd) -> io::Result<()> {
-    sys::wait_fd(fd.as_fd(), Interest::Write, -1)?;
+/// The outcome of a started connect that has ended (the socket is writable): SO_ERROR.
+fn connect_outcome(fd: &OwnedFd) -> io::Result<()> {
     match sock::getsockopt(fd, sockopt::SocketError)? {
         0 => Ok(()),
         code => Err(io::Error::from_raw_os_error(code)),
@@ -203,22 +202,83 @@ fn tcp_handle(fd: OwnedFd, remote: Option<SocketAddr>) -> io::Result<Handle> {
     Ok(h)
 }
 
-/// `tcpconnect`: tries each resolved address in turn; the last failure is reported.
-pub fn tcp_connect(host: &[u8], port: Port<'_>) -> io::Result<Handle> {
-    let mut last = None;
-    for addr in resolve(host, port, false)? {
-        let attempt = tcp_socket(&addr).and_then(|fd| {
-            if !start_connect(&fd, &SockaddrStorage::from(addr))? {
-                complete_connect(&fd)?;
-            }
-            Ok(fd)
-        });
-        match attempt {
-            Ok(fd) => return tcp_handle(fd, Some(addr)),
-            Err(e) => last = Some(e),
+/// What a TCP connect in steps ([`TcpConnect`]) needs next.
+pub enum ConnectStep {
+    /// Connected.
+    Done(Handle),
+    /// Call `step` again once this socket is writable (the connect in progress ended).
+    Writable(RawFd),
+}
+
+/// `tcpconnect` in steps, for a caller that waits elsewhere (a handler of a concurrent
+/// pool waits in its worker's loop): tries each resolved address in turn; the last
+/// failure is reported. Resolving the name happens in [`TcpConnect::new`] and blocks.
+pub struct TcpConnect {
+    addrs: std::vec::IntoIter<SocketAddr>,
+    current: Option<(OwnedFd, SocketAddr)>,
+    last: Option<io::Error>,
+}
+
+impl TcpConnect {
+    pub fn new(host: &[u8], port: Port<'_>) -> io::Result<TcpConnect> {
+        Ok(TcpConnect {
+            addrs: resolve(host, port, false)?.into_iter(),
+            current: None,
+            last: None,
+        })
+    }
+
+    /// Waits in the kernel for the connect in progress to end.
+    fn wait(&self) -> io::Result<()> {
+        match &self.current {
+            Some((fd, _)) => sys::wait_fd(fd.as_fd(), Interest::Write, -1).map(drop),
+            None => Ok(()),
         }
     }
-    Err(last.expect("resolve returns at least one address"))
+
+    /// Starts, or goes on with, the connect. Spurious calls (the socket not writable yet)
+    /// only ask to wait again.
+    pub fn step(&mut self) -> io::Result<ConnectStep> {
+        loop {
+            if let Some((fd, addr)) = self.current.take() {
+                if !sys::wait_fd(fd.as_fd(), Interest::Write, 0)? {
+                    let raw = fd.as_raw_fd();
+                    self.current = Some((fd, addr));
+                    return Ok(ConnectStep::Writable(raw));
+                }
+                match connect_outcome(&fd) {
+                    Ok(()) => return tcp_handle(fd, Some(addr)).map(ConnectStep::Done),
+                    Err(e) => self.last = Some(e),
+                }
+            }
+            let Some(addr) = self.addrs.next() else {
+                return Err(self
+                    .last
+                    .take()
+                    .expect("resolve returns at least one address"));
+            };
+            let started = tcp_socket(&addr).and_then(|fd| {
+                let done = start_connect(&fd, &SockaddrStorage::from(addr))?;
+                Ok((fd, done))
+            });
+            match started {
+                Ok((fd, true)) => return tcp_handle(fd, Some(addr)).map(ConnectStep::Done),
+                Ok((fd, false)) => self.current = Some((fd, addr)),
+                Err(e) => self.last = Some(e),
+            }
+        }
+    }
+}
+
+/// `tcpconnect`: tries each resolved address in turn; the last failure is reported.
+pub fn tcp_connect(host: &[u8], port: Port<'_>) -> io::Result<Handle> {
+    let mut c = TcpConnect::new(host, port)?;
+    loop {
+        match c.step()? {
+            ConnectStep::Done(h) => return Ok(h),
+            ConnectStep::Writable(_) => c.wait()?,
+        }
+    }
 }
 
 /// `tcpconnect_nb`: starts connecting to the first resolved address and returns at once.
@@ -256,6 +316,32 @@ pub fn local_connect(path: &[u8]) -> io::Result<Handle> {
     }
     sys::set_nonblocking(fd.as_raw_fd(), true)?;
     Ok(Handle::new(fd, Kind::Local))
+}
+
+/// `localconnect` in steps, for a caller that waits elsewhere: while the listener's
+/// backlog is full the connect is simply tried again later (`step` gives itself back),
+/// since the kernel offers nothing to wait on.
+pub struct LocalConnect {
+    addr: UnixAddr,
+    fd: OwnedFd,
+}
+
+impl LocalConnect {
+    pub fn new(path: &[u8]) -> io::Result<LocalConnect> {
+        Ok(LocalConnect {
+            addr: unix_addr(path)?,
+            fd: new_socket(AddressFamily::Unix, true)?,
+        })
+    }
+
+    /// Tries the connect. Unix connects end at once (connected, refused, or backlog full).
+    pub fn step(self) -> io::Result<Result<Handle, LocalConnect>> {
+        match sock::connect(self.fd.as_raw_fd(), &self.addr) {
+            Ok(()) | Err(Errno::EISCONN) => Ok(Ok(Handle::new(self.fd, Kind::Local))),
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(Err(self)),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// `localconnect_nb`: like `local_connect`, but a full backlog is reported ("Resource
@@ -507,6 +593,75 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mb-net-{}-{name}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         dir
+    }
+
+    /// Runs a connect in steps, waiting for writability with poll (as a scheduler would).
+    fn run_steps(c: &mut TcpConnect) -> io::Result<Handle> {
+        let mut waits = 0;
+        loop {
+            match c.step() {
+                Ok(ConnectStep::Done(h)) => return Ok(h),
+                Ok(ConnectStep::Writable(_)) => {
+                    waits += 1;
+                    assert!(waits < 100, "a loopback connect ends after a few wake-ups");
+                    c.wait().unwrap();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    #[test]
+    fn tcp_connect_in_steps_connects_refuses_and_tries_each_address() {
+        let (l, port) = loopback("127.0.0.1");
+        let h = run_steps(&mut TcpConnect::new(b"127.0.0.1", Port::Number(port)).unwrap());
+        let h = h.unwrap();
+        assert_eq!(
+            h.remote_addr,
+            Some(format!("127.0.0.1:{port}").parse().unwrap())
+        );
+        assert!(l.accept_nb().unwrap().is_some());
+
+        let closed = closed_port();
+        let e = run_steps(&mut TcpConnect::new(b"127.0.0.1", Port::Number(closed)).unwrap());
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::ECONNREFUSED));
+
+        // "localhost" may resolve to ::1 first: the connect goes on to 127.0.0.1
+        let h = run_steps(&mut TcpConnect::new(b"localhost", Port::Number(port)).unwrap());
+        assert!(h.unwrap().remote_addr.unwrap().ip().is_loopback());
+        assert!(l.accept_nb().unwrap().is_some());
+    }
+
+    #[test]
+    fn local_connect_in_steps_gives_itself_back_while_the_backlog_is_full() {
+        let path = tmp_path("steps");
+        let l = Listener::local(path.as_os_str().as_bytes(), None).unwrap();
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .map_or(4096, |t| t.trim().parse().unwrap_or(4096));
+        let mut queued = Vec::new();
+        let mut pending = LocalConnect::new(path.as_os_str().as_bytes()).unwrap();
+        let pending = loop {
+            match pending.step().unwrap() {
+                Ok(h) => {
+                    queued.push(h);
+                    assert!(queued.len() <= BACKLOG as usize + 1 && queued.len() <= somaxconn + 1);
+                    pending = LocalConnect::new(path.as_os_str().as_bytes()).unwrap();
+                }
+                Err(again) => break again,
+            }
+        };
+        assert!(!queued.is_empty());
+        // room again: the same connect now succeeds
+        assert!(l.accept_nb().unwrap().is_some());
+        assert!(pending.step().unwrap().is_ok());
+        let e = LocalConnect::new(b"/nonexistent/socket")
+            .unwrap()
+            .step()
+            .err()
+            .unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        drop(l);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -25,6 +25,10 @@ thread_local! {
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// How often a cooperative wait looks again at what the kernel offers no descriptor for (a
+/// child without a pidfd, a Unix listener with a full backlog).
+pub const RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Identity of the value a waiting call yields first; also the registry key of the table
 /// of handler coroutines.
 static WAIT: u8 = 0;

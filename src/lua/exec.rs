@@ -128,7 +128,7 @@ lua_fn_k! {
                 Ok(None) => {
                     return Ok(match child.poll_fd() {
                         Some(fd) => coop::wait(s, fd.as_raw_fd(), Interest::Read, 0),
-                        None => coop::wait_many(s, &[], Some(Instant::now() + RECHECK), 0),
+                        None => coop::wait_many(s, &[], Some(Instant::now() + coop::RECHECK), 0),
                     })
                 }
                 Err(e) => return s.fail_os(&e).map(Flow::Return),
@@ -143,9 +143,6 @@ lua_fn_k! {
         }
     }
 }
-
-/// How often a cooperative wait looks at a child that has no pidfd.
-const RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
 
 lua_fn! {
     /// `child:wait_nb()`: the status, or `false, "Process is still running"`.

@@ -7,14 +7,16 @@
 use std::ffi::{c_int, CStr};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use mlua::ffi;
 
+use crate::io::net::{ConnectStep, LocalConnect, TcpConnect};
 use crate::io::poll::Interest;
 use crate::io::{net, Handle, Kind, Listener, Port};
 use crate::lua::coop;
 use crate::lua::handle::{push_address_field, push_handle};
-use crate::lua::object::{check_self, push_object, LuaObject};
+use crate::lua::object::{check_self, push_object, to_object, LuaObject};
 use crate::lua::stack::{bad_arg, lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
 
 pub const FUNCTIONS: Functions = &[
@@ -101,11 +103,96 @@ fn push_listener(s: Stack<'_>, r: io::Result<Listener>) -> LResult<c_int> {
     }
 }
 
-lua_fn! {
-    fn tcpconnect(s) {
+/// A connect of a handler in a concurrent pool, kept on the stack (at [`CONNECTING`])
+/// while the handler waits in the loop; collected with the coroutine if it never resumes.
+enum Connecting {
+    Tcp(TcpConnect),
+    Local(Option<LocalConnect>),
+}
+
+impl LuaObject for Connecting {
+    const TNAME: &'static CStr = c"moonbridge_io connect";
+
+    fn methods() -> Functions {
+        &[]
+    }
+
+    fn describe(&self) -> String {
+        "moonbridge_io connect in progress".into()
+    }
+}
+
+/// Stack slot of the [`Connecting`] of a cooperative connect (above its two arguments).
+const CONNECTING: c_int = 3;
+
+/// Ctx of a resumed cooperative connect.
+const RESUMED: isize = 1;
+
+/// Starts a cooperative connect (its `args` arguments stay below it): `None` when the call cannot wait in the loop (it then
+/// connects blocking, as everywhere else).
+fn start_cooperative(
+    s: Stack<'_>,
+    args: c_int,
+    c: impl FnOnce() -> io::Result<Connecting>,
+) -> Option<LResult<Flow>> {
+    if !(coop::active() && coop::here(s)) {
+        return None;
+    }
+    Some(match c() {
+        Ok(c) => {
+            s.set_top(args);
+            push_object(s, c);
+            step_cooperative(s)
+        }
+        Err(e) => s.fail_os(&e).map(Flow::Return),
+    })
+}
+
+/// Goes on with the cooperative connect at [`CONNECTING`]: a handle, `nil, message`, or a
+/// wait in the loop.
+fn step_cooperative(s: Stack<'_>) -> LResult<Flow> {
+    let c = to_object::<Connecting>(s, CONNECTING).expect("the connect stays on the stack");
+    let step = match c {
+        Connecting::Tcp(t) => t.step().map(|step| match step {
+            ConnectStep::Done(h) => Ok(h),
+            ConnectStep::Writable(fd) => Err(Some(fd)),
+        }),
+        Connecting::Local(l) => {
+            let pending = l.take().expect("a finished Unix connect is not resumed");
+            pending.step().map(|r| {
+                r.map_err(|again| {
+                    *l = Some(again);
+                    None
+                })
+            })
+        }
+    };
+    match step {
+        Ok(Ok(h)) => push_connected(s, Ok(h)).map(Flow::Return),
+        Ok(Err(Some(fd))) => Ok(coop::wait(s, fd, Interest::Write, RESUMED)),
+        Ok(Err(None)) => Ok(coop::wait_many(
+            s,
+            &[],
+            Some(Instant::now() + coop::RECHECK),
+            RESUMED,
+        )),
+        Err(e) => push_connected(s, Err(e)).map(Flow::Return),
+    }
+}
+
+lua_fn_k! {
+    /// In a handler of a concurrent pool the connect waits in the loop (resolving the name
+    /// still blocks).
+    fn tcpconnect(s, ctx) {
+        if ctx == Some(RESUMED) {
+            return step_cooperative(s);
+        }
         let host = s.check_bytes(1, 1, "tcpconnect")?;
         let port = check_port(s, 2, "tcpconnect")?;
-        push_connected(s, net::tcp_connect(host, port))
+        if let Some(flow) = start_cooperative(s, 2, || TcpConnect::new(host, port).map(Connecting::Tcp)) {
+            return flow;
+        }
+        push_connected(s, net::tcp_connect(host, port)).map(Flow::Return)
     }
 }
 
@@ -117,10 +204,20 @@ lua_fn! {
     }
 }
 
-lua_fn! {
-    fn localconnect(s) {
+lua_fn_k! {
+    /// In a handler of a concurrent pool a full backlog is waited for in the loop (tried
+    /// again every few milliseconds).
+    fn localconnect(s, ctx) {
+        if ctx == Some(RESUMED) {
+            return step_cooperative(s);
+        }
         let path = s.check_bytes(1, 1, "localconnect")?;
-        push_connected(s, net::local_connect(path))
+        if let Some(flow) = start_cooperative(s, 2, || {
+            LocalConnect::new(path).map(|c| Connecting::Local(Some(c)))
+        }) {
+            return flow;
+        }
+        push_connected(s, net::local_connect(path)).map(Flow::Return)
     }
 }
 

@@ -69,10 +69,18 @@ pub fn push_upvalue(s: Stack<'_>, n: c_int) {
 /// the methods table. So `obj:method()` and `obj.field` are plain table look-ups inside the
 /// VM (no C call), and user fields (`obj.foo = 42`) live beside the built-in ones.
 pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
-    s.reserve(6);
+    s.reserve(7);
     // Lua aligns userdata blocks to 8 bytes only (LUAI_MAXALIGN): refuse, at compile time, a
     // type that needs more (box its over-aligned parts instead).
     const { assert!(std::mem::align_of::<Block<T>>() <= 8) };
+    // The type's template metatable; a type first used here is registered now.
+    if s.registry_get(metatable_key::<T>()) != ffi::LUA_TTABLE {
+        s.pop(1);
+        register_type::<T>(s);
+        s.pop(1); // its methods table
+        s.registry_get(metatable_key::<T>());
+    }
+    let template = s.top();
     // SAFETY: Lua returns a block of the requested size aligned to 8 bytes (asserted above to
     // be enough); it is initialised before anything can observe it, and `__gc` drops it
     // exactly once. The block never moves, so the reference lives as long as the userdata,
@@ -102,21 +110,19 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
 
     s.new_table(0, 8);
     let mt = s.top();
-    s.registry_get(metatable_key::<T>());
-    let template = s.top();
     s.push_nil();
     while s.next(template) {
         s.push_value(-2);
         s.insert(-2);
         s.raw_set(mt);
     }
-    s.pop(1); // template
     s.push_value(fields);
     s.set_field(mt, c"__index");
     s.push_value(fields);
     s.set_field(mt, c"__newindex");
     s.set_metatable(ud);
     s.set_top(ud);
+    s.remove(template); // the userdata moves down into its place
     obj
 }
 

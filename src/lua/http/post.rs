@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use std::ffi::c_int;
 
-use super::request::{finish_here, raise, request_ctx, wait, Ctx, Input};
+use super::request::{raise, request_ctx, settle, wait, Ctx, Input};
 use crate::http::conn::Fail;
 use crate::http::form;
 use crate::http::multipart::{self, Event, MultipartDecoder, MultipartError, Part};
@@ -83,8 +83,8 @@ lua_fn! {
 lua_fn_k! {
     /// read_chunk(request) -> next piece of the body (at most maximum_input_chunk_size
     /// bytes), or nil at its end.
-    pub fn read_chunk(s, _ctx) {
-        read_waiting(s, "read_chunk", |s| {
+    pub fn read_chunk(s, ctx) {
+        read_waiting(s, "read_chunk", ctx, |s| {
             let ctx = request_ctx(s, "read_chunk")?;
             ctx.require_current()?;
             let max = ctx.http.conn.m.cfg.max_input_chunk;
@@ -109,8 +109,8 @@ const WHOLE_BODY_BUFFER: u64 = 16 << 20;
 
 lua_fn_k! {
     /// read_all(request) -> the whole body as one string.
-    pub fn read_all(s, _ctx) {
-        read_waiting(s, "body", |s| {
+    pub fn read_all(s, ctx) {
+        read_waiting(s, "body", ctx, |s| {
             let ctx = request_ctx(s, "body")?;
             ctx.require_current()?;
             let http = &mut *ctx.http;
@@ -144,11 +144,14 @@ lua_fn_k! {
     }
 }
 
-lua_fn! {
+lua_fn_k! {
     /// post_kind(request) -> "urlencoded" | "multipart" | "none". An unknown media type is
     /// answered with 415 and a malformed multipart Content-Type with 400, both raised.
-    pub fn post_kind(s) {
+    pub fn post_kind(s, resumed) {
         let ctx = request_ctx(s, "post_params")?;
+        if resumed == Some(ANSWERING) || ctx.http.answering.is_some() {
+            return see_out(s, ctx, resumed == Some(ANSWERING));
+        }
         ctx.require_current()?;
         let conn = &mut ctx.http.conn;
         let content_type = conn.m.parsed.header(b"content-type").map(<[u8]>::to_vec);
@@ -171,43 +174,71 @@ lua_fn! {
                         }));
                         "multipart"
                     }
-                    Err(e) => return Err(multipart_error(ctx, e)),
+                    Err(e) => {
+                        multipart_error(ctx, e)?;
+                        let ctx = request_ctx(s, "post_params")?;
+                        return see_out(s, ctx, false);
+                    }
                 }
             }
         };
         s.push_str(kind);
-        Ok(1)
+        Ok(Flow::Return(1))
     }
 }
 
-/// Answers a multipart error (415 or 400) and returns it for raising.
-fn multipart_error(ctx: Ctx<'_>, e: MultipartError) -> Raise {
+/// Ctx of a body call resumed while its error response goes out.
+const ANSWERING: isize = 2;
+
+/// Answers a multipart error (415 or 400) and raises it; on a cooperative connection whose
+/// answer has to wait, returns with the error kept in `answering` (see [`see_out`]).
+fn multipart_error(ctx: Ctx<'_>, e: MultipartError) -> LResult<()> {
     let (code, reason) = match e.status() {
         415 => (415, "Unsupported Media Type"),
         _ => (400, "Bad Request"),
     };
     match ctx.http.conn.body_error(ctx.h, code, reason, e.message()) {
-        // cooperative: the error response is on its way; see it out, then raise
-        Fail::Wait => raise(
-            finish_here(&mut ctx.http.conn, ctx.h)
-                .unwrap_or_else(|| Fail::Client(format!("{code} {reason} ({})", e.message()))),
-        ),
-        f => raise(f),
+        Fail::Wait => {
+            ctx.http.answering = Some(format!("{code} {reason} ({})", e.message()));
+            Ok(())
+        }
+        f => Err(raise(f)),
+    }
+}
+
+/// Sees out the error response of a cooperative connection (yielding while it waits;
+/// `resumed` after such a yield), then raises the error.
+fn see_out(s: Stack<'_>, ctx: Ctx<'_>, resumed: bool) -> LResult<Flow> {
+    match settle(s, &mut ctx.http.conn, ctx.h, ANSWERING, resumed) {
+        Ok(Some(flow)) => Ok(flow),
+        Ok(None) => Err(Raise(ctx.http.answering.take().unwrap_or_default())),
+        Err(f) => {
+            ctx.http.answering = None;
+            Err(raise(f))
+        }
     }
 }
 
 /// Runs a body read that may have to wait: `read` returns `Ok(None)` when the
-/// connection stopped to wait; the read is then made again after the wait.
+/// connection stopped to wait; the read is then made again after the wait. A read that
+/// found a malformed body whose answer has to wait sees the answer out first.
 fn read_waiting(
     s: Stack<'_>,
     fname: &str,
+    resumed: Option<isize>,
     read: fn(Stack<'_>) -> LResult<Option<c_int>>,
 ) -> LResult<Flow> {
+    if resumed == Some(ANSWERING) {
+        return see_out(s, request_ctx(s, fname)?, true);
+    }
     loop {
         if let Some(n) = read(s)? {
             return Ok(Flow::Return(n));
         }
         let ctx = request_ctx(s, fname)?;
+        if ctx.http.answering.is_some() {
+            return see_out(s, ctx, false);
+        }
         if let Err(flow) = wait(s, &mut ctx.http.conn, 0) {
             return Ok(flow);
         }
@@ -237,8 +268,8 @@ lua_fn_k! {
     ///   "value", string      (mode "collect": the whole part at its end)
     ///   "end"                (mode "stream" or "skip": the part ended)
     ///   nil                  (the body is complete)
-    pub fn post_next(s, _ctx) {
-        read_waiting(s, "post_params", post_next_step)
+    pub fn post_next(s, ctx) {
+        read_waiting(s, "post_params", ctx, post_next_step)
     }
 }
 
@@ -329,13 +360,15 @@ fn post_next_step(s: Stack<'_>) -> LResult<Option<c_int>> {
                 };
                 ctx.h.consume(r.end);
                 if let Some(e) = failed {
-                    return Err(multipart_error(ctx, e));
+                    multipart_error(ctx, e)?;
+                    return Ok(None);
                 }
             }
             None => {
                 post.finished = true;
                 if let Err(e) = post.decoder.finish() {
-                    return Err(multipart_error(ctx, e));
+                    multipart_error(ctx, e)?;
+                    return Ok(None);
                 }
             }
         }

@@ -69,6 +69,9 @@ pub struct HttpConn {
     last_arm: Option<std::time::Instant>,
     /// What `read_all` collected before it stopped to wait (cooperative connections).
     pub body_so_far: Vec<u8>,
+    /// The error a body call raises once its error response is out (cooperative
+    /// connections: the answer to a malformed multipart body may have to wait).
+    pub answering: Option<String>,
 }
 
 /// The response timer is re-armed at most this often (a `setitimer` per request would
@@ -202,19 +205,6 @@ fn block_on(p: Pending) {
     let _ = poll::poll(&entries, timeout, false);
 }
 
-/// Finishes in place (waiting in the kernel) what a cooperative connection left waiting;
-/// for error paths that raise right after. Returns the failure that came out, if any.
-pub fn finish_here(conn: &mut Conn, h: &mut Handle) -> Option<Fail> {
-    while let Some(p) = conn.take_pending() {
-        block_on(p);
-        match conn.catch_up(h) {
-            Ok(()) | Err(Fail::Wait) => {}
-            Err(f) => return Some(f),
-        }
-    }
-    None
-}
-
 /// Finishes what a cooperative call left waiting (after a resumption, `resumed`, first the
 /// connection's `catch_up`): `Ok(None)` when nothing is left, `Ok(Some(flow))` to yield
 /// (the call runs again with `ctx` = `again`), or the failure that came out.
@@ -340,6 +330,7 @@ lua_fn! {
                 current: std::ptr::null(),
                 last_arm: None,
                 body_so_far: Vec::new(),
+                answering: None,
             },
         );
         s.reserve(4);
