@@ -213,7 +213,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
     assert.are.same({}, srv.leftover)
   end)
 
-  it("leaks no descriptor over 3000 connections", function()
+  it("leaks no descriptor over 10000 connections", function()
     local srv = start(16, [[
     s:write(s:read(100, "\n") or "")
     return true]])
@@ -223,7 +223,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
     end
     assert.are.equal("x\n", H.request(srv, "x\n"))
     local before = fds()
-    for i = 1, 3000 do
+    for i = 1, 10000 do
       local h = assert(H.connect(srv))
       if i % 3 == 0 then
         h:close() -- some clients go away without a word
@@ -347,6 +347,115 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       assert.are.equal(1, n, "one worker answered them")
       a:close() -- the lingering close ends, and the handler's error is logged
       assert(H.wait_log(srv, "400 Bad Request %(Invalid header in multipart/form%-data part%)", 5))
+      H.stop_clean(srv)
+    end)
+
+  it("raises its soft limit of open descriptors to the hard limit", function()
+    local srv = H.start([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=1, concurrency=8,
+  connect = function(s) s:write("x") return true end }
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
+  pre_fork=1, min_fork=1, max_fork=1,
+  connect = function(s) s:write("x") return true end }
+]], { command = "ulimit -S -n 100; exec " .. H.quote(H.launcher) .. " $APP" })
+    local workers = assert(H.wait_workers(srv, 2))
+    local hard = tonumber((select(2, H.run("ulimit -H -n", 5)):match("%d+")))
+      or tonumber(H.read_file("/proc/sys/fs/nr_open")) -- "unlimited"
+    local soft = {}
+    for _, pid in ipairs(workers) do
+      local limits = H.read_file("/proc/" .. pid .. "/limits")
+      soft[#soft + 1] = tonumber(limits:match("Max open files%s+(%d+)"))
+    end
+    table.sort(soft)
+    -- the classic worker keeps what it inherited; the concurrent one has the hard limit
+    assert.are.same({ 100, hard }, soft)
+    H.stop_clean(srv)
+  end)
+
+  it("fills a worker's free slots before it forks another, and forks when they are taken",
+    function()
+      local srv = H.start([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=4, concurrency=100,
+  connect = function(s)
+    local line = s:read(100, "\n")
+    s:write(moonbridge_io.getpid(), " ", line)
+    return true
+  end }
+]])
+      assert(H.wait_workers(srv, 1))
+      -- each held connection occupies a slot until its line comes
+      local function hold(n)
+        local held = {}
+        for i = 1, n do held[i] = assert(H.connect(srv)) end
+        return held
+      end
+      local function answer(held)
+        local pids = {}
+        for i, h in ipairs(held) do
+          send(h, i .. "\n")
+          local pid, line = H.read_all(h, 5):match("^(%d+) (.*)$")
+          assert.are.equal(i .. "\n", line)
+          pids[pid] = (pids[pid] or 0) + 1
+          h:close()
+        end
+        return pids
+      end
+      local held = hold(90)
+      H.sleep(0.3) -- time for the master to fork, if it (wrongly) would
+      assert.are.equal(1, #H.workers(srv), "90 of 100 slots taken: no second worker")
+      local pids = answer(held)
+      local n = 0
+      for _, count in pairs(pids) do
+        n = n + 1
+        assert.are.equal(90, count)
+      end
+      assert.are.equal(1, n)
+      -- 150 held: the first worker is full at 100, a second one takes the rest
+      held = hold(150)
+      assert(H.wait_for(5, function() return #H.workers(srv) >= 2 end), "no second worker")
+      pids = answer(held)
+      local counts = {}
+      for _, count in pairs(pids) do counts[#counts + 1] = count end
+      table.sort(counts)
+      assert.are.equal(2, #counts, "two workers answered")
+      assert.are.equal(150, counts[1] + counts[2])
+      assert.is_true(counts[2] <= 100, "no worker ran more than its 100 slots")
+      H.stop_clean(srv)
+    end)
+
+  it("keeps serving when it runs out of descriptors; the connections it cannot take wait",
+    function()
+      -- 40 descriptors for 60 clients: the worker takes what it can, and the rest once
+      -- handlers end (it logs the first failed accept and tries again; before, the worker
+      -- died with all its connections)
+      local srv = H.start([[
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=1, concurrency=1000,
+  connect = function(s)
+    local line = s:read(100, "\n")
+    s:write(moonbridge_io.getpid(), " ", line)
+    return true
+  end }
+]], { command = "ulimit -n 40; exec " .. H.quote(H.launcher) .. " $APP" })
+      assert(H.wait_workers(srv, 1))
+      local clients = {}
+      for i = 1, 60 do clients[i] = assert(H.connect(srv)) end
+      assert(H.wait_log(srv, "Cannot accept a connection: Too many open files", 5))
+      local pids = {}
+      for i, h in ipairs(clients) do
+        send(h, i .. "\n")
+        local reply = H.read_all(h, 5)
+        local pid, line = reply:match("^(%d+) (.*)$")
+        assert.are.equal(i .. "\n", line)
+        pids[pid] = true
+        h:close()
+      end
+      local n = 0
+      for _ in pairs(pids) do n = n + 1 end
+      assert.are.equal(1, n, "one worker answered them all")
+      assert.are.equal(1, H.log_count(srv, "Cannot accept a connection"), "logged once")
       H.stop_clean(srv)
     end)
 

@@ -80,6 +80,31 @@ impl Interest {
     }
 }
 
+/// Raises the soft limit of open descriptors to the hard limit (an unlimited hard limit
+/// counts as the kernel's `nr_open`, 1048576 by default). Returns the new soft limit.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the call.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let max = if lim.rlim_max == libc::RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(1 << 20)
+    } else {
+        lim.rlim_max
+    };
+    if lim.rlim_cur < max {
+        lim.rlim_cur = max;
+        // SAFETY: `lim` is a valid rlimit; only the soft limit changed.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Waits until `fd` is ready (or in an error/hang-up state, which the next step reports).
 /// `timeout_ms < 0` waits forever. Returns whether the descriptor became ready.
 pub fn wait_fd(fd: BorrowedFd<'_>, interest: Interest, timeout_ms: i32) -> io::Result<bool> {

@@ -76,6 +76,25 @@ pub struct Worker {
     /// Whether the listeners are in the epoll set: a full concurrent worker takes them
     /// out, or each new connection would wake it for nothing.
     listening: bool,
+    /// Accepting stopped until then: the process ran out of descriptors or memory (see
+    /// `try_accept`).
+    accept_paused: Option<Instant>,
+    /// When such a pause was last logged.
+    pause_logged: Option<Instant>,
+}
+
+/// How long a worker that could not accept (out of descriptors or memory) waits before it
+/// tries again, unless a handler ends first and frees what it held.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Such pauses are logged at most this often.
+const PAUSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Accept failures that say "not now" rather than "never": the connection stays queued.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Epoll tokens: the control socket, the job queue, and listeners by descriptor.
@@ -104,12 +123,20 @@ impl Worker {
             running: 0,
             timed_running: false,
             listening: false,
+            accept_paused: None,
+            pause_logged: None,
         }
     }
 
     /// Makes this a worker of a concurrent pool running up to `n` handlers at once.
+    ///
+    /// Such a worker holds a descriptor per connection, so it raises its soft limit of open
+    /// descriptors to the hard limit (a classic worker keeps the limit it inherited).
     pub fn set_capacity(&mut self, n: u32) {
         self.capacity = n.max(1);
+        if self.capacity > 1 {
+            let _ = crate::io::sys::raise_descriptor_limit();
+        }
     }
 
     /// Tells the master something. A vanished master is noticed by `next_job`.
@@ -134,6 +161,7 @@ impl Worker {
             Current::Connection => {}
         }
         self.set_slot(Slot::Idle);
+        self.accept_paused = None;
         if self.limits.wake_after_finishing(&self.board, self.pool) {
             self.report(Report::Wake);
         }
@@ -207,6 +235,12 @@ impl Worker {
 
     /// Accepts a pending connection on one of the listeners, if there is one.
     fn try_accept(&mut self) -> io::Result<Option<Next>> {
+        if let Some(until) = self.accept_paused {
+            if Instant::now() < until {
+                return Ok(None);
+            }
+            self.accept_paused = None;
+        }
         let mut i = 0;
         while i < self.listeners.len() {
             match self.listeners[i].accept_nb() {
@@ -232,10 +266,68 @@ impl Worker {
                         let _ = ep.delete(fd.as_raw_fd());
                     }
                 }
+                // Out of descriptors (or memory): the worker keeps serving what it holds
+                // and tries again in a while; the connection waits in the backlog.
+                Err(e) if out_of_resources(&e) => {
+                    self.pause_accepting(&e);
+                    return Ok(None);
+                }
                 Err(e) => return Err(e),
             }
         }
         Ok(None)
+    }
+
+    fn pause_accepting(&mut self, e: &io::Error) {
+        let now = Instant::now();
+        self.accept_paused = Some(now + ACCEPT_PAUSE);
+        if self
+            .pause_logged
+            .is_none_or(|t| now - t >= PAUSE_LOG_INTERVAL)
+        {
+            self.pause_logged = Some(now);
+            use std::io::Write;
+            let _ = writeln!(
+                io::stderr(),
+                "Cannot accept a connection: {} (accepting again in {} ms)",
+                crate::io::sys::error_text(e),
+                ACCEPT_PAUSE.as_millis()
+            );
+        }
+    }
+
+    /// The time left of an accept pause, shortening a wait's `timeout`.
+    fn pause_left(&self, timeout: Option<Duration>) -> Option<Duration> {
+        match self.accept_paused {
+            None => timeout,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(left, |t| t.min(left)))
+            }
+        }
+    }
+
+    /// Puts the listeners into the epoll set or takes them out.
+    fn set_listening(&mut self, listen: bool) -> io::Result<()> {
+        if listen == self.listening {
+            return Ok(());
+        }
+        let fds: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.fd())
+            .map(|f| f.as_raw_fd())
+            .collect();
+        let ep = self.epoll()?;
+        for fd in fds {
+            if listen {
+                ep.add(fd, TOKEN_LISTENER + fd as u64, true)?;
+            } else {
+                ep.delete(fd)?;
+            }
+        }
+        self.listening = listen;
+        Ok(())
     }
 
     /// Waits until the queue, a listener or the control socket (EOF: master gone) is
@@ -244,6 +336,8 @@ impl Worker {
     /// `EPOLLEXCLUSIVE`: a new connection wakes one idle worker, not all of them.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.epoll()?;
+        self.set_listening(self.accept_paused.is_none())?;
+        let timeout = self.pause_left(timeout);
         let ep = self.epoll.as_ref().expect("made above");
         let window = SigtermWindow::open()?;
         if signal::sigterm_received() {
@@ -285,6 +379,8 @@ impl Worker {
         }
         let was_full = self.running == self.capacity;
         self.running -= 1;
+        // what the handler held is free again: a paused accept may succeed now
+        self.accept_paused = None;
         if was_full {
             self.set_slot(Slot::Idle);
             if self.limits.wake_after_finishing(&self.board, self.pool) {
@@ -346,24 +442,10 @@ impl Worker {
         accepting: bool,
         ready: &mut Vec<RawFd>,
     ) -> io::Result<()> {
-        let listen = accepting && self.running < self.capacity;
-        if listen != self.listening {
-            let fds: Vec<RawFd> = self
-                .listeners
-                .iter()
-                .filter_map(|l| l.fd())
-                .map(|f| f.as_raw_fd())
-                .collect();
-            let ep = self.epoll()?;
-            for fd in fds {
-                if listen {
-                    ep.add(fd, TOKEN_LISTENER + fd as u64, true)?;
-                } else {
-                    ep.delete(fd)?;
-                }
-            }
-            self.listening = listen;
-        }
+        self.set_listening(
+            accepting && self.running < self.capacity && self.accept_paused.is_none(),
+        )?;
+        let timeout = self.pause_left(timeout);
         // A SIGTERM ends the wait until the worker has seen it (it then stops accepting);
         // afterwards the wait goes on for the connections it still serves.
         let window = match signal::sigterm_received() {
