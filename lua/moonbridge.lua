@@ -167,7 +167,13 @@ local function concurrent_jobs(pool, worker)
   local handlers, WAIT = core.coop_handlers()
   local job_of = {}               -- coroutine -> { conn, timed }
   local readers, writers = {}, {} -- fd -> the coroutine waiting for it
-  local waits = {}                -- coroutine -> { {fd, mode, ...}, wake-up time } while it waits
+  -- A waiting coroutine's wait, without a table per wait for the common single
+  -- descriptor: wait_fd[co] is the descriptor (wait_mode[co] "r", "w" or "rw") or the
+  -- list {fd1, mode1, ...}; wait_until[co] the wait's own wake-up time or false.
+  local wait_fd, wait_mode, wait_until = {}, {}, {}
+  -- No wait's wake-up time or handler deadline comes before this: expire() looks at the
+  -- waits only then, not on every turn of the loop (thousands of idle connections).
+  local next_due = math.huge
   local later = {}                -- coroutines that yielded something else: resumed next turn
   local running, stop, leaving = 0, false, false
   local ready = {}
@@ -177,7 +183,7 @@ local function concurrent_jobs(pool, worker)
   local function ended(co, ok, err_or_result)
     local job = job_of[co]
     local timed_out = sched.expired[co]
-    job_of[co], handlers[co], waits[co] = nil, nil, nil
+    job_of[co], handlers[co] = nil, nil
     sched.deadline[co], sched.expired[co] = nil, nil
     running = running - 1
     if running == 0 then idle_since = mio.timeref() end
@@ -195,6 +201,12 @@ local function concurrent_jobs(pool, worker)
     worker:handler_done(job.timed)
   end
 
+  local function watch(co, fd, mode)
+    worker:watch(fd)
+    if mode ~= "w" then readers[fd] = co end
+    if mode ~= "r" then writers[fd] = co end
+  end
+
   local function resume(co)
     sched.current = co
     local ok, a, b, c, d = coroutine.resume(co)
@@ -203,70 +215,95 @@ local function concurrent_jobs(pool, worker)
       if ok then ended(co, a, b) else ended(co, false, a) end
       return
     end
-    local list, left
+    local fd, mode, left
     if a == WAIT then
-      list, left = c == "list" and b or { b, c }, d
+      fd, mode, left = b, c, d
     else
       -- a `_yield` method called in the handler's own coroutine: (handle, "r"|"w", ...)
-      list = { core.fd_of(a), b }
+      fd, mode = core.fd_of(a), b
     end
-    for i = 1, #list, 2 do
-      local fd, mode = list[i], list[i + 1]
-      if math.type(fd) ~= "integer" or (mode ~= "r" and mode ~= "w" and mode ~= "rw") then
-        later[#later + 1] = co -- not a wait we can serve: go on at the next turn
-        return
+    if mode == "list" and type(fd) == "table" then
+      for i = 1, #fd, 2 do
+        local f, m = fd[i], fd[i + 1]
+        if math.type(f) ~= "integer" or (m ~= "r" and m ~= "w" and m ~= "rw") then
+          later[#later + 1] = co -- not a wait we can serve: go on at the next turn
+          return
+        end
       end
+      for i = 1, #fd, 2 do watch(co, fd[i], fd[i + 1]) end
+    elseif math.type(fd) == "integer" and (mode == "r" or mode == "w" or mode == "rw") then
+      watch(co, fd, mode)
+    else
+      later[#later + 1] = co
+      return
     end
-    for i = 1, #list, 2 do
-      local fd, mode = list[i], list[i + 1]
-      worker:watch(fd)
-      if mode ~= "w" then readers[fd] = co end
-      if mode ~= "r" then writers[fd] = co end
+    wait_fd[co], wait_mode[co] = fd, mode
+    local due = sched.deadline[co]
+    if left then
+      local t = mio.timeref() + left
+      wait_until[co] = t
+      if not due or t < due then due = t end
+    else
+      wait_until[co] = false
     end
-    waits[co] = { list, left and mio.timeref() + left }
+    if due and due < next_due then next_due = due end
   end
 
-  -- Takes a waiting handler off its descriptor.
+  -- Takes a waiting handler off its descriptors.
   local function unwait(co)
-    local list = waits[co][1]
-    waits[co] = nil
-    for i = 1, #list, 2 do
-      local fd = list[i]
+    local fd = wait_fd[co]
+    if wait_mode[co] == "list" then
+      for i = 1, #fd, 2 do
+        local f = fd[i]
+        if readers[f] == co then readers[f] = nil end
+        if writers[f] == co then writers[f] = nil end
+      end
+    else
       if readers[fd] == co then readers[fd] = nil end
       if writers[fd] == co then writers[fd] = nil end
     end
+    wait_fd[co], wait_mode[co], wait_until[co] = nil, nil, nil
   end
 
   -- Ends the waiting handlers whose timeout() passed and wakes those whose wait's own time
-  -- is up; returns the time to the next such moment.
+  -- is up; returns the time to the next such moment (nil: none).
   local function expire()
-    local now, next_in = mio.timeref(), math.huge
-    local due = {}
-    for co, w in pairs(waits) do
+    local now = mio.timeref()
+    if now < next_due then
+      return next_due < math.huge and next_due - now or nil
+    end
+    local due, ends = {}, {}
+    next_due = math.huge
+    for co, t in pairs(wait_until) do
       local d = sched.deadline[co]
       if d and d <= now then
-        unwait(co)
-        sched.expired[co] = true
-        if coroutine.close then coroutine.close(co) end
-        ended(co, false, "timeout")
-      elseif w[2] and w[2] <= now then
+        ends[#ends + 1] = co
+      elseif t and t <= now then
         due[#due + 1] = co
       else
-        next_in = math.min(next_in, d or math.huge, w[2] or math.huge)
+        if d and d < next_due then next_due = d end
+        if t and t < next_due then next_due = t end
       end
+    end
+    for _, co in ipairs(ends) do
+      unwait(co)
+      sched.expired[co] = true
+      if coroutine.close then coroutine.close(co) end
+      ended(co, false, "timeout")
     end
     for _, co in ipairs(due) do
       unwait(co)
       resume(co)
     end
     if #due > 0 then return 0 end
-    return next_in < math.huge and math.max(next_in - now, 0) or nil
+    now = mio.timeref()
+    return next_due < math.huge and math.max(next_due - now, 0) or nil
   end
 
   -- Resumes every waiting handler once (after a SIGTERM, which some waits end on).
   local function wake_all()
     local all = {}
-    for co in pairs(waits) do all[#all + 1] = co end
+    for co in pairs(wait_fd) do all[#all + 1] = co end
     for _, co in ipairs(all) do
       unwait(co)
       resume(co)
@@ -310,8 +347,8 @@ local function concurrent_jobs(pool, worker)
     for i = 1, n do
       local fd = ready[i]
       local r, w = readers[fd], writers[fd]
-      if r and waits[r] then unwait(r); resume(r) end
-      if w and w ~= r and waits[w] then unwait(w); resume(w) end
+      if r and wait_fd[r] then unwait(r); resume(r) end
+      if w and w ~= r and wait_fd[w] then unwait(w); resume(w) end
     end
     local again = later
     later = {}
