@@ -174,6 +174,17 @@ impl ReadBuf {
         self.data.reserve(want.saturating_sub(self.data.len()));
     }
 
+    /// Gives the buffer's memory back (to the spare buffers) when nothing is unread: for a
+    /// connection about to wait idle among thousands (concurrent pools). The next read
+    /// takes a buffer again.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() && self.data.capacity() > 0 {
+            spare::give(std::mem::take(&mut self.data));
+            self.start = 0;
+            self.scanned = 0;
+        }
+    }
+
     /// Lets `read` fill spare capacity (at least `READ_CHUNK` bytes) and records what it
     /// wrote. `read` receives a pointer to uninitialised memory and its length, and must
     /// return how many bytes it initialised.
@@ -329,6 +340,25 @@ mod tests {
             b.data.as_ptr(),
             "the dropped buffer is taken again (same thread)"
         );
+    }
+
+    #[test]
+    fn an_empty_buffer_is_released_and_taken_again_on_the_next_read() {
+        let mut b = buf(b"abc");
+        b.release_if_empty();
+        assert_eq!(b.bytes(), b"abc", "unread bytes keep their buffer");
+        b.consume(3);
+        b.release_if_empty();
+        assert_eq!(b.data.capacity(), 0);
+        let n = b
+            .fill_with(|p, len| {
+                assert!(len >= READ_CHUNK);
+                // SAFETY: `p` has room for `len >= 2` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(b"de".as_ptr(), p, 2) };
+                Ok(2)
+            })
+            .unwrap();
+        assert_eq!((n, b.bytes()), (2, &b"de"[..]));
     }
 
     #[test]

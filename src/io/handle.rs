@@ -156,6 +156,11 @@ impl Handle {
     }
 
     /// Marks `n` buffered input bytes as read (after the caller copied them out).
+    /// Releases the read buffer while nothing is unread (see `ReadBuf::release_if_empty`).
+    pub fn release_idle_buffer(&mut self) {
+        self.rbuf.release_if_empty()
+    }
+
     pub fn consume(&mut self, n: usize) {
         self.rbuf.consume(n)
     }

@@ -154,7 +154,10 @@ lua_fn_k! {
             // a partial read stays buffered, so running again after the wait is safe
             true => match h.read_step(maxlen, term, false) {
                 Ok(out) if out.status == ReadStatus::Block => match wait_fd(h) {
-                    Some(fd) if coop::here(s) => return Ok(coop::wait(s, fd, Interest::Read, 0)),
+                    Some(fd) if coop::here(s) => {
+                        h.release_idle_buffer(); // an idle connection holds no buffer
+                        return Ok(coop::wait(s, fd, Interest::Read, 0));
+                    }
                     _ => h.read_blocking(maxlen, term),
                 },
                 other => other,

@@ -785,6 +785,8 @@ impl Conn {
                 self.eof = true;
                 return Ok(Arrival::Input);
             };
+            // an idle connection among thousands holds no read buffer while it waits
+            h.release_idle_buffer();
             self.wait_for(fd, true, false, until);
             self.waited = Some((until, h.buffered().len()));
             return Ok(Arrival::Wait);
