@@ -312,7 +312,13 @@ local function concurrent_jobs(pool, worker)
 
   local function start(kind, arg)
     local conn = job_arg(kind, arg)
-    local co = coroutine.create(function() return xpcall(pool.connect, traceback, conn) end)
+    local co = coroutine.create(function()
+      local ok, result = xpcall(pool.connect, traceback, conn)
+      -- a connection left open is closed here, in the handler's coroutine, so that what is
+      -- still buffered goes out while the loop serves the others
+      if ok and kind == "connection" then core.close_handle(conn) end
+      return ok, result
+    end)
     handlers[co] = true
     job_of[co] = { conn = conn, timed = kind ~= "connection" }
     running = running + 1

@@ -469,6 +469,37 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       H.stop_clean(srv)
     end)
 
+  it("sends what a handler left buffered while it serves others, at close or at its end",
+    function()
+      local srv = start(8, [[
+    local what = s:read(100, "\n")
+    if what == "fast\n" then
+      s:write("fast\n")
+      return true
+    end
+    -- buffered without waiting: more than the socket takes while the client does not read
+    s:write_nb(string.rep("x", 4 * 1024 * 1024))
+    s:write_nb(string.rep("y", 1000))
+    if what == "close\n" then assert(s:close()) end
+    return true]])
+      local a = assert(H.connect(srv))
+      send(a, "close\n")
+      local b = assert(H.connect(srv))
+      send(b, "end\n")
+      -- neither client reads yet: both closes wait for them in the loop
+      for i = 1, 20 do
+        assert.are.equal("fast\n", H.request(srv, "fast\n", 5), i)
+      end
+      for _, h in ipairs { a, b } do
+        local data, status = H.read_all(h, 10)
+        assert.are.equal("eof", status)
+        assert.are.equal(4 * 1024 * 1024 + 1000, #data)
+        assert.are.equal(string.rep("y", 1000), data:sub(-1000))
+        h:close()
+      end
+      H.stop_clean(srv)
+    end)
+
   it("waits in the loop for a child process and for a connection on the handler's own listener",
     function()
       local srv = start(8, [[

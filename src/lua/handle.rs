@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::io::poll::Interest;
 use crate::io::{Handle, ReadStatus};
 use crate::lua::coop;
-use crate::lua::object::{check_self, push_object, push_upvalue, LuaObject};
+use crate::lua::object::{check_self, push_object, push_upvalue, to_object, LuaObject};
 use crate::lua::stack::{bad_arg, lua_fn, lua_fn_k, Flow, Functions, LResult, Stack};
 
 impl LuaObject for Handle {
@@ -351,17 +351,58 @@ fn push_done(s: Stack<'_>, r: crate::io::handle::HResult<()>) -> LResult<c_int> 
     }
 }
 
-lua_fn! {
-    fn finish(s) {
-        let h = check_self::<Handle>(s, "finish")?;
-        push_done(s, h.finish())
+/// In a handler of a concurrent pool: sends what is still buffered before a `close` or
+/// `finish`, waiting in the loop while the peer does not take it. `None`: go on with the
+/// call (nothing pending, a failure the call itself reports, or no way to yield).
+fn flush_first(s: Stack<'_>, h: &mut Handle) -> Option<Flow> {
+    if !coop::active() || h.is_closed() || h.is_finished() || h.write_pending() == 0 {
+        return None;
+    }
+    match h.flush_nb(&[]) {
+        Ok(n) if n > 0 => match wait_fd(h) {
+            Some(fd) if coop::here(s) => Some(coop::wait(s, fd, Interest::Write, 1)),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
-lua_fn! {
-    fn close(s) {
+lua_fn_k! {
+    fn finish(s, _ctx) {
+        let h = check_self::<Handle>(s, "finish")?;
+        if let Some(wait) = flush_first(s, h) {
+            return Ok(wait);
+        }
+        push_done(s, h.finish()).map(Flow::Return)
+    }
+}
+
+lua_fn_k! {
+    fn close(s, _ctx) {
         let h = check_self::<Handle>(s, "close")?;
-        push_done(s, h.close())
+        if let Some(wait) = flush_first(s, h) {
+            return Ok(wait);
+        }
+        push_done(s, h.close()).map(Flow::Return)
+    }
+}
+
+lua_fn_k! {
+    /// close_if_open(handle): how a worker closes a connection whose handler returned
+    /// (gracefully; in a handler coroutine of a concurrent pool, what is still buffered is
+    /// sent while the loop serves others). Nothing for a closed handle or another value.
+    pub fn close_if_open(s, _ctx) {
+        let Some(h) = to_object::<Handle>(s, 1) else {
+            return Ok(Flow::Return(0));
+        };
+        if h.is_closed() {
+            return Ok(Flow::Return(0));
+        }
+        if let Some(wait) = flush_first(s, h) {
+            return Ok(wait);
+        }
+        let _ = h.close();
+        Ok(Flow::Return(0))
     }
 }
 

@@ -46,6 +46,7 @@ pub const FUNCTIONS: Functions = &[
     (c"resolve", process::resolve),
     (c"coop_handlers", crate::lua::coop::coop_handlers),
     (c"fd_of", fd_of),
+    (c"close_handle", crate::lua::handle::close_if_open),
 ];
 
 lua_fn! {
