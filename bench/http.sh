@@ -25,44 +25,9 @@ LUA=${LUA:-5.4}        # which rock tree (.trees/5.3 or .trees/5.4) to benchmark
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
-command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
-# The peers: nginx with its Lua module (Debian's OpenResty component), installed when missing.
-if [ "${PEERS:-1}" = 1 ] && ! [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light libnginx-mod-http-lua >/dev/null 2>&1 \
-    || echo "could not install nginx-light libnginx-mod-http-lua; running without peers" >&2
-fi
-[ -x ".trees/$LUA/bin/moonbridge" ] || bash scripts/setup.sh >/dev/null
-# shellcheck source=scripts/env.sh
-. scripts/env.sh
-MOONBRIDGE="$ROOT/.trees/$LUA/bin/moonbridge"
-
-TMP=$(mktemp -d)
-chmod 755 "$TMP" # nginx workers run as another user
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() {
-  "lua$LUA" -e 'local m = require "moonbridge_io"; local l = m.tcplisten("127.0.0.1", 0)
-    io.write(l.local_tcpport); l:close()'
-}
-
-wait_port() { # port
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
-    sleep 0.1
-  done
-  echo "server on port $1 did not start" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_init # wrk, the nginx peers (installed when missing), the rock, TMP, PIDS and cleanup
 
 HELLO_PORT=$(free_port)
 APP_PORT=$(free_port)
@@ -90,57 +55,8 @@ if [ -n "${BASELINE:-}" ]; then
   wait_port "$B_APP_PORT"
 fi
 
-FLOOR_PORT=""
-if command -v cc >/dev/null && cc -O2 -o "$TMP/floor" bench/prefork_floor.c 2>/dev/null; then
-  FLOOR_PORT=$(free_port)
-  taskset -c "$SERVER_CPU" "$TMP/floor" "$FLOOR_PORT" "$CONN" &
-  PIDS+=($!)
-  wait_port "$FLOOR_PORT"
-fi
-
-NGINX_PORT=""
-NGINX_LUA=""
-if command -v nginx >/dev/null; then
-  NGINX_PORT=$(free_port)
-  mkdir -p "$TMP/ngx/www" "$TMP/ngx/body"
-  head -c 1048576 /dev/zero | tr '\0' 'x' >"$TMP/ngx/www/1m"
-  lua_mark="# "
-  if [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then lua_mark=""; fi
-  sed -e "s|@DIR@|$TMP/ngx|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@LUA@|$lua_mark|g" \
-    bench/http_nginx.conf >"$TMP/ngx/nginx.conf"
-  if nginx -t -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" >/dev/null 2>&1; then
-    taskset -c "$SERVER_CPU" nginx -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" &
-    PIDS+=($!)
-    wait_port "$NGINX_PORT"
-    if [ -z "$lua_mark" ] && [ "$(curl -s "http://127.0.0.1:$NGINX_PORT/lua/")" = "Hello World!" ]; then
-      NGINX_LUA=1
-    fi
-  else
-    echo "nginx does not start with the benchmark configuration; skipping the peers" >&2
-    NGINX_PORT=""
-  fi
-fi
-
-# run_wrk url [extra wrk args...] -> "req/s p99"; "@" in an argument stands for a space
-run_wrk() {
-  local url=$1
-  shift
-  local args=()
-  for a in "$@"; do args+=("${a//@/ }"); done
-  set -- "${args[@]}"
-  local out
-  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONN" -d"${DUR}s" --latency "$@" "$url" 2>&1)
-  local rps p99 errors
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+|Socket errors:.*' <<<"$out" || true)
-  [ -n "$errors" ] && echo "  ($url: $errors)" >&2
-  echo "${rps:-0} ${p99:--}"
-}
-
-median() { # values... -> median
-  printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
-}
+start_floor "$CONN"
+start_nginx
 
 # case name | wrk args | moonbridge url | nginx path | nginx lua path | floor (1 = run it)
 CASES=(
@@ -156,32 +72,32 @@ for round in $(seq "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     IFS='|' read -r name args mb_url ngx_path lua_path floor <<<"$c"
     # shellcheck disable=SC2086 # args are word lists on purpose
-    read -r r p < <(run_wrk "$mb_url" $args)
+    read -r r p _ < <(run_wrk "$mb_url" $args)
     RPS["$name|mb"]+="$r "
     P99["$name|mb"]+="$p "
     if [ -n "$B_HELLO_PORT" ]; then
       b_url=${mb_url/:$HELLO_PORT\//:$B_HELLO_PORT\/}
       b_url=${b_url/:$APP_PORT\//:$B_APP_PORT\/}
       # shellcheck disable=SC2086
-      read -r r p < <(run_wrk "$b_url" $args)
+      read -r r p _ < <(run_wrk "$b_url" $args)
       RPS["$name|base"]+="$r "
       P99["$name|base"]+="$p "
     fi
     if [ -n "$NGINX_PORT" ]; then
       # shellcheck disable=SC2086
-      read -r r p < <(run_wrk "http://127.0.0.1:$NGINX_PORT$ngx_path" $args)
+      read -r r p _ < <(run_wrk "http://127.0.0.1:$NGINX_PORT$ngx_path" $args)
       RPS["$name|ngx"]+="$r "
       P99["$name|ngx"]+="$p "
     fi
     if [ -n "$NGINX_LUA" ]; then
       # shellcheck disable=SC2086
-      read -r r p < <(run_wrk "http://127.0.0.1:$NGINX_PORT$lua_path" $args)
+      read -r r p _ < <(run_wrk "http://127.0.0.1:$NGINX_PORT$lua_path" $args)
       RPS["$name|lua"]+="$r "
       P99["$name|lua"]+="$p "
     fi
     if [ -n "$FLOOR_PORT" ] && [ -n "$floor" ]; then
       # shellcheck disable=SC2086
-      read -r r p < <(run_wrk "http://127.0.0.1:$FLOOR_PORT/" $args)
+      read -r r p _ < <(run_wrk "http://127.0.0.1:$FLOOR_PORT/" $args)
       RPS["$name|floor"]+="$r "
       P99["$name|floor"]+="$p "
     fi

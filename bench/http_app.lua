@@ -1,10 +1,14 @@
 -- The application for bench/http.sh: "/" as examples/helloworld.lua, "/1m" a 1 MiB
 -- response, "/post" reads the whole request body and answers with its length.
+-- Env: PORT (default 8080); WORKERS (default 8) workers of a classic pool; CONCURRENCY
+-- (default 1): above 1, one worker (pre_fork = min_fork = max_fork = 1) serving up to
+-- CONCURRENCY connections at once, a concurrent pool (bench/concurrent.sh).
 local http = require "moonbridge_http"
 local MiB = string.rep("0123456789abcdef", 65536)
 local workers = tonumber(os.getenv("WORKERS")) or 8
+local concurrency = tonumber(os.getenv("CONCURRENCY")) or 1
 
-listen{
+local pool = {
   { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT")) or 8080 },
   pre_fork = workers, min_fork = workers, max_fork = math.max(workers, 16),
   connect = http.generate_handler(function(request)
@@ -22,3 +26,8 @@ listen{
     return true
   end),
 }
+if concurrency > 1 then
+  pool.pre_fork, pool.min_fork, pool.max_fork = 1, 1, 1
+  pool.concurrency = concurrency
+end
+listen(pool)
