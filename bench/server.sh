@@ -62,7 +62,9 @@ stop_server() {
 # CPU time (user + system, in clock ticks) used so far by the server: master and workers
 server_ticks() {
   local pids="$SERVER $(cat "/proc/$SERVER/task/$SERVER/children")"
-  for p in $pids; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ s += $1 } END { print s }'
+  # utime and stime, counted after the ")" that ends the command name: a worker's
+  # name ("moonbridge: wor") holds a space, which shifts the plain field numbers
+  for p in $pids; do sed 's/.*) //' "/proc/$p/stat"; done | awk '{ s += $12 + $13 } END { print s }'
 }
 TCK=$(getconf CLK_TCK)
 
