@@ -24,6 +24,35 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
 ]], n, extra or "", body))
 end
 
+-- A connect body that answers a line with the worker's pid and the line.
+local ECHO_PID = [[
+    local line = s:read(100, "\n")
+    s:write(moonbridge_io.getpid(), " ", line)
+    return true]]
+
+-- A listen{} of one concurrent worker that answers HTTP with its pid; `before` runs first
+-- in the request handler.
+local function http_pid_app(n, before)
+  return string.format([[
+local http = require "moonbridge_http"
+listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
+  pre_fork=1, min_fork=1, max_fork=1, concurrency=%d,
+  connect = http.generate_handler(function(request)
+    %s
+    request:send_status("200 OK")
+    request:send_data("pid ", moonbridge_io.getpid())
+    return true
+  end) }
+]], n, before or "")
+end
+
+-- the number of keys of a table
+local function count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
 describe("a concurrent pool", function()
   it("validates concurrency", function()
     for _, bad in ipairs { "0", "1.5", "'x'", "100001" } do
@@ -36,10 +65,7 @@ describe("a concurrent pool", function()
   end)
 
   it("interleaves handlers: reads complete in the opposite order of their start", function()
-    local srv = start(8, [[
-    local line = s:read(100, "\n")
-    s:write(moonbridge_io.getpid(), " ", line)
-    return true]])
+    local srv = start(8, ECHO_PID)
     local a = assert(H.connect(srv))
     local b = assert(H.connect(srv))
     send(a, "first")   -- incomplete: a's handler waits for the rest of its line
@@ -282,16 +308,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
 
   it("serves HTTP to a normal client while 300 slow-header and 200 idle clients are connected",
     function()
-      local srv = H.start([[
-local http = require "moonbridge_http"
-listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
-  pre_fork=1, min_fork=1, max_fork=1, concurrency=1000,
-  connect = http.generate_handler(function(request)
-    request:send_status("200 OK")
-    request:send_data("pid ", moonbridge_io.getpid())
-    return true
-  end) }
-]])
+      local srv = H.start(http_pid_app(1000))
       local held = {}
       for i = 1, 500 do
         local h = assert(H.connect(srv))
@@ -309,25 +326,14 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       end
       for _, h in ipairs(held) do h:close() end
       assert.are.equal(20, answered)
-      local n = 0
-      for _ in pairs(pids) do n = n + 1 end
-      assert.are.equal(1, n, "one worker answered them")
+      assert.are.equal(1, count(pids), "one worker answered them")
       H.stop_clean(srv)
     end)
 
   it("serves others while it answers a malformed multipart body to a client that sends on",
     function()
-      local srv = H.start([[
-local http = require "moonbridge_http"
-listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
-  pre_fork=1, min_fork=1, max_fork=1, concurrency=16,
-  connect = http.generate_handler(function(request)
-    if request.path == "post" then local _ = request.post_params end
-    request:send_status("200 OK")
-    request:send_data("pid ", moonbridge_io.getpid())
-    return true
-  end) }
-]])
+      local srv = H.start(http_pid_app(16,
+        'if request.path == "post" then local _ = request.post_params end'))
       -- 1 MiB announced, a malformed start sent: the 400 goes out and the worker then reads
       -- away what the client still sends (a lingering close) before it closes
       local a = assert(H.connect(srv))
@@ -342,9 +348,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
         local reply = H.request(srv, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 5)
         pids[assert(reply and reply:match("\r\n\r\npid (%d+)$"), reply)] = true
       end
-      local n = 0
-      for _ in pairs(pids) do n = n + 1 end
-      assert.are.equal(1, n, "one worker answered them")
+      assert.are.equal(1, count(pids), "one worker answered them")
       a:close() -- the lingering close ends, and the handler's error is logged
       assert(H.wait_log(srv, "400 Bad Request %(Invalid header in multipart/form%-data part%)", 5))
       H.stop_clean(srv)
@@ -379,9 +383,8 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT2},
 listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
   pre_fork=1, min_fork=1, max_fork=4, concurrency=100,
   connect = function(s)
-    local line = s:read(100, "\n")
-    s:write(moonbridge_io.getpid(), " ", line)
-    return true
+]] .. ECHO_PID .. [[
+
   end }
 ]])
       assert(H.wait_workers(srv, 1))
@@ -406,12 +409,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       H.sleep(0.3) -- time for the master to fork, if it (wrongly) would
       assert.are.equal(1, #H.workers(srv), "90 of 100 slots taken: no second worker")
       local pids = answer(held)
-      local n = 0
-      for _, count in pairs(pids) do
-        n = n + 1
-        assert.are.equal(90, count)
-      end
-      assert.are.equal(1, n)
+      assert.are.same({ [next(pids)] = 90 }, pids, "one worker answered all 90")
       -- 150 held: the first worker is full at 100, a second one takes the rest
       local function sockets(pid)
         local _, out = H.run("ls -l /proc/" .. pid .. "/fd | grep -c socket:", 5)
@@ -429,9 +427,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       table.sort(taken)
       assert.are.same({ 50, 100 }, taken)
       pids = answer(held)
-      n = 0
-      for _ in pairs(pids) do n = n + 1 end
-      assert.are.equal(2, n, "two workers answered")
+      assert.are.equal(2, count(pids), "two workers answered")
       H.stop_clean(srv)
     end)
 
@@ -444,9 +440,8 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
 listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
   pre_fork=1, min_fork=1, max_fork=1, concurrency=1000,
   connect = function(s)
-    local line = s:read(100, "\n")
-    s:write(moonbridge_io.getpid(), " ", line)
-    return true
+]] .. ECHO_PID .. [[
+
   end }
 ]], { command = "ulimit -n 40; exec " .. H.quote(H.launcher) .. " $APP" })
       assert(H.wait_workers(srv, 1))
@@ -462,9 +457,7 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
         pids[pid] = true
         h:close()
       end
-      local n = 0
-      for _ in pairs(pids) do n = n + 1 end
-      assert.are.equal(1, n, "one worker answered them all")
+      assert.are.equal(1, count(pids), "one worker answered them all")
       assert.are.equal(1, H.log_count(srv, "Cannot accept a connection"), "logged once")
       H.stop_clean(srv)
     end)
