@@ -192,12 +192,17 @@ fn connect_outcome(fd: &OwnedFd) -> io::Result<()> {
     }
 }
 
-/// Wraps a connected (or connecting) TCP socket: SO_LINGER 0 until a graceful close.
-fn tcp_handle(fd: OwnedFd, remote: Option<SocketAddr>) -> io::Result<Handle> {
+/// Wraps a connected (or connecting) TCP socket: SO_LINGER 0 until a graceful close. The
+/// addresses not passed in are asked of the system.
+fn tcp_handle(
+    fd: OwnedFd,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+) -> io::Result<Handle> {
     let raw = fd.as_raw_fd();
     sys::set_linger(raw, Some(0))?;
     let mut h = Handle::new(fd, Kind::Tcp);
-    h.local_addr = local_inet_addr(raw);
+    h.local_addr = local.or_else(|| local_inet_addr(raw));
     h.remote_addr = remote.or_else(|| peer_inet_addr(raw));
     Ok(h)
 }
@@ -247,7 +252,7 @@ impl TcpConnect {
                     return Ok(ConnectStep::Writable(raw));
                 }
                 match connect_outcome(&fd) {
-                    Ok(()) => return tcp_handle(fd, Some(addr)).map(ConnectStep::Done),
+                    Ok(()) => return tcp_handle(fd, None, Some(addr)).map(ConnectStep::Done),
                     Err(e) => self.last = Some(e),
                 }
             }
@@ -262,7 +267,7 @@ impl TcpConnect {
                 Ok((fd, done))
             });
             match started {
-                Ok((fd, true)) => return tcp_handle(fd, Some(addr)).map(ConnectStep::Done),
+                Ok((fd, true)) => return tcp_handle(fd, None, Some(addr)).map(ConnectStep::Done),
                 Ok((fd, false)) => self.current = Some((fd, addr)),
                 Err(e) => self.last = Some(e),
             }
@@ -287,7 +292,7 @@ pub fn tcp_connect_nb(host: &[u8], port: Port<'_>) -> io::Result<Handle> {
     let addr = resolve(host, port, false)?[0];
     let fd = tcp_socket(&addr)?;
     start_connect(&fd, &SockaddrStorage::from(addr))?;
-    tcp_handle(fd, Some(addr))
+    tcp_handle(fd, None, Some(addr))
 }
 
 /// The socket address of a Unix socket path. Rejects what the kernel would misread: an
@@ -518,12 +523,31 @@ impl Listener {
             // The connection stays in blocking mode: every handle step passes MSG_DONTWAIT,
             // and a server waiting for the next request can then sleep in `recv` itself.
             let flags = libc::SOCK_CLOEXEC;
-            // SAFETY: plain syscall; the peer address is not requested.
-            match cvt(unsafe { libc::accept4(fd, ptr::null_mut(), ptr::null_mut(), flags) }) {
+            // The peer's address comes with the connection (no getpeername later).
+            // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+            let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let (addr, len_ptr) = match self.kind {
+                Kind::Tcp => (
+                    (&mut peer as *mut libc::sockaddr_storage).cast(),
+                    &mut len as *mut _,
+                ),
+                _ => (ptr::null_mut(), ptr::null_mut()),
+            };
+            // SAFETY: `addr` and `len_ptr` are null or point to the live `peer` and `len`,
+            // whose size `len` gives.
+            match cvt(unsafe { libc::accept4(fd, addr, len_ptr, flags) }) {
                 Ok(new) => {
                     // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
                     let conn = unsafe { OwnedFd::from_raw_fd(new) };
-                    let mut h = self.wrap(conn)?;
+                    // SAFETY: accept4 filled `peer` with an address of `len` bytes.
+                    let remote = unsafe {
+                        SockaddrStorage::from_raw(
+                            (&peer as *const libc::sockaddr_storage).cast(),
+                            Some(len),
+                        )
+                    };
+                    let mut h = self.wrap(conn, remote.as_ref().and_then(inet_addr))?;
                     h.set_blocking_socket();
                     return Ok(Some(h));
                 }
@@ -562,9 +586,14 @@ impl Listener {
         }
     }
 
-    fn wrap(&self, conn: OwnedFd) -> io::Result<Handle> {
+    /// A handle for an accepted connection. Its local address is the listener's when that
+    /// is a specific one (a wildcard listener's connections are asked).
+    fn wrap(&self, conn: OwnedFd, remote: Option<SocketAddr>) -> io::Result<Handle> {
         match self.kind {
-            Kind::Tcp => tcp_handle(conn, None),
+            Kind::Tcp => {
+                let local = self.local_addr.filter(|a| !a.ip().is_unspecified());
+                tcp_handle(conn, local, remote)
+            }
             _ => Ok(Handle::new(conn, Kind::Local)),
         }
     }
