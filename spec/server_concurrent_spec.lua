@@ -462,6 +462,46 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       H.stop_clean(srv)
     end)
 
+  it("serves a waiting handler between new connections: accepts do not starve it", function()
+    -- `served` counts answers in the worker. A waits for the rest of its line; B keeps the
+    -- worker busy (no yield) while A's rest and 100 complete new connections arrive. Then
+    -- A is answered after at most a batch of the new ones (before, the worker took every
+    -- queued connection first: under a steady stream of them, a waiting handler waited
+    -- for as long as the stream lasted).
+    local srv = start(1000, [[
+    local line = s:read(100, "\n")
+    if line == "spin\n" then
+      local t = moonbridge_io.timeref()
+      while moonbridge_io.timeref() - t < 0.5 do end
+    end
+    served = (served or 0) + 1
+    s:write(served, " ", line)
+    return true]])
+    local a = assert(H.connect(srv))
+    send(a, "wait")
+    assert.are.equal("1 x\n", H.request(srv, "x\n")) -- A's handler has started by now
+    local b = assert(H.connect(srv))
+    send(b, "spin\n")
+    H.sleep(0.1) -- B's handler is spinning
+    send(a, "ing\n")
+    local new = {}
+    for i = 1, 100 do
+      new[i] = assert(H.connect(srv))
+      send(new[i], "n\n")
+    end
+    assert.are.equal("2 spin\n", H.read_all(b, 5))
+    local n, line = H.read_all(a, 5):match("^(%d+) (.*)$")
+    assert.are.equal("waiting\n", line)
+    assert.is_true(tonumber(n) <= 20, "A answered as number " .. n .. " of 103")
+    for _, h in ipairs(new) do
+      assert.matches("^%d+ n\n$", H.read_all(h, 5))
+      h:close()
+    end
+    a:close()
+    b:close()
+    H.stop_clean(srv)
+  end)
+
   it("sends what a handler left buffered while it serves others, at close or at its end",
     function()
       local srv = start(8, [[
