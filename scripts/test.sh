@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test layer and ends with one line "N passed, N failed".
 #   static: cargo fmt --check, cargo clippy (both Lua versions)
-#   core:   cargo test (both Lua versions; unit, table-driven and property tests)
+#   core:   cargo test (both Lua versions; unit, table-driven and property tests), and
+#           one run of the parser benchmark (benches/parsers.rs), which checks its results
 #   fuzz:   every cargo-fuzz target for FUZZ_SECONDS (default 15) each; 0 skips this layer
 #   lua:    busted specs against the installed rocks, under lua5.3 and lua5.4, and the
 #           HTTP specs again in concurrent pools
@@ -42,6 +43,9 @@ for f in lua53 lua54; do
   [ "$n" -gt 0 ] && grep -E -A15 '^failures:|panicked' "$LOG/cargo.out" | head -60
   count "cargo test ($f)" "$p" "$n"
 done
+
+# The parser benchmark checks every result it times: run it once so that it keeps working.
+check "cargo bench parsers (results checked)" cargo bench --locked --features lua54 --bench parsers
 
 # Fuzzing needs libFuzzer's unstable compiler flags: stable rustc allows them with
 # RUSTC_BOOTSTRAP=1 (always set, or cargo caches a failed probe in fuzz/target).
