@@ -46,6 +46,12 @@ end
 -- One batch: connect, send, (idle) read the response; every step non-blocking.
 local function open_batch(n)
   local pending = {} -- handle -> { phase = "send" | "recv", buf = "" }
+  -- a connection that failed: remembered as the first error (if it is), and reset
+  local function drop(h, err)
+    first_error = first_error or err
+    pending[h] = nil
+    h:reset()
+  end
   for _ = 1, n do
     local h, err = mio.tcpconnect_nb("127.0.0.1", port)
     if not h then
@@ -61,9 +67,7 @@ local function open_batch(n)
       if st.phase == "send" then
         local left, err = h:flush_nb()
         if not left then
-          first_error = first_error or err
-          pending[h] = nil
-          h:reset()
+          drop(h, err)
         elseif left == 0 and request ~= "" and mode == "idle" then
           st.phase = "recv"
         elseif left == 0 then
@@ -78,9 +82,7 @@ local function open_batch(n)
       if st.phase == "recv" then
         local data, status = h:read_nb()
         if not data then
-          first_error = first_error or status
-          pending[h] = nil
-          h:reset()
+          drop(h, status)
         else
           st.buf = st.buf .. data
           if complete(st.buf) then
