@@ -100,10 +100,6 @@ stop_pid() {
   PIDS=("${keep[@]}")
 }
 
-workers_of() { # master pid -> PIDs of its children titled "moonbridge: worker ..."
-  ps -o pid=,args= --ppid "$1" | awk '$2 == "moonbridge:" && $3 == "worker" {print $1}'
-}
-
 # tree_ticks pid -> CPU clock ticks (user + system) used by the process and all its
 # descendants: utime + stime of the live ones, and cutime + cstime for those already reaped.
 # The fields are counted after the ")" that ends the command name, which may hold spaces
@@ -126,7 +122,6 @@ tree_ticks() {
   echo "$sum"
 }
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 fd_limit() { awk '/^Max open files/ {print $4}' "/proc/$1/limits" 2>/dev/null || true; }
 
 start_mb conc "$CONCURRENCY" 1

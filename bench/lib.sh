@@ -1,5 +1,6 @@
-# Helpers shared by bench/http.sh and bench/concurrent.sh; sourced (`. bench/lib.sh`) from
-# the checkout's root after the script has set LUA, DUR, CONN, SERVER_CPU and CLIENT_CPU.
+# Helpers shared by bench/http.sh, bench/concurrent.sh and bench/memory.sh; sourced
+# (`. bench/lib.sh`) from the checkout's root after the script has set LUA, SERVER_CPU and
+# CLIENT_CPU (and DUR and CONN for run_wrk).
 # shellcheck shell=bash disable=SC2034 # the variables set here are used by the sourcing scripts
 
 # bench_init: checks for wrk, installs the nginx peers (nginx with its Lua module, Debian's
@@ -46,6 +47,14 @@ wait_port() { # port
   echo "server on port $1 did not start" >&2
   exit 1
 }
+
+# workers_of master -> PIDs of its children titled "moonbridge: worker ..." (none: empty,
+# and a zero status, also under `set -e -o pipefail`)
+workers_of() {
+  ps -o pid=,args= --ppid "$1" | awk '$2 == "moonbridge:" && $3 == "worker" {print $1}' || true
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 
 # start_floor WORKERS: the pre-fork floor (bench/prefork_floor.c) on core SERVER_CPU when a
 # C compiler is there; sets FLOOR_PORT and FLOOR_PID (both empty without a compiler).

@@ -38,7 +38,7 @@ MASTER=$!
 PIDS+=("$MASTER")
 worker=""
 for _ in $(seq 100); do
-  worker=$(ps -o pid=,args= --ppid "$MASTER" | awk '$2 == "moonbridge:" && $3 == "worker" {print $1}' || true)
+  worker=$(workers_of "$MASTER")
   [ -n "$worker" ] && break
   sleep 0.1
 done
@@ -46,10 +46,7 @@ done
 sleep 0.5
 
 mem() { # -> "RSS PSS" in KiB of the worker
-  local rss pss
-  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$worker/status")
-  pss=$(awk '/^Pss:/ {print $2}' "/proc/$worker/smaps_rollup")
-  echo "$rss $pss"
+  echo "$(rss_kib "$worker") $(awk '/^Pss:/ {print $2}' "/proc/$worker/smaps_rollup")"
 }
 # requests N: N keep-alive requests on one connection (bench/keepalive_client.lua, on
 # core CLIENT_CPU); prints N
@@ -62,7 +59,7 @@ done1=$(requests "$FIRST")
 read -r rss1 pss1 < <(mem)
 done2=$(requests $((TOTAL - done1)))
 read -r rss2 pss2 < <(mem)
-now=$(ps -o pid= --ppid "$MASTER" | tr -d ' ' || true)
+now=$(workers_of "$MASTER")
 [ "$now" = "$worker" ] || echo "warning: the worker changed during the run ($worker -> $now)" >&2
 
 echo "Command: \`FIRST=$FIRST TOTAL=$TOTAL LUA=$LUA bash bench/memory.sh\` (Lua $LUA, $(uname -sr))."
