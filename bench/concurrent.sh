@@ -63,9 +63,8 @@ SLOW_WORKERS=32        # part 3: max_fork of the classic pool
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 bench_init # wrk, the nginx peers (installed when missing), the rock, TMP, PIDS and cleanup
-TCK=$(getconf CLK_TCK)
 
-declare -A SPID SPORT # server key -> master PID, port
+declare -A SPORT # server key -> port (SPID, of bench/lib.sh: -> master PID)
 
 # start_mb key concurrency workers: bench/http_app.lua on core SERVER_CPU; waits until it
 # answers and all its workers are up.
@@ -80,10 +79,7 @@ start_mb() {
   wait_port "$port"
   local want=$3
   [ "$2" -gt 1 ] && want=1
-  for _ in $(seq 100); do
-    [ "$(workers_of "${SPID[$1]}" | wc -l)" -ge "$want" ] && return 0
-    sleep 0.1
-  done
+  wait_workers "${SPID[$1]}" "$want" && return 0
   echo "$1: $want workers did not start" >&2
   cat "$TMP/$1.log" >&2
   exit 1
@@ -98,28 +94,6 @@ stop_pid() {
   local keep=() p
   for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
   PIDS=("${keep[@]}")
-}
-
-# tree_ticks pid -> CPU clock ticks (user + system) used by the process and all its
-# descendants: utime + stime of the live ones, and cutime + cstime for those already reaped.
-# The fields are counted after the ")" that ends the command name, which may hold spaces
-# (a worker's is "moonbridge: wor").
-tree_ticks() {
-  local sum=0 p line t queue=("$1") f kids
-  while [ ${#queue[@]} -gt 0 ]; do
-    p=${queue[0]}
-    queue=("${queue[@]:1}")
-    line=""
-    read -r line 2>/dev/null <"/proc/$p/stat" || continue
-    read -r -a f <<<"${line##*) }"
-    sum=$((sum + f[11] + f[12] + f[13] + f[14]))
-    for t in /proc/"$p"/task/*/children; do
-      kids=()
-      read -r -a kids 2>/dev/null <"$t" || true
-      queue+=("${kids[@]}")
-    done
-  done
-  echo "$sum"
 }
 
 fd_limit() { awk '/^Max open files/ {print $4}' "/proc/$1/limits" 2>/dev/null || true; }
@@ -166,20 +140,6 @@ CASES=(
   "POST 64 KiB body|-s $ROOT/bench/http_post.lua|/post|"
 )
 
-declare -A RPS P99 CPU
-# measure case server url [wrk args...]: one wrk run, with the server's CPU time around it
-measure() {
-  local key="$1|$2" pid=${SPID[$2]} url=$3 t0 t1 out r p n
-  shift 3
-  t0=$(tree_ticks "$pid")
-  out=$(run_wrk "$url" "$@")
-  t1=$(tree_ticks "$pid")
-  read -r r p n <<<"$out"
-  RPS[$key]+="$r "
-  P99[$key]+="$p "
-  CPU[$key]+="$(awk -v d=$((t1 - t0)) -v t="$TCK" -v n="$n" 'BEGIN {printf "%.2f", (n > 0 ? d / t * 1e6 / n : 0)}') "
-}
-
 for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
   for c in "${CASES[@]}"; do
@@ -191,30 +151,6 @@ for round in $(seq "$ROUNDS"); do
     done
   done
 done
-
-# the index of the median req/s among the runs of key
-median_run() {
-  local -a r
-  read -ra r <<<"${RPS[$1]}"
-  local m i
-  m=$(median "${r[@]}")
-  for i in "${!r[@]}"; do
-    [ "${r[$i]}" = "$m" ] && { echo "$i"; return; }
-  done
-}
-rps_of() { local -a r; read -ra r <<<"${RPS[$1]}"; median "${r[@]}"; }
-p99_of() { local -a p; read -ra p <<<"${P99[$1]}"; echo "${p[$(median_run "$1")]}"; }
-cpu_of() { local -a c; read -ra c <<<"${CPU[$1]}"; median "${c[@]}"; }
-ms() { # a wrk latency ("812.00us", "1.23ms", "1.01s", "2.00m") -> milliseconds
-  awk -v v="$1" 'BEGIN {
-    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
-    if (f < 0) print "-"; else print n * f }'
-}
-div() { # a b -> a / b with two decimals, "-" when either is missing or b is 0
-  awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
-}
 
 echo
 echo "## Concurrent pools: throughput"
@@ -386,22 +322,4 @@ for s in conc slow_classic; do
 done
 stop_pid "${SPID[slow_classic]}"
 
-# What the moonbridge servers logged beyond their start and shutdown, counted by message.
-# (wrk ends its runs with responses in flight, so a few "Could not send data to client"
-# handler errors at the end of a run are expected.)
-summary=""
-for s in conc classic idle slow_classic; do
-  lines=$(sed -e 's/^[0-9-]* [0-9:]* UTC: //' -e 's/^\[Pool #[0-9]*, PID [0-9]*\] //' "$TMP/$s.log" 2>/dev/null \
-    | grep -v -e '^Loading "' -e '^Adding TCP listener' -e '^Received SIGTERM' -e '^Waiting for' \
-      -e '^Shutdown complete' -e '^stack traceback:' -e $'^\t' \
-    | sed -e 's/PID [0-9]*/PID N/g' | sort | uniq -c | sort -rn | head -10 || true)
-  [ -n "$lines" ] && summary+="$s:"$'\n'"$lines"$'\n'
-done
-if [ -n "$summary" ]; then
-  echo
-  echo "Server log messages (count, message; tracebacks left out):"
-  echo
-  echo '```'
-  printf '%s' "$summary"
-  echo '```'
-fi
+log_summary conc classic idle slow_classic

@@ -1,12 +1,13 @@
 # Helpers shared by bench/http.sh, bench/concurrent.sh and bench/memory.sh; sourced
 # (`. bench/lib.sh`) from the checkout's root after the script has set LUA, SERVER_CPU and
-# CLIENT_CPU (and DUR and CONN for run_wrk).
+# CLIENT_CPU (and DUR and CONN for run_wrk, wrk_stats and measure).
 # shellcheck shell=bash disable=SC2034 # the variables set here are used by the sourcing scripts
 
 # bench_init: checks for wrk, installs the nginx peers (nginx with its Lua module, Debian's
 # OpenResty component) when missing and PEERS is 1 (the default), builds the rock when
-# .trees/$LUA has none, sources scripts/env.sh. Sets MOONBRIDGE, TMP (removed at exit) and
-# PIDS: every process whose PID is added there is stopped at exit (TERM, then KILL).
+# .trees/$LUA has none, sources scripts/env.sh. Sets MOONBRIDGE, TMP (removed at exit), TCK
+# (clock ticks per second) and PIDS: every process whose PID is added there is stopped at
+# exit (TERM, then KILL).
 bench_init() {
   command -v wrk >/dev/null || { echo "wrk is required (Debian package wrk)" >&2; exit 1; }
   if [ "${PEERS:-1}" = 1 ] && ! [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
@@ -21,6 +22,7 @@ bench_init() {
   MOONBRIDGE="$(pwd)/.trees/$LUA/bin/moonbridge"
   TMP=$(mktemp -d)
   chmod 755 "$TMP" # nginx workers run as another user
+  TCK=$(getconf CLK_TCK)
   PIDS=()
   trap cleanup EXIT
 }
@@ -56,14 +58,47 @@ workers_of() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 
-# start_floor WORKERS: the pre-fork floor (bench/prefork_floor.c) on core SERVER_CPU when a
-# C compiler is there; sets FLOOR_PORT and FLOOR_PID (both empty without a compiler).
+# wait_workers master n: waits up to 10 s until the moonbridge master has n workers;
+# non-zero status if it does not.
+wait_workers() {
+  for _ in $(seq 100); do
+    [ "$(workers_of "$1" | wc -l)" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# tree_ticks pid -> CPU clock ticks (user + system) used by the process and all its
+# descendants: utime + stime of the live ones, and cutime + cstime for those already reaped.
+# The fields are counted after the ")" that ends the command name, which may hold spaces
+# (a worker's is "moonbridge: wor").
+tree_ticks() {
+  local sum=0 p line t queue=("$1") f kids
+  while [ ${#queue[@]} -gt 0 ]; do
+    p=${queue[0]}
+    queue=("${queue[@]:1}")
+    line=""
+    read -r line 2>/dev/null <"/proc/$p/stat" || continue
+    read -r -a f <<<"${line##*) }"
+    sum=$((sum + f[11] + f[12] + f[13] + f[14]))
+    for t in /proc/"$p"/task/*/children; do
+      kids=()
+      read -r -a kids 2>/dev/null <"$t" || true
+      queue+=("${kids[@]}")
+    done
+  done
+  echo "$sum"
+}
+
+# start_floor WORKERS [close]: the pre-fork floor (bench/prefork_floor.c; with "close", its
+# one-request-per-connection mode) on core SERVER_CPU when a C compiler is there; sets
+# FLOOR_PORT and FLOOR_PID (both empty without a compiler).
 start_floor() {
   FLOOR_PORT=""
   FLOOR_PID=""
-  if command -v cc >/dev/null && cc -O2 -o "$TMP/floor" bench/prefork_floor.c 2>/dev/null; then
+  if command -v cc >/dev/null && { [ -x "$TMP/floor" ] || cc -O2 -o "$TMP/floor" bench/prefork_floor.c 2>/dev/null; }; then
     FLOOR_PORT=$(free_port)
-    taskset -c "$SERVER_CPU" "$TMP/floor" "$FLOOR_PORT" "$1" &
+    taskset -c "$SERVER_CPU" "$TMP/floor" "$FLOOR_PORT" "$1" ${2:+"$2"} &
     FLOOR_PID=$!
     PIDS+=("$FLOOR_PID")
     wait_port "$FLOOR_PORT"
@@ -99,9 +134,11 @@ start_nginx() {
   fi
 }
 
-# run_wrk url [extra wrk args...] -> "req/s p99 requests" (requests: how many wrk completed);
-# "@" in an argument stands for a space. Errors wrk reports go to stderr.
-run_wrk() {
+# wrk_stats url [extra wrk args...] -> "req/s p50 p99 requests [errors...]" (requests: how
+# many wrk completed; errors: what wrk reported of non-2xx responses and socket errors, on
+# one line, nothing when there were none) of one run of taskset -c CLIENT_CPU wrk -t1
+# -cCONN -dDUR --latency; "@" in an argument stands for a space.
+wrk_stats() {
   local url=$1
   shift
   local args=()
@@ -109,15 +146,98 @@ run_wrk() {
   set -- "${args[@]}"
   local out
   out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONN" -d"${DUR}s" --latency "$@" "$url" 2>&1)
-  local rps p99 n errors
+  local rps p50 p99 n errors
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   n=$(awk '/ requests in / {print $1}' <<<"$out")
-  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+|Socket errors:.*' <<<"$out" || true)
-  [ -n "$errors" ] && echo "  ($url: $errors)" >&2
-  echo "${rps:-0} ${p99:--} ${n:-0}"
+  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+|Socket errors:.*' <<<"$out" | tr '\n' ' ' || true)
+  echo "${rps:-0} ${p50:--} ${p99:--} ${n:-0} $errors"
+}
+
+# run_wrk url [extra wrk args...] -> "req/s p99 requests" of wrk_stats; errors go to stderr.
+run_wrk() {
+  local r p50 p99 n errors
+  read -r r p50 p99 n errors < <(wrk_stats "$@")
+  [ -n "$errors" ] && echo "  ($1: $errors)" >&2
+  echo "$r $p99 $n"
 }
 
 median() { # values... -> median
   printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+# Results of measure, keyed "case|server": each a list of values, one per run.
+declare -A SPID RPS P50 P99 CPU
+
+# measure case server url [wrk args...]: one wrk_stats run against the server whose master
+# PID is SPID[server], with that process tree's CPU time (tree_ticks) read before and after;
+# appends req/s, p50, p99 and the server's CPU µs per completed request to RPS, P50, P99
+# and CPU. What wrk reports of errors goes to stderr and, when WRK_ERRORS names a file, there.
+measure() {
+  local key="$1|$2" pid=${SPID[$2]} url=$3 t0 t1 r p50 p99 n errors
+  shift 3
+  t0=$(tree_ticks "$pid")
+  read -r r p50 p99 n errors < <(wrk_stats "$url" "$@")
+  t1=$(tree_ticks "$pid")
+  RPS[$key]+="$r "
+  P50[$key]+="$p50 "
+  P99[$key]+="$p99 "
+  CPU[$key]+="$(awk -v d=$((t1 - t0)) -v t="$TCK" -v n="$n" 'BEGIN {printf "%.2f", (n > 0 ? d / t * 1e6 / n : 0)}') "
+  if [ -n "$errors" ]; then
+    echo "  ($1, $2: $errors)" >&2
+    [ -z "${WRK_ERRORS:-}" ] || echo "$1, $2: $errors" >>"$WRK_ERRORS"
+  fi
+}
+
+# Figures of key ("case|server") from measure's runs: req/s and CPU/request are medians of
+# the runs, p50 and p99 those of the run whose req/s is the median (median_run: its index).
+median_run() {
+  local -a r
+  read -ra r <<<"${RPS[$1]}"
+  local m i
+  m=$(median "${r[@]}")
+  for i in "${!r[@]}"; do
+    [ "${r[$i]}" = "$m" ] && { echo "$i"; return; }
+  done
+}
+rps_of() { local -a r; read -ra r <<<"${RPS[$1]}"; median "${r[@]}"; }
+p50_of() { local -a p; read -ra p <<<"${P50[$1]}"; echo "${p[$(median_run "$1")]}"; }
+p99_of() { local -a p; read -ra p <<<"${P99[$1]}"; echo "${p[$(median_run "$1")]}"; }
+cpu_of() { local -a c; read -ra c <<<"${CPU[$1]}"; median "${c[@]}"; }
+
+ms() { # a wrk latency ("812.00us", "1.23ms", "1.01s", "2.00m") -> milliseconds
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+    if (f < 0) print "-"; else print n * f }'
+}
+div() { # a b -> a / b with two decimals, "-" when either is missing or b is 0
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+
+# log_summary key...: what the moonbridge servers logged in $TMP/KEY.log beyond their start
+# and shutdown, counted by message (tracebacks left out), as a markdown paragraph and code
+# block; nothing when they logged nothing else. (wrk ends its runs with responses in
+# flight, so a few "Could not send data to client" handler errors at the end of a run are
+# expected.)
+log_summary() {
+  local summary="" lines s
+  for s in "$@"; do
+    lines=$(sed -e 's/^[0-9-]* [0-9:]* UTC: //' -e 's/^\[Pool #[0-9]*, PID [0-9]*\] //' "$TMP/$s.log" 2>/dev/null \
+      | grep -v -e '^Loading "' -e '^Adding TCP listener' -e '^Received SIGTERM' -e '^Waiting for' \
+        -e '^Shutdown complete' -e '^stack traceback:' -e $'^\t' \
+      | sed -e 's/PID [0-9]*/PID N/g' | sort | uniq -c | sort -rn | head -10 || true)
+    [ -n "$lines" ] && summary+="$s:"$'\n'"$lines"$'\n'
+  done
+  if [ -n "$summary" ]; then
+    echo
+    echo "Server log messages (count, message; tracebacks left out):"
+    echo
+    echo '```'
+    printf '%s' "$summary"
+    echo '```'
+  fi
+  return 0
 }
