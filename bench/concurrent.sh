@@ -64,7 +64,7 @@ SLOW_WORKERS=32        # part 3: max_fork of the classic pool
 . bench/lib.sh
 bench_init # wrk, the nginx peers (installed when missing), the rock, TMP, PIDS and cleanup
 
-declare -A SPORT # server key -> port (SPID, of bench/lib.sh: -> master PID)
+declare -A SPID SPORT # server key -> master PID, port (SPID: also used by measure of bench/lib.sh)
 
 # start_mb key concurrency workers: bench/http_app.lua on core SERVER_CPU; waits until it
 # answers and all its workers are up.

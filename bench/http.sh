@@ -1,156 +1,292 @@
 #!/usr/bin/env bash
-# HTTP benchmark: wrk against moonbridge_http (examples/helloworld.lua, and bench/http_app.lua
-# for the 1 MiB response and the 64 KiB POST), with nginx `return 200` and nginx
-# `content_by_lua_block` as peers when installed, and (keep-alive only) the floor of the
-# pre-forking model, bench/prefork_floor.c, when a C compiler is there. The servers are pinned to core 0, wrk to
-# core 1. Every case runs ROUNDS times, servers interleaved, and the median is reported, so
-# that noise from other processes on the machine hits every server alike.
+# HTTP benchmark of moonbridge_http's classic pool against its peers, on loopback, with
+# targets evaluated from the same run.
 #
-#   bash bench/http.sh                       # defaults below
-#   DUR=10 CONN=8 ROUNDS=5 LUA=5.3 bash bench/http.sh
+# Servers (all pinned to core SERVER_CPU; wrk -t1 is pinned to CLIENT_CPU):
+#   - moonbridge: bench/http_app.lua with WORKERS=$WORKERS, a classic pool of WORKERS worker
+#     processes (pre_fork = min_fork = WORKERS);
+#   - baseline (when BASELINE names another checkout): that checkout's build and its own
+#     bench/http_app.lua, with the same WORKERS and its own module paths;
+#   - the pre-fork floor, bench/prefork_floor.c (WORKERS forked C processes: one blocking
+#     recv and one send per request, no parsing, no Lua), when a C compiler is there; for
+#     the keep-alive case in its keep-alive mode, for the Connection: close case in its
+#     "close" mode (one request per connection, answered with Connection: close);
+#   - nginx `return 200` and nginx `content_by_lua_block` (bench/http_nginx.conf, one worker
+#     process; nginx-light and libnginx-mod-http-lua are installed when missing).
+# Cases (wrk connections in parentheses):
+#   - GET keep-alive "/" (KA_CONN);
+#   - GET "/" with `Connection: close` (CLOSE_CONN): one request per connection;
+#   - GET of a 1 MiB response "/1m" (BIG_CONN);
+#   - POST of a 64 KiB body "/post" (BIG_CONN; the wrk script bench/http_post.lua).
+# Every case runs ROUNDS times, in each round every server once, one after the other, so
+# that noise from other processes on the machine hits every server alike. Reported per case
+# and server: req/s (median of the rounds), p50 and p99 latency (of the run whose req/s is
+# the median) and the server's CPU time per request (median of the rounds): user + system
+# time of the server's whole process tree (master, workers, and reaped children through
+# cutime/cstime; for nginx its master and worker) from /proc/PID/stat, read before and after
+# each wrk run, divided by the requests wrk completed. In the Connection: close case that is
+# also the CPU time per connection. Then moonbridge's ratios to every other server (req/s,
+# CPU per request, p99), a table of targets with pass/fail (the ratios they compare with,
+# from this run), the command line, and (IO=1) bench/io_bench.lua's comparison of
+# moonbridge_io's line reads (and bulk reads) with LuaSocket's, for Lua $LUA.
+#
+#   bash bench/http.sh                          # defaults below; about 5 minutes
+#   DUR=1 ROUNDS=1 IO=0 bash bench/http.sh      # a quick check (about 25 s)
+#   KA_CONN=8 WORKERS=8 LUA=5.3 bash bench/http.sh
 #   BASELINE=../other-checkout bash bench/http.sh   # also that checkout's build, same run
 #
-# BASELINE names another checkout with its rock installed in .trees/$LUA (for a before and
-# after comparison): its servers run in the same rounds, with its own module paths.
+# Env: DUR seconds per wrk run (5); ROUNDS runs per case and server (3); LUA the rock tree,
+# .trees/5.3 or .trees/5.4 (5.4); KA_CONN (32), CLOSE_CONN (32), BIG_CONN (8) wrk
+# connections of the keep-alive, Connection: close, and 1 MiB and POST cases; WORKERS
+# moonbridge's workers and the floor's processes (40); BASELINE another checkout with its
+# rock in .trees/$LUA (none); IO=0 skips the io benchmark (1); PEERS=0 runs no nginx and no
+# floor and installs nothing (1); SERVER_CPU (0) and CLIENT_CPU (1).
 #
-# Prints a markdown table (req/s and p99 latency, and moonbridge's ratio to each peer).
+# Prints markdown. Exits non-zero when setup fails; every process it starts is stopped at
+# exit (by PID: PIDS and cleanup of bench/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-DUR=${DUR:-5}          # seconds per wrk run
-CONN=${CONN:-8}        # wrk connections (moonbridge gets at least as many workers)
-ROUNDS=${ROUNDS:-3}    # runs per case; the median is reported
-LUA=${LUA:-5.4}        # which rock tree (.trees/5.3 or .trees/5.4) to benchmark
+DUR=${DUR:-5}
+ROUNDS=${ROUNDS:-3}
+LUA=${LUA:-5.4}
+KA_CONN=${KA_CONN:-32}
+CLOSE_CONN=${CLOSE_CONN:-32}
+BIG_CONN=${BIG_CONN:-8}
+WORKERS=${WORKERS:-40}
+BASELINE=${BASELINE:-}
+IO=${IO:-1}
+PEERS=${PEERS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+COMMAND="DUR=$DUR ROUNDS=$ROUNDS LUA=$LUA KA_CONN=$KA_CONN CLOSE_CONN=$CLOSE_CONN BIG_CONN=$BIG_CONN"
+COMMAND+=" WORKERS=$WORKERS${BASELINE:+ BASELINE=$(printf '%q' "$BASELINE")} IO=$IO PEERS=$PEERS"
+COMMAND+=" SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU bash bench/http.sh"
+for v in DUR ROUNDS KA_CONN CLOSE_CONN BIG_CONN WORKERS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, not '${!v}'" >&2; exit 2; }
+done
+[ -z "${CONN:-}" ] || echo "CONN is not used any more: KA_CONN, CLOSE_CONN and BIG_CONN set the connections" >&2
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 bench_init # wrk, the nginx peers (installed when missing), the rock, TMP, PIDS and cleanup
+WRK_ERRORS="$TMP/wrk-errors" # measure writes there what wrk reports of errors
 
-HELLO_PORT=$(free_port)
-APP_PORT=$(free_port)
-PORT=$HELLO_PORT taskset -c "$SERVER_CPU" "$MOONBRIDGE" examples/helloworld.lua >"$TMP/hello.log" 2>&1 &
-PIDS+=($!)
-PORT=$APP_PORT WORKERS=$CONN taskset -c "$SERVER_CPU" "$MOONBRIDGE" bench/http_app.lua >"$TMP/app.log" 2>&1 &
-PIDS+=($!)
-wait_port "$HELLO_PORT"
-wait_port "$APP_PORT"
+declare -A SPID SPORT LABEL # server key -> master PID (read by measure of bench/lib.sh), port, label
 
-B_HELLO_PORT=""
-if [ -n "${BASELINE:-}" ]; then
+# start_app key checkout: that checkout's moonbridge ($checkout/.trees/$LUA) serving its
+# bench/http_app.lua with WORKERS workers, with its module paths (its scripts/env.sh); waits
+# until it answers and all its workers are up.
+start_app() {
+  local port
+  port=$(free_port)
+  # shellcheck source=/dev/null # the checkout's own scripts/env.sh
+  (. "$2/scripts/env.sh" && cd "$2" && PORT=$port WORKERS=$WORKERS exec taskset -c "$SERVER_CPU" \
+    "$2/.trees/$LUA/bin/moonbridge" bench/http_app.lua) >"$TMP/$1.log" 2>&1 &
+  SPID[$1]=$! # the subshell execs moonbridge: this is its master
+  SPORT[$1]=$port
+  PIDS+=("$!")
+  wait_port "$port"
+  wait_workers "${SPID[$1]}" "$WORKERS" && return 0
+  echo "$1: $WORKERS workers did not start" >&2
+  cat "$TMP/$1.log" >&2
+  exit 1
+}
+
+SERVERS=(mb)
+start_app mb "$ROOT"
+LABEL[mb]="moonbridge ($WORKERS workers)"
+if [ -n "$BASELINE" ]; then
   BASE=$(cd "$BASELINE" && pwd)
   [ -x "$BASE/.trees/$LUA/bin/moonbridge" ] || { echo "no $BASE/.trees/$LUA/bin/moonbridge" >&2; exit 1; }
-  B_HELLO_PORT=$(free_port)
-  B_APP_PORT=$(free_port)
-  # The baseline's own module paths (env.sh of that checkout), its own apps.
-  (. "$BASE/scripts/env.sh" && cd "$BASE" && PORT=$B_HELLO_PORT exec taskset -c "$SERVER_CPU" \
-    "$BASE/.trees/$LUA/bin/moonbridge" examples/helloworld.lua) >"$TMP/b-hello.log" 2>&1 &
-  PIDS+=($!)
-  (. "$BASE/scripts/env.sh" && cd "$BASE" && PORT=$B_APP_PORT WORKERS=$CONN exec taskset -c "$SERVER_CPU" \
-    "$BASE/.trees/$LUA/bin/moonbridge" bench/http_app.lua) >"$TMP/b-app.log" 2>&1 &
-  PIDS+=($!)
-  wait_port "$B_HELLO_PORT"
-  wait_port "$B_APP_PORT"
+  start_app baseline "$BASE"
+  SERVERS+=(baseline)
+  LABEL[baseline]="baseline moonbridge ($WORKERS workers)"
+fi
+NGINX_PORT=""
+NGINX_LUA=""
+if [ "$PEERS" = 1 ]; then
+  start_floor "$WORKERS"
+  if [ -n "$FLOOR_PORT" ]; then
+    SPID[floor]=$FLOOR_PID
+    SPORT[floor]=$FLOOR_PORT
+    LABEL[floor]="pre-fork floor ($WORKERS processes)"
+    start_floor "$WORKERS" close
+    SPID[floor-close]=$FLOOR_PID
+    SPORT[floor-close]=$FLOOR_PORT
+    LABEL[floor-close]="pre-fork floor, close mode ($WORKERS processes)"
+    SERVERS+=(floor floor-close)
+  fi
+  start_nginx
+  if [ -n "$NGINX_PORT" ]; then
+    SPID[nginx]=$NGINX_PID
+    LABEL[nginx]="nginx \`return 200\` (1 worker)"
+    SERVERS+=(nginx)
+    if [ -n "$NGINX_LUA" ]; then
+      SPID[nginx-lua]=$NGINX_PID
+      LABEL[nginx-lua]="nginx \`content_by_lua_block\` (1 worker)"
+      SERVERS+=(nginx-lua)
+    fi
+  fi
 fi
 
-start_floor "$CONN"
-start_nginx
+url_of() { # server path -> URL
+  case $1 in
+    mb | baseline) echo "http://127.0.0.1:${SPORT[$1]}$2" ;;
+    floor | floor-close) echo "http://127.0.0.1:${SPORT[$1]}/" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT$2" ;;
+    nginx-lua) echo "http://127.0.0.1:$NGINX_PORT/lua$2" ;;
+  esac
+}
 
-# case name | wrk args | moonbridge url | nginx path | nginx lua path | floor (1 = run it)
+# case name | connections | wrk args ("@" stands for a space) | path | which floor runs it
 CASES=(
-  "GET keep-alive||http://127.0.0.1:$HELLO_PORT/|/|/lua/|1"
-  "GET, Connection: close|-H Connection:@close|http://127.0.0.1:$HELLO_PORT/|/|/lua/|"
-  "GET 1 MiB response||http://127.0.0.1:$APP_PORT/1m|/1m|/lua/1m|"
-  "POST 64 KiB body|-s $ROOT/bench/http_post.lua|http://127.0.0.1:$APP_PORT/post|/post|/lua/post|"
+  "GET keep-alive|$KA_CONN||/|floor"
+  "GET, Connection: close|$CLOSE_CONN|-H Connection:@close|/|floor-close"
+  "GET 1 MiB response|$BIG_CONN||/1m|"
+  "POST 64 KiB body|$BIG_CONN|-s $ROOT/bench/http_post.lua|/post|"
 )
+runs_case() { # server floor-of-the-case -> status 0 when the server runs in that case
+  case $1 in
+    floor | floor-close) [ "$1" = "$2" ] ;;
+    *) true ;;
+  esac
+}
 
-declare -A RPS P99
 for round in $(seq "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
   for c in "${CASES[@]}"; do
-    IFS='|' read -r name args mb_url ngx_path lua_path floor <<<"$c"
-    # shellcheck disable=SC2086 # args are word lists on purpose
-    read -r r p _ < <(run_wrk "$mb_url" $args)
-    RPS["$name|mb"]+="$r "
-    P99["$name|mb"]+="$p "
-    if [ -n "$B_HELLO_PORT" ]; then
-      b_url=${mb_url/:$HELLO_PORT\//:$B_HELLO_PORT\/}
-      b_url=${b_url/:$APP_PORT\//:$B_APP_PORT\/}
-      # shellcheck disable=SC2086
-      read -r r p _ < <(run_wrk "$b_url" $args)
-      RPS["$name|base"]+="$r "
-      P99["$name|base"]+="$p "
-    fi
-    if [ -n "$NGINX_PORT" ]; then
-      # shellcheck disable=SC2086
-      read -r r p _ < <(run_wrk "http://127.0.0.1:$NGINX_PORT$ngx_path" $args)
-      RPS["$name|ngx"]+="$r "
-      P99["$name|ngx"]+="$p "
-    fi
-    if [ -n "$NGINX_LUA" ]; then
-      # shellcheck disable=SC2086
-      read -r r p _ < <(run_wrk "http://127.0.0.1:$NGINX_PORT$lua_path" $args)
-      RPS["$name|lua"]+="$r "
-      P99["$name|lua"]+="$p "
-    fi
-    if [ -n "$FLOOR_PORT" ] && [ -n "$floor" ]; then
-      # shellcheck disable=SC2086
-      read -r r p _ < <(run_wrk "http://127.0.0.1:$FLOOR_PORT/" $args)
-      RPS["$name|floor"]+="$r "
-      P99["$name|floor"]+="$p "
-    fi
+    IFS='|' read -r name CONN args path floor <<<"$c"
+    for s in "${SERVERS[@]}"; do
+      runs_case "$s" "$floor" || continue
+      # shellcheck disable=SC2086 # args are word lists on purpose
+      measure "$name" "$s" "$(url_of "$s" "$path")" $args
+    done
   done
 done
 
-# p99 of the run whose req/s is the median
-pick() { # key
-  local -a r p
-  read -ra r <<<"${RPS[$1]}"
-  read -ra p <<<"${P99[$1]}"
-  local m
-  m=$(median "${r[@]}")
-  for i in "${!r[@]}"; do
-    if [ "${r[$i]}" = "$m" ]; then
-      printf '%.0f (%s)' "$m" "${p[$i]}"
-      return
-    fi
-  done
+# ratio case a b metric (rps, cpu or p99) -> a's figure / b's, "-" when either is missing
+ratio() {
+  if [ -z "${RPS[$1|$2]:-}" ] || [ -z "${RPS[$1|$3]:-}" ]; then echo "-"; return; fi
+  case $4 in
+    rps) div "$(rps_of "$1|$2")" "$(rps_of "$1|$3")" ;;
+    cpu) div "$(cpu_of "$1|$2")" "$(cpu_of "$1|$3")" ;;
+    p99) div "$(ms "$(p99_of "$1|$2")")" "$(ms "$(p99_of "$1|$3")")" ;;
+  esac
 }
-ratio() { # key_a key_b
-  local -a a b
-  read -ra a <<<"${RPS[$1]}"
-  read -ra b <<<"${RPS[$2]}"
-  awk -v x="$(median "${a[@]}")" -v y="$(median "${b[@]}")" 'BEGIN {printf "%.2f", (y > 0 ? x / y : 0)}'
+
+ms_shown() { # a wrk latency -> "0.25 ms" ("-" when there is none)
+  local m
+  m=$(ms "$1")
+  if [ "$m" = "-" ]; then echo "-"; else awk -v m="$m" 'BEGIN {printf (m < 1 ? "%.3f ms" : "%.2f ms"), m}'; fi
 }
 
 echo
-echo "moonbridge_http (Lua $LUA), $CONN connections, ${DUR}s per run, median of $ROUNDS;"
-echo "servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU: \`taskset -c $CLIENT_CPU wrk -t1 -c$CONN -d${DUR}s --latency [args] URL\`"
+echo "## HTTP: moonbridge_http against its peers"
 echo
-header="| case | wrk args | moonbridge req/s (p99) |"
+echo "Lua $LUA, Linux $(uname -r), $(nproc) CPUs; ${DUR}s per run, medians of $ROUNDS runs (every server once a round);"
+echo "servers on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU. moonbridge: \`bench/http_app.lua\`, a classic pool of $WORKERS workers"
+echo "(pre_fork = min_fork = $WORKERS). nginx \`return 200\` serves /1m as a static file and answers /post with"
+echo "\`return 200\` (nginx reads and discards the body). The wrk command of each case (URL: the server's):"
+echo
+for c in "${CASES[@]}"; do
+  IFS='|' read -r name conn args path _ <<<"$c"
+  shown=""
+  for w in ${args/$ROOT\//}; do # an argument with "@" has a space there: quoted
+    if [[ $w == *@* ]]; then shown+="'${w//@/ }' "; else shown+="$w "; fi
+  done
+  echo "- $name: \`taskset -c $CLIENT_CPU wrk -t1 -c$conn -d${DUR}s --latency ${shown}URL$path\`"
+  if [ "$conn" -gt "$WORKERS" ]; then
+    echo "  (more connections than moonbridge's $WORKERS workers: the others wait for a free worker)"
+  fi
+done
+echo
+echo "req/s: median of the rounds; p50, p99: latency of the run whose req/s is the median; server CPU:"
+echo "user + system time of the server's process tree (master, workers, reaped children) during the run,"
+echo "divided by the requests completed, median of the rounds (in the Connection: close case one request"
+echo "per connection: the CPU time per connection). moonbridge / server: req/s above 1, moonbridge is"
+echo "faster; CPU and p99 below 1, moonbridge is cheaper, quicker."
+echo
+echo "| case | server | req/s | p50 | p99 | server CPU µs/request | moonbridge / server: req/s | CPU | p99 |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for c in "${CASES[@]}"; do
+  IFS='|' read -r name conn _ _ floor <<<"$c"
+  for s in "${SERVERS[@]}"; do
+    runs_case "$s" "$floor" || continue
+    k="$name|$s"
+    cpu=$(printf '%.1f' "$(cpu_of "$k")")
+    [ "$floor" = floor-close ] && cpu+=" (per request = per connection)"
+    ratios="- | - | -"
+    [ "$s" = mb ] || ratios="$(ratio "$name" mb "$s" rps) | $(ratio "$name" mb "$s" cpu) | $(ratio "$name" mb "$s" p99)"
+    printf '| %s (%s conn.) | %s | %.0f | %s | %s | %s | %s |\n' "$name" "$conn" "${LABEL[$s]}" \
+      "$(rps_of "$k")" "$(ms_shown "$(p50_of "$k")")" "$(ms_shown "$(p99_of "$k")")" "$cpu" "$ratios"
+  done
+done
+
+# target | case | metric | peer | comparison | limit
+TARGETS=(
+  "keep-alive: server CPU per request <= 1.3x the pre-fork floor's|GET keep-alive|cpu|floor|<=|1.3"
+  "keep-alive: p99 <= 3x content_by_lua's|GET keep-alive|p99|nginx-lua|<=|3"
+  "keep-alive: req/s >= 0.6x content_by_lua's|GET keep-alive|rps|nginx-lua|>=|0.6"
+  "Connection: close: req/s >= 0.9x content_by_lua's|GET, Connection: close|rps|nginx-lua|>=|0.9"
+  "Connection: close: p99 <= 3x content_by_lua's|GET, Connection: close|p99|nginx-lua|<=|3"
+  "64 KiB POST: req/s >= 0.8x content_by_lua's|POST 64 KiB body|rps|nginx-lua|>=|0.8"
+  "1 MiB response: req/s >= 1.0x content_by_lua's|GET 1 MiB response|rps|nginx-lua|>=|1.0"
+)
+verdict() { # value comparison limit -> pass, fail, or n/a (no figure)
+  [ "$1" = "-" ] && { echo "n/a (no peer)"; return; }
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+    ok = (op == "<=") ? (v <= l) : (v >= l); print (ok ? "pass" : "**fail**") }'
+}
+echo
+echo "### Targets (ratios from this run)"
+echo
+header="| target | moonbridge / peer | result |"
 rule="|---|---|---|"
-[ -n "$B_HELLO_PORT" ] && header+=" baseline req/s (p99) | moonbridge / baseline |" && rule+="---|---|"
-[ -n "$NGINX_PORT" ] && header+=" nginx \`return 200\` | moonbridge / nginx |" && rule+="---|---|"
-[ -n "$NGINX_LUA" ] && header+=" nginx \`content_by_lua_block\` | moonbridge / lua |" && rule+="---|---|"
-[ -n "$FLOOR_PORT" ] && header+=" pre-fork floor | moonbridge / floor |" && rule+="---|---|"
+[ -n "$BASELINE" ] && header+=" baseline / peer | baseline result |" && rule+="---|---|"
 echo "$header"
 echo "$rule"
-for c in "${CASES[@]}"; do
-  IFS='|' read -r name args _ _ _ _ <<<"$c"
-  args=${args/$ROOT\//}
-  args=${args//@/ }
-  line="| $name | \`${args:--}\` | $(pick "$name|mb") |"
-  [ -n "$B_HELLO_PORT" ] && line+=" $(pick "$name|base") | $(ratio "$name|mb" "$name|base") |"
-  [ -n "$NGINX_PORT" ] && line+=" $(pick "$name|ngx") | $(ratio "$name|mb" "$name|ngx") |"
-  [ -n "$NGINX_LUA" ] && line+=" $(pick "$name|lua") | $(ratio "$name|mb" "$name|lua") |"
-  if [ -n "$FLOOR_PORT" ]; then
-    if [ -n "${RPS[$name|floor]:-}" ]; then
-      line+=" $(pick "$name|floor") | $(ratio "$name|mb" "$name|floor") |"
-    else
-      line+=" - | - |"
-    fi
+passed=0
+for t in "${TARGETS[@]}"; do
+  IFS='|' read -r what name metric peer op limit <<<"$t"
+  v=$(ratio "$name" mb "$peer" "$metric")
+  result=$(verdict "$v" "$op" "$limit")
+  [ "$result" = pass ] && passed=$((passed + 1))
+  line="| $what | $v | $result |"
+  if [ -n "$BASELINE" ]; then
+    v=$(ratio "$name" baseline "$peer" "$metric")
+    line+=" $v | $(verdict "$v" "$op" "$limit") |"
   fi
   echo "$line"
 done
+echo
+echo "moonbridge meets $passed of ${#TARGETS[@]} targets."
+
+if [ -s "$WRK_ERRORS" ]; then
+  echo
+  echo "wrk reported errors (case, server: what wrk printed):"
+  echo
+  echo '```'
+  cat "$WRK_ERRORS"
+  echo '```'
+fi
+
+log_summary "${SERVERS[@]}" # mb and baseline: the others log nothing there
+
+echo
+echo "Command: \`$COMMAND\`"
+
+if [ "$IO" = 1 ]; then
+  echo
+  echo "## moonbridge_io line reads against LuaSocket (Lua $LUA)"
+  echo
+  io_cmd=(bench/io_bench.lua 256 2000000 7) # 256 MiB bulk, 2 M lines, 7 rounds: about 10 s
+  if "lua$LUA" -e 'require "socket"' 2>/dev/null; then
+    echo "\`lua$LUA ${io_cmd[*]}\` (the method: bench/io_bench.lua's header; the full comparison: bench/io.sh):"
+    echo
+    timeout 120 "lua$LUA" "${io_cmd[@]}" || echo "(bench/io_bench.lua failed or took more than 120 s: status $?)"
+  else
+    echo "LuaSocket is not installed for Lua $LUA (Debian package lua-socket): skipped."
+  fi
+fi

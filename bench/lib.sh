@@ -1,6 +1,6 @@
 # Helpers shared by bench/http.sh, bench/concurrent.sh and bench/memory.sh; sourced
 # (`. bench/lib.sh`) from the checkout's root after the script has set LUA, SERVER_CPU and
-# CLIENT_CPU (and DUR and CONN for run_wrk, wrk_stats and measure).
+# CLIENT_CPU (and DUR and CONN for wrk_stats and measure).
 # shellcheck shell=bash disable=SC2034 # the variables set here are used by the sourcing scripts
 
 # bench_init: checks for wrk, installs the nginx peers (nginx with its Lua module, Debian's
@@ -17,6 +17,7 @@ bench_init() {
       || echo "could not install nginx-light libnginx-mod-http-lua; running without peers" >&2
   fi
   [ -x ".trees/$LUA/bin/moonbridge" ] || bash scripts/setup.sh >/dev/null
+  # shellcheck source=scripts/env.sh
   # shellcheck source=scripts/env.sh
   . scripts/env.sh
   MOONBRIDGE="$(pwd)/.trees/$LUA/bin/moonbridge"
@@ -153,14 +154,6 @@ wrk_stats() {
   n=$(awk '/ requests in / {print $1}' <<<"$out")
   errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+|Socket errors:.*' <<<"$out" | tr '\n' ' ' || true)
   echo "${rps:-0} ${p50:--} ${p99:--} ${n:-0} $errors"
-}
-
-# run_wrk url [extra wrk args...] -> "req/s p99 requests" of wrk_stats; errors go to stderr.
-run_wrk() {
-  local r p50 p99 n errors
-  read -r r p50 p99 n errors < <(wrk_stats "$@")
-  [ -n "$errors" ] && echo "  ($1: $errors)" >&2
-  echo "$r $p99 $n"
 }
 
 median() { # values... -> median
