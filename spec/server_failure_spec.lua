@@ -18,6 +18,19 @@ listen{ {proto="tcp", host="127.0.0.1", port=$PORT},
       return t.field -- a runtime error with a traceback
     elseif line == "exit\n" then
       os.exit(3)
+    elseif line == "close-exit\n" then
+      os.exit(4, true) -- closes the Lua state: every block freed, the module unloaded
+    elseif line == "churn\n" then
+      -- many small objects made and dropped (the small-block cache under memory_limit)
+      local sum, keep = 0, {}
+      for i = 1, 200000 do
+        local t = { i, tostring(i), { i } }
+        if i % 1000 == 0 then keep[#keep + 1] = t end
+        sum = sum + t[1] + #t[2] + t[3][1]
+      end
+      for _, t in ipairs(keep) do sum = sum + t[1] + tonumber(t[2]) + t[3][1] end
+      s:write(sum, "\n")
+      return true
     elseif line == "big\n" then
       local ok, err = pcall(string.rep, "x", 64 * 1000 * 1000)
       s:write(tostring(ok), " ", tostring(err), "\n"):flush()
@@ -88,6 +101,27 @@ describe("handler failures", function()
     assert.is_not_nil(H.wait_log(srv, "of pool #1 exited with code 3"))
     assert.is_not_nil(H.wait_workers(srv, 2))
     assert.is_not_nil(pid_of(srv))
+  end)
+
+  it("os.exit(code, true) in a handler closes the state and exits with that code", function()
+    srv = H.start(APP)
+    assert.is_not_nil(H.wait_workers(srv, 2))
+    local data, status = H.request(srv, "close-exit\n")
+    assert.equal("", data)
+    assert.not_equal("eof", status)
+    assert.is_not_nil(H.wait_log(srv, "of pool #1 exited with code 4"), H.log_text(srv))
+    assert.is_nil(H.log_text(srv):match("signal"), H.log_text(srv))
+    assert.is_not_nil(pid_of(srv))
+  end)
+
+  it("objects made and dropped by the hundred thousand keep their contents", function()
+    srv = H.start(APP)
+    local expect = 0
+    for i = 1, 200000 do expect = expect + 2 * i + #tostring(i) end
+    for i = 1000, 200000, 1000 do expect = expect + 3 * i end
+    for _ = 1, 3 do -- the same worker again and again: its cache in use
+      assert.equal(string.format("%d\n", expect), (H.request(srv, "churn\n", 20)))
+    end
   end)
 
   it("memory_limit makes allocations fail with 'not enough memory'", function()

@@ -38,6 +38,7 @@ pub const FUNCTIONS: Functions = &[
     (c"timer_sub", timer::timer_sub),
     (c"timer_restore", timer::timer_restore),
     (c"set_memory_limit", timer::set_memory_limit),
+    (c"use_small_blocks", timer::use_small_blocks),
     (c"exit", process::exit),
     (c"daemonize", process::daemonize),
     (c"pidfile", process::pidfile),

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod process;
 pub mod record;
 pub mod signals;
+pub mod small_blocks;
 pub mod spawn;
 pub mod timed;
 pub mod timer;

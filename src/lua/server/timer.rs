@@ -1,5 +1,5 @@
-//! `timeout()` and `memory_limit` for `moonbridge_core`: the worker's real-time timer (its
-//! expiry kills the worker) and the allocation budget of its Lua state.
+//! `timeout()`, `memory_limit` and the small-block cache for `moonbridge_core`: the worker's
+//! real-time timer (its expiry kills the worker) and the allocator of its Lua state.
 
 use std::time::Duration;
 
@@ -66,5 +66,13 @@ lua_fn! {
         }
         crate::lua::memory::set_limit(s, n as usize);
         Ok(0)
+    }
+}
+
+lua_fn! {
+    /// use_small_blocks() -> whether the state's small blocks now come from a cache
+    pub fn use_small_blocks(s) {
+        s.push_bool(crate::lua::memory::use_small_blocks(s));
+        Ok(1)
     }
 }
