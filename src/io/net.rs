@@ -192,15 +192,20 @@ fn connect_outcome(fd: &OwnedFd) -> io::Result<()> {
     }
 }
 
-/// Wraps a connected (or connecting) TCP socket: SO_LINGER 0 until a graceful close. The
-/// addresses not passed in are asked of the system.
+/// Wraps a connected (or connecting) TCP socket: SO_LINGER 0 until a graceful close, so
+/// that a process that dies with the connection open resets it rather than ending it like
+/// a complete response (`lingers`: the socket has it already, accepted from a listener that
+/// has it). The addresses not passed in are asked of the system.
 fn tcp_handle(
     fd: OwnedFd,
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
+    lingers: bool,
 ) -> io::Result<Handle> {
     let raw = fd.as_raw_fd();
-    sys::set_linger(raw, Some(0))?;
+    if !lingers {
+        sys::set_linger(raw, Some(0))?;
+    }
     let mut h = Handle::new(fd, Kind::Tcp);
     h.local_addr = local.or_else(|| local_inet_addr(raw));
     h.remote_addr = remote.or_else(|| peer_inet_addr(raw));
@@ -252,7 +257,9 @@ impl TcpConnect {
                     return Ok(ConnectStep::Writable(raw));
                 }
                 match connect_outcome(&fd) {
-                    Ok(()) => return tcp_handle(fd, None, Some(addr)).map(ConnectStep::Done),
+                    Ok(()) => {
+                        return tcp_handle(fd, None, Some(addr), false).map(ConnectStep::Done)
+                    }
                     Err(e) => self.last = Some(e),
                 }
             }
@@ -267,7 +274,9 @@ impl TcpConnect {
                 Ok((fd, done))
             });
             match started {
-                Ok((fd, true)) => return tcp_handle(fd, None, Some(addr)).map(ConnectStep::Done),
+                Ok((fd, true)) => {
+                    return tcp_handle(fd, None, Some(addr), false).map(ConnectStep::Done)
+                }
                 Ok((fd, false)) => self.current = Some((fd, addr)),
                 Err(e) => self.last = Some(e),
             }
@@ -292,7 +301,7 @@ pub fn tcp_connect_nb(host: &[u8], port: Port<'_>) -> io::Result<Handle> {
     let addr = resolve(host, port, false)?[0];
     let fd = tcp_socket(&addr)?;
     start_connect(&fd, &SockaddrStorage::from(addr))?;
-    tcp_handle(fd, None, Some(addr))
+    tcp_handle(fd, None, Some(addr), false)
 }
 
 /// The socket address of a Unix socket path. Rejects what the kernel would misread: an
@@ -393,6 +402,9 @@ fn listen(fd: &OwnedFd) -> io::Result<()> {
 pub struct Listener {
     fd: Option<OwnedFd>,
     kind: Kind,
+    /// A TCP listener with SO_LINGER 0, which its connections inherit: accepting needs no
+    /// setsockopt per connection.
+    lingers: bool,
     local_addr: Option<SocketAddr>,
     path: Option<PathBuf>,
 }
@@ -472,9 +484,12 @@ impl Listener {
             }
             _ => (Kind::Tcp, inet_addr(&ss), None),
         };
+        // SO_LINGER on a listening socket changes nothing for the listener itself.
+        let lingers = kind == Kind::Tcp && sys::set_linger(raw, Some(0)).is_ok();
         Ok(Listener {
             fd: Some(fd),
             kind,
+            lingers,
             local_addr,
             path,
         })
@@ -592,7 +607,7 @@ impl Listener {
         match self.kind {
             Kind::Tcp => {
                 let local = self.local_addr.filter(|a| !a.ip().is_unspecified());
-                tcp_handle(conn, local, remote)
+                tcp_handle(conn, local, remote, self.lingers)
             }
             _ => Ok(Handle::new(conn, Kind::Local)),
         }
@@ -740,6 +755,27 @@ mod tests {
             assert_eq!(s.remote_addr, c.local_addr);
             assert_eq!(c.kind(), Kind::Tcp);
             assert_eq!(s.kind(), Kind::Tcp);
+        }
+    }
+
+    /// SO_LINGER as (on, seconds).
+    fn linger_of(h: &Handle) -> (bool, i32) {
+        let fd = h.fd().expect("open");
+        let l = sock::getsockopt(&fd, sockopt::Linger).unwrap();
+        (l.l_onoff != 0, l.l_linger)
+    }
+
+    #[test]
+    fn connections_reset_unless_closed_gracefully() {
+        // Accepted connections inherit SO_LINGER 0 from the listener (no setsockopt per
+        // connection, see tcp_handle); connected ones get it set.
+        for host in ["127.0.0.1", "::1"] {
+            let (l, port) = loopback(host);
+            assert!(l.lingers);
+            let c = tcp_connect(host.as_bytes(), Port::Number(port)).unwrap();
+            let s = l.accept().unwrap();
+            assert_eq!(linger_of(&s), (true, 0));
+            assert_eq!(linger_of(&c), (true, 0));
         }
     }
 
