@@ -13,6 +13,12 @@ use crate::io::sys;
 /// the timer after every handler.
 static ARMED: AtomicBool = AtomicBool::new(false);
 
+/// Whether this process (or the one it was forked from) made SIGALRM's default action the
+/// one in force and the signal deliverable. Done once, at the first arming, not for every
+/// response (two system calls per connection): moonbridge_io has no way to change either,
+/// so only a C module could undo it.
+static SIGALRM_READY: AtomicBool = AtomicBool::new(false);
+
 /// Seconds (float) as a timer duration; sub-microsecond positive values round up so that a
 /// tiny timeout is still armed rather than cleared.
 pub fn seconds(secs: f64) -> Duration {
@@ -32,11 +38,12 @@ pub fn set(d: Duration) -> io::Result<Duration> {
     if d.is_zero() && !ARMED.load(Ordering::Relaxed) {
         return Ok(Duration::ZERO);
     }
-    if !d.is_zero() {
+    if !d.is_zero() && !SIGALRM_READY.load(Ordering::Relaxed) {
         // The default action must be in force and the signal deliverable, even if the
-        // application changed either.
-        let _ = sys::default_action(libc::SIGALRM);
-        let _ = sys::unblock_signals(&[libc::SIGALRM]);
+        // application (its loading, or a prepare) changed either with a C module.
+        let ok = sys::default_action(libc::SIGALRM).is_ok();
+        let ok = sys::unblock_signals(&[libc::SIGALRM]).is_ok() && ok;
+        SIGALRM_READY.store(ok, Ordering::Relaxed);
     }
     let old = sys::set_real_timer(d)?;
     ARMED.store(!d.is_zero(), Ordering::Relaxed);
