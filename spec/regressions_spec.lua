@@ -247,4 +247,49 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
       assert.is_nil(H.log_text(srv):find("exited with code", 1, true), H.log_text(srv))
       H.stop_clean(srv)
     end)
+  -- [this commit] Not a bug of behaviour but of memory: the connection and socket objects
+  -- have finalizers, so the per-connection tables they referenced lived for one more
+  -- collection cycle, and a worker's heap grew several times over with short connections.
+  -- Since the connection is released and the socket retired when the handler ends, this
+  -- pins what a request and a socket kept past their connection do.
+  it("kept_past_connection: a request and a socket kept past their connection fail cleanly",
+    function()
+      local srv = HH.start([[
+      local kept_request, kept_socket
+      local function try(f) local ok, err = pcall(f); return ok and "ok" or tostring(err) end
+      handler = function(request)
+        local out = "none"
+        if kept_request then
+          local r, s = kept_request, kept_socket
+                    out = table.concat({
+            try(function() r:send_data("x") end),
+            try(function() r:finish() end),
+            tostring(r.method), tostring(rawequal(r.socket, s)),
+            try(function() return r.headers end),
+            try(function() return s:read(1) end),
+            tostring(s.remote_ip), try(function() return s:close() end),
+          }, "|")
+        end
+        kept_request, kept_socket = request, request.socket
+        request:send_status("200 OK")
+        request:send_data(out)
+        return true
+      end]], { workers = 1, max_workers = 1 }) -- both connections go to the same worker
+      assert.are.equal("none", HH.exchange(srv, HH.get("/", "Connection: close\r\n")).body)
+      local r = HH.exchange(srv, HH.get("/", "Connection: close\r\n"))
+      assert.are.equal(200, r.status, H.log_text(srv))
+      local f = {}
+      for item in (r.body .. "|"):gmatch("(.-)|") do f[#f + 1] = item end
+      assert.are.equal("Response has already been finished", f[1])
+      assert.are.equal("ok", f[2]) -- finishing a finished request is no operation
+      assert.are.equal("GET", f[3])
+      assert.are.equal("true", f[4])
+      assert.are.equal("Attempt to read a field of a finished request", f[5])
+      assert.are.equal("Attempt to read from a closed I/O handle", f[6])
+      assert.are.equal("nil", f[7]) -- its fields went with the connection
+      assert.are.equal("Attempt to close a closed I/O handle", f[8])
+      assert.are.equal(8, #f)
+      assert.is_nil(H.log_text(srv):find("exited with code", 1, true), H.log_text(srv))
+      H.stop_clean(srv)
+    end)
 end)

@@ -401,6 +401,7 @@ function M.generate_handler(a, b)
           break
         end
         conn:abort() -- 500 if nothing was sent yet, else reset
+        conn:release()
         if armed then timeout(0) end
         error(result.trace, 0)
       end
@@ -409,6 +410,7 @@ function M.generate_handler(a, b)
       if refresh and armed and not disarm_between then timeout(response_timeout) end
     end
     if armed then timeout(0) end
+    conn:release() -- kept requests now behave as finished ones
     return survive
   end
 end

@@ -56,6 +56,12 @@ fn metatable_key<T: LuaObject>() -> *const std::ffi::c_void {
     T::TNAME.as_ptr().cast()
 }
 
+/// The registry key of `T`'s shared metatable for retired objects (see [`retire`]).
+fn retired_key<T: LuaObject>() -> *const std::ffi::c_void {
+    // SAFETY (of the pointer arithmetic): as in `fields_mt_key`; only used as a key.
+    T::TNAME.as_ptr().wrapping_add(2).cast()
+}
+
 /// Pushes upvalue `n` (1-based among [`LuaObject::UPVALUE_STRINGS`]) of the running method.
 pub fn push_upvalue(s: Stack<'_>, n: c_int) {
     // methods are registered with these upvalues; a missing one reads as nil
@@ -124,6 +130,42 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
     s.set_top(ud);
     s.remove(template); // the userdata moves down into its place
     obj
+}
+
+/// Retires the `T` object at `i` (anything else is left alone): it gets its type's shared
+/// metatable (the metamethods, `__index` = the methods), dropping its own metatable and
+/// field table; its built-in and user fields read as nil from then on, its methods still
+/// work. For objects whose use is over, such as a connection's socket once the connection
+/// ended: an object with a finalizer keeps what it references alive for one more
+/// collection cycle, and those two tables are a good part of a short connection's garbage.
+pub fn retire<T: LuaObject>(s: Stack<'_>, i: c_int) {
+    if object_slot::<T>(s, i).is_null() {
+        return;
+    }
+    let i = s.abs(i);
+    s.reserve(5);
+    if s.registry_get(retired_key::<T>()) != ffi::LUA_TTABLE {
+        s.pop(1);
+        // the template exists: a `T` object was made from it
+        s.registry_get(metatable_key::<T>());
+        let template = s.top();
+        s.new_table(0, 6);
+        let mt = s.top();
+        s.push_nil();
+        while s.next(template) {
+            s.push_value(-2);
+            s.insert(-2);
+            s.raw_set(mt);
+        }
+        s.registry_get(fields_mt_key::<T>());
+        s.get_field(-1, c"__index");
+        s.set_field(mt, c"__index");
+        s.pop(1);
+        s.remove(template);
+        s.push_value(-1);
+        s.registry_set(retired_key::<T>());
+    }
+    s.set_metatable(i);
 }
 
 /// Sets field `name` of the object at `obj` to the value on top of the stack (popped).

@@ -16,7 +16,7 @@ use crate::io::net::Listener;
 use crate::io::Handle;
 use crate::lua::fields::Fields;
 use crate::lua::handle::push_handle;
-use crate::lua::object::{check_self, push_object, take_object, to_object, LuaObject};
+use crate::lua::object::{check_self, push_object, retire, take_object, to_object, LuaObject};
 use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
 use crate::server::master::{self, PoolSpec, Role};
 use crate::server::pool::PoolConfig;
@@ -308,13 +308,16 @@ lua_fn! {
 
 lua_fn! {
     /// done(ok, socket): closes the connection if the handler left it open (gracefully when
-    /// the handler returned, with a reset after an error), and tells the master the job ended.
+    /// the handler returned, with a reset after an error), retires the socket object (its
+    /// fields read as nil from now on, see `object::retire`), and tells the master the job
+    /// ended.
     fn worker_done(s) {
         let ok = s.to_boolean(2);
         if let Some(h) = to_object::<Handle>(s, 3) {
             if !h.is_closed() {
                 let _ = if ok { h.close() } else { h.reset() };
             }
+            retire::<Handle>(s, 3);
         }
         let w = check_self::<WorkerObject>(s, "done")?;
         w.worker.job_done();

@@ -8,7 +8,8 @@
 //! stale_metatable}`, which keeps the socket and the current request alive, so the
 //! connection can hold their addresses. A method finds its connection through
 //! `getmetatable(self)[1]`, and a request that is no longer the current one behaves as a
-//! finished one.
+//! finished one. When the connection is over, the glue releases it (`release`): its
+//! uservalue becomes the socket alone.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr::NonNull;
@@ -26,7 +27,7 @@ use crate::io::Handle;
 use crate::lua::coop;
 use crate::lua::fields::Fields;
 use crate::lua::object::{
-    check_self, object_slot_ptr, push_object, push_upvalue, to_object, LuaObject,
+    check_self, object_slot_ptr, push_object, push_upvalue, retire, to_object, LuaObject,
 };
 use crate::lua::stack::{lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
 
@@ -61,8 +62,11 @@ pub struct HttpConn {
     pub status_sent: bool,
     /// Boxed: the decoder holds SIMD searchers aligned beyond what Lua gives userdata.
     pub post: Option<Box<PostState>>,
-    /// The socket's slot; its userdata is referenced by the connection's uservalue.
+    /// The socket's slot; its userdata is referenced by the connection's uservalue (the
+    /// uservalue is the socket itself once the connection was released).
     socket: NonNull<Option<Handle>>,
+    /// `release` was called: no more requests.
+    released: bool,
     /// The address of the current request table (referenced by the uservalue too).
     current: *const c_void,
     /// When the glue last (re-)armed the response timer (see `rearm_due`).
@@ -109,6 +113,7 @@ impl LuaObject for HttpConn {
             (c"done", done),
             (c"abort", abort),
             (c"client_fault", client_fault),
+            (c"release", release),
         ]
     }
     /// The fields of a new request, as upvalues of `next_request` (`socket` comes from
@@ -164,7 +169,14 @@ pub fn request_ctx<'a>(s: Stack<'a>, fname: &str) -> LResult<Ctx<'a>> {
     s.set_top(top);
     let http = http.ok_or_else(bad)?;
     let current = s.to_pointer(1) == http.current;
-    let h = http.socket().ok_or_else(bad)?;
+    // a request kept past its connection is a finished one
+    let h = http.socket().ok_or_else(|| {
+        Raise(
+            crate::http::response::ResponseError::Finished
+                .message()
+                .into(),
+        )
+    })?;
     Ok(Ctx { http, h, current })
 }
 
@@ -327,6 +339,7 @@ lua_fn! {
                 status_sent: false,
                 post: None,
                 socket,
+                released: false,
                 current: std::ptr::null(),
                 last_arm: None,
                 body_so_far: Vec::new(),
@@ -373,6 +386,10 @@ lua_fn_k! {
         let http = check_self::<HttpConn>(s, "next_request")?;
         if s.to_boolean(2) {
             http.last_arm = None;
+        }
+        if http.released {
+            s.push_nil();
+            return Ok(Flow::Return(1));
         }
         loop {
             let Some(h) = http.socket() else {
@@ -500,6 +517,31 @@ lua_fn_k! {
         }
         http.post = None;
         Ok(Flow::Return(0))
+    }
+}
+
+lua_fn! {
+    /// conn:release(): the connection is over (the glue calls it when the handler ends).
+    /// Its requests behave as stale ones from now on, `next_request` returns nil, and it
+    /// keeps only the socket: it lets go of the requests and the metatables and is retired
+    /// (see `object::retire`). The connection has a finalizer, so whatever it still
+    /// referenced would stay for another collection cycle (a worker's heap grew several
+    /// times over with short connections).
+    fn release(s) {
+        let http = check_self::<HttpConn>(s, "release")?;
+        http.released = true;
+        http.current = std::ptr::null();
+        http.post = None;
+        http.body_so_far = Vec::new();
+        http.answering = None;
+        s.reserve(2);
+        if s.get_uservalue(1) == ffi::LUA_TTABLE {
+            s.raw_get_index(-1, USERVALUE_SOCKET);
+            s.set_uservalue(1);
+        }
+        s.pop(1);
+        retire::<HttpConn>(s, 1);
+        Ok(0)
     }
 }
 
