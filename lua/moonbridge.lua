@@ -399,6 +399,13 @@ local function worker_loop(pool, worker)
   -- Small Lua objects from a cache instead of malloc (about a seventh of a short
   -- connection's CPU time was malloc's); MOONBRIDGE_SMALL_BLOCKS=0 leaves malloc alone.
   if os.getenv("MOONBRIDGE_SMALL_BLOCKS") ~= "0" then core.use_small_blocks() end
+  -- Lua 5.4's interpreter collects in generational mode, but a major collection that frees
+  -- little (loading an application is one) leaves it in a stand-in incremental mode that it
+  -- may never leave in a request loop: the heap of a worker then grew to several times its
+  -- live size. A new start in the mode in force (an application's own choice stays).
+  if _VERSION == "Lua 5.4" and collectgarbage("generational") == "incremental" then
+    collectgarbage("incremental")
+  end
   if pool.memory_limit > 0 then core.set_memory_limit(pool.memory_limit) end
   if pool.prepare then
     local ok, err = xpcall(pool.prepare, traceback)
