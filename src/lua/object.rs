@@ -114,14 +114,7 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
         }
     }
 
-    s.new_table(0, 8);
-    let mt = s.top();
-    s.push_nil();
-    while s.next(template) {
-        s.push_value(-2);
-        s.insert(-2);
-        s.raw_set(mt);
-    }
+    let mt = copy_table(s, template, 8);
     s.push_value(fields);
     s.set_field(mt, c"__index");
     s.push_value(fields);
@@ -130,6 +123,19 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
     s.set_top(ud);
     s.remove(template); // the userdata moves down into its place
     obj
+}
+
+/// Pushes a shallow copy of the table at `src` (sized for `size` fields); returns its index.
+fn copy_table(s: Stack<'_>, src: c_int, size: c_int) -> c_int {
+    s.new_table(0, size);
+    let copy = s.top();
+    s.push_nil();
+    while s.next(src) {
+        s.push_value(-2);
+        s.insert(-2);
+        s.raw_set(copy);
+    }
+    copy
 }
 
 /// Retires the `T` object at `i` (anything else is left alone): it gets its type's shared
@@ -149,14 +155,7 @@ pub fn retire<T: LuaObject>(s: Stack<'_>, i: c_int) {
         // the template exists: a `T` object was made from it
         s.registry_get(metatable_key::<T>());
         let template = s.top();
-        s.new_table(0, 6);
-        let mt = s.top();
-        s.push_nil();
-        while s.next(template) {
-            s.push_value(-2);
-            s.insert(-2);
-            s.raw_set(mt);
-        }
+        let mt = copy_table(s, template, 6);
         s.registry_get(fields_mt_key::<T>());
         s.get_field(-1, c"__index");
         s.set_field(mt, c"__index");
