@@ -268,6 +268,10 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
             try(function() return r.headers end),
             try(function() return s:read(1) end),
             tostring(s.remote_ip), try(function() return s:close() end),
+            -- the worker serves this connection with the context the kept request had:
+            -- nothing of this request may show through it
+            tostring(r.path), try(function() return r.get_params.x end),
+            try(function() return r.host end),
           }, "|")
         end
         kept_request, kept_socket = request, request.socket
@@ -275,8 +279,8 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
         request:send_data(out)
         return true
       end]], { workers = 1, max_workers = 1 }) -- both connections go to the same worker
-      assert.are.equal("none", HH.exchange(srv, HH.get("/", "Connection: close\r\n")).body)
-      local r = HH.exchange(srv, HH.get("/", "Connection: close\r\n"))
+      assert.are.equal("none", HH.exchange(srv, HH.get("/a?x=1", "Connection: close\r\n")).body)
+      local r = HH.exchange(srv, HH.get("/b?x=2", "Connection: close\r\n"))
       assert.are.equal(200, r.status, H.log_text(srv))
       local f = {}
       for item in (r.body .. "|"):gmatch("(.-)|") do f[#f + 1] = item end
@@ -288,7 +292,10 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
       assert.are.equal("Attempt to read from a closed I/O handle", f[6])
       assert.are.equal("nil", f[7]) -- its fields went with the connection
       assert.are.equal("Attempt to close a closed I/O handle", f[8])
-      assert.are.equal(8, #f)
+      assert.are.equal("a", f[9])
+      assert.are.equal("Attempt to read a field of a finished request", f[10])
+      assert.are.equal("Attempt to read a field of a finished request", f[11])
+      assert.are.equal(11, #f)
       assert.is_nil(H.log_text(srv):find("exited with code", 1, true), H.log_text(srv))
       H.stop_clean(srv)
     end)

@@ -5,7 +5,7 @@
 local M, core, build_config = ...
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
-local rawget, rawset, setmetatable = rawget, rawset, setmetatable
+local rawget, rawset, setmetatable, getmetatable = rawget, rawset, setmetatable, getmetatable
 local xpcall, traceback, error, pcall = xpcall, debug.traceback, error, pcall
 local stderr = io.stderr
 local lower, match, format = string.lower, string.match, string.format
@@ -328,6 +328,25 @@ local function server_timeout()
   return type(mb) == "table" and mb.timeout or nil
 end
 
+-- __index of requests that are not current: the socket from the connection, else the
+-- methods and lazy fields
+local request_socket = core.request_socket
+local function stale_index(self, key)
+  if key == "socket" then return request_socket(self) end
+  return index(self, key)
+end
+
+-- A connection ended: its current request (if any) leaves the context's metatable for the
+-- connection's stale one, and the context forgets the connection.
+local function retire_context(ctx, stale_mt)
+  local current = ctx.current
+  if current ~= nil and getmetatable(current) == ctx.mt then
+    setmetatable(current, stale_mt)
+  end
+  ctx.current = nil
+  ctx.cache.socket = false
+end
+
 function M.generate_handler(a, b)
   local callback, options = a, b
   if type(callback) ~= "function" then callback, options = b, a end
@@ -346,26 +365,45 @@ function M.generate_handler(a, b)
   local disarm_between = not (o.idle and o.header and response_timeout
     and response_timeout > o.idle + o.header + 5)
 
-  return function(socket)
-    -- The current request finds `socket` and the methods in a per-connection table
-    -- (methods added on first use), a plain table look-up; only lazy fields need a
-    -- function, which works on `current`.
-    -- A request that is not current any more gets `stale_mt` (see core.connection), whose
-    -- __index sees the request itself.
-    local current
-    local cache = setmetatable({ socket = socket }, { __index = function(t, key)
+  -- The current request of a connection finds `socket` and the methods in a table of
+  -- its context (methods added on first use), a plain table look-up; only lazy fields need
+  -- a function, which works on `ctx.current`. A context outlives its connection: when the
+  -- connection ends, its last request gets the connection's stale metatable, and the next
+  -- connection of this worker takes the context over with the methods already in it.
+  -- Each connection in progress has its own (a concurrent pool runs several at once).
+  local idle_contexts = {}
+  local function new_context()
+    local ctx = {}
+    -- The `nil` entries only size the table (a constructor reserves a slot for each), so
+    -- that the methods a handler uses are added without growing it.
+    local cache = setmetatable({ socket = false, _1 = nil, _2 = nil, _3 = nil, _4 = nil,
+      _5 = nil, _6 = nil, _7 = nil }, { __index = function(t, key)
       local m = methods[key]
       if m ~= nil then
         rawset(t, key, m)
         return m
       end
-      return index(current, key) -- a lazy field (or nothing)
+      return index(ctx.current, key) -- a lazy field (or nothing)
     end })
-    local mt = { __index = cache, __name = "moonbridge_http request" }
-    local stale_mt = { __name = "moonbridge_http request", __index = function(self, key)
-      if key == "socket" then return socket end
-      return index(self, key)
-    end }
+    ctx.cache = cache
+    -- `false` holds slot [1], which core.connection sets to the connection, so that
+    -- setting it does not grow the table
+    ctx.mt = { false, __index = cache, __name = "moonbridge_http request" }
+    return ctx
+  end
+
+  return function(socket)
+    local ctx = idle_contexts[#idle_contexts]
+    if ctx then
+      idle_contexts[#idle_contexts] = nil
+    else
+      ctx = new_context()
+    end
+    ctx.cache.socket = socket
+    local mt = ctx.mt
+    -- Requests that are not current any more (and the last one, once the connection
+    -- ended) get `stale_mt`, whose __index sees the request itself.
+    local stale_mt = { false, __name = "moonbridge_http request", __index = stale_index }
     local conn = new_connection(cfg, socket, mt, stale_mt)
     local timeout = response_timeout and server_timeout()
     local armed = false
@@ -377,7 +415,7 @@ function M.generate_handler(a, b)
       end
       local request, rearm = conn:next_request(not armed)
       if not request then break end
-      current = request
+      ctx.current = request
       if rearm and timeout then
         timeout(response_timeout)
         armed = true
@@ -402,6 +440,7 @@ function M.generate_handler(a, b)
         end
         conn:abort() -- 500 if nothing was sent yet, else reset
         conn:release()
+        retire_context(ctx, stale_mt) -- (not reused: this worker ends)
         if armed then timeout(0) end
         error(result.trace, 0)
       end
@@ -411,6 +450,8 @@ function M.generate_handler(a, b)
     end
     if armed then timeout(0) end
     conn:release() -- kept requests now behave as finished ones
+    retire_context(ctx, stale_mt)
+    idle_contexts[#idle_contexts + 1] = ctx
     return survive
   end
 end

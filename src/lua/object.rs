@@ -29,8 +29,12 @@ pub trait LuaObject: Sized + 'static {
     /// Strings given to every method as upvalues 2, 3, ... (see [`push_upvalue`]), so hot
     /// paths push them without hashing a C string each time.
     const UPVALUE_STRINGS: &'static [&'static str] = &[];
-    /// Built-in fields stored in a new object's field table (values from `push_field`).
+    /// Built-in fields, computed by `push_field` on first access and then kept in the
+    /// object's field table (a socket's addresses cost nothing until a handler asks).
     const FIELDS: &'static [&'static CStr] = &[];
+    /// Objects only this library's Lua glue sees (an HTTP connection): no field table and
+    /// no metatable of their own, just the shared one (`__index` = the methods).
+    const SHARED_METATABLE: bool = false;
 }
 
 /// The block of an object's userdata: its type's id, then the value (`None` once `__gc`
@@ -56,10 +60,18 @@ fn metatable_key<T: LuaObject>() -> *const std::ffi::c_void {
     T::TNAME.as_ptr().cast()
 }
 
-/// The registry key of `T`'s shared metatable for retired objects (see [`retire`]).
-fn retired_key<T: LuaObject>() -> *const std::ffi::c_void {
+/// The registry key of `T`'s shared metatable (`__index` = the methods), which retired
+/// objects (see [`retire`]) and `SHARED_METATABLE` types have.
+fn shared_key<T: LuaObject>() -> *const std::ffi::c_void {
     // SAFETY (of the pointer arithmetic): as in `fields_mt_key`; only used as a key.
     T::TNAME.as_ptr().wrapping_add(2).cast()
+}
+
+/// The registry key of `T`'s methods table; in a field table, the key of its object.
+fn methods_key<T: LuaObject>() -> *const std::ffi::c_void {
+    // SAFETY (of the pointer arithmetic): TNAME is a type name of more than 3 bytes; only
+    // used as a key.
+    T::TNAME.as_ptr().wrapping_add(3).cast()
 }
 
 /// Pushes upvalue `n` (1-based among [`LuaObject::UPVALUE_STRINGS`]) of the running method.
@@ -72,8 +84,11 @@ pub fn push_upvalue(s: Stack<'_>, n: c_int) {
 ///
 /// Each object gets its own small metatable, copied from `T`'s template, whose `__index`
 /// and `__newindex` are a per-object field table; that table's metatable has `__index =`
-/// the methods table. So `obj:method()` and `obj.field` are plain table look-ups inside the
-/// VM (no C call), and user fields (`obj.foo = 42`) live beside the built-in ones.
+/// the methods table (or, for a type with `FIELDS`, a function that finds the method or
+/// computes the field and keeps it in the field table). So `obj:method()` and `obj.field`
+/// are plain table look-ups inside the VM (no C call) from their second use on, and user
+/// fields (`obj.foo = 42`) live beside the built-in ones. `SHARED_METATABLE` types get
+/// the type's shared metatable instead.
 pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
     s.reserve(7);
     // Lua aligns userdata blocks to 8 bytes only (LUAI_MAXALIGN): refuse, at compile time, a
@@ -104,25 +119,49 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
     };
     let ud = s.top();
 
-    s.new_table(0, T::FIELDS.len() as c_int);
-    let fields = s.top();
-    s.registry_get(fields_mt_key::<T>());
-    s.set_metatable(fields);
-    for name in T::FIELDS {
-        if obj.push_field(s, name.to_bytes()) {
-            s.set_field(fields, name);
+    if T::SHARED_METATABLE {
+        push_shared_metatable::<T>(s);
+        s.set_metatable(ud);
+    } else {
+        // room for the object, a built-in field or two and the methods a handler uses
+        s.new_table(0, if T::FIELDS.is_empty() { 0 } else { 4 });
+        let fields = s.top();
+        s.registry_get(fields_mt_key::<T>());
+        s.set_metatable(fields);
+        if !T::FIELDS.is_empty() {
+            // for `lazy_index`; a cycle the collector handles like any other
+            s.push_light(methods_key::<T>());
+            s.push_value(ud);
+            s.raw_set(fields);
         }
+        let mt = copy_table(s, template, 8);
+        s.push_value(fields);
+        s.set_field(mt, c"__index");
+        s.push_value(fields);
+        s.set_field(mt, c"__newindex");
+        s.set_metatable(ud);
     }
-
-    let mt = copy_table(s, template, 8);
-    s.push_value(fields);
-    s.set_field(mt, c"__index");
-    s.push_value(fields);
-    s.set_field(mt, c"__newindex");
-    s.set_metatable(ud);
     s.set_top(ud);
     s.remove(template); // the userdata moves down into its place
     obj
+}
+
+/// Pushes `T`'s shared metatable (the template's metamethods, `__index` = the methods),
+/// made on first use; `T` is registered.
+fn push_shared_metatable<T: LuaObject>(s: Stack<'_>) {
+    s.reserve(4);
+    if s.registry_get(shared_key::<T>()) == ffi::LUA_TTABLE {
+        return;
+    }
+    s.pop(1);
+    s.registry_get(metatable_key::<T>());
+    let template = s.top();
+    let mt = copy_table(s, template, 6);
+    s.registry_get(methods_key::<T>());
+    s.set_field(mt, c"__index");
+    s.remove(template);
+    s.push_value(-1);
+    s.registry_set(shared_key::<T>());
 }
 
 /// Pushes a shallow copy of the table at `src` (sized for `size` fields); returns its index.
@@ -149,31 +188,17 @@ pub fn retire<T: LuaObject>(s: Stack<'_>, i: c_int) {
         return;
     }
     let i = s.abs(i);
-    s.reserve(5);
-    if s.registry_get(retired_key::<T>()) != ffi::LUA_TTABLE {
-        s.pop(1);
-        // the template exists: a `T` object was made from it
-        s.registry_get(metatable_key::<T>());
-        let template = s.top();
-        let mt = copy_table(s, template, 6);
-        s.registry_get(fields_mt_key::<T>());
-        s.get_field(-1, c"__index");
-        s.set_field(mt, c"__index");
-        s.pop(1);
-        s.remove(template);
-        s.push_value(-1);
-        s.registry_set(retired_key::<T>());
-    }
+    push_shared_metatable::<T>(s); // the template exists: a `T` object was made from it
     s.set_metatable(i);
 }
 
 /// Sets field `name` of the object at `obj` to the value on top of the stack (popped).
 pub fn set_object_field(s: Stack<'_>, obj: c_int, name: &CStr) {
-    // objects made by `push_object` have a metatable whose `__index` is their field table;
-    // anything else just drops the value
+    // objects made by `push_object` have a metatable whose `__newindex` is their field
+    // table (a shared metatable has none); anything else just drops the value
     let obj = s.abs(obj);
     if s.get_metatable(obj) {
-        if s.get_field(-1, c"__index") == ffi::LUA_TTABLE {
+        if s.get_field(-1, c"__newindex") == ffi::LUA_TTABLE {
             s.push_value(-3);
             s.set_field(-2, name);
         }
@@ -273,11 +298,60 @@ pub fn register_type<T: LuaObject>(s: Stack<'_>) {
         s.push_closure(*f, upvalues);
         s.set_field(methods, name);
     }
+    s.push_value(methods);
+    s.registry_set(methods_key::<T>());
     s.new_table(0, 1);
     s.push_value(methods);
+    if !T::FIELDS.is_empty() {
+        s.push_closure(lazy_index::<T>, 1);
+    }
     s.set_field(-2, c"__index");
     s.registry_set(fields_mt_key::<T>());
     s.remove(mt);
+}
+
+/// `__index` of the field tables of a type with `FIELDS`: (fields, key) -> the method or
+/// the built-in field `key`, kept in the field table for the next look-up (both stay the
+/// same for the object's life), or nil. Upvalue 1: the methods table.
+unsafe extern "C-unwind" fn lazy_index<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: installed only as `__index` of `T`'s field tables, so argument 1 is one of
+    // them (or whatever a script passes when it calls the function itself: every step
+    // below checks types).
+    unsafe {
+        protect(l, |s| {
+            s.reserve(4);
+            if s.type_of(1) != ffi::LUA_TTABLE {
+                s.push_nil();
+                return Ok(1);
+            }
+            s.set_top(2);
+            s.push_value(2);
+            if s.raw_get(ffi::lua_upvalueindex(1)) == ffi::LUA_TNIL {
+                s.pop(1);
+                // a string key: `to_bytes` would turn a number key into a string in place
+                let key = match s.type_of(2) {
+                    ffi::LUA_TSTRING => s.to_bytes(2).unwrap_or_default(),
+                    _ => &[],
+                };
+                let Some(name) = T::FIELDS.iter().find(|n| n.to_bytes() == key) else {
+                    s.push_nil();
+                    return Ok(1);
+                };
+                s.push_light(methods_key::<T>());
+                s.raw_get(1);
+                let pushed =
+                    to_object::<T>(s, -1).is_some_and(|obj| obj.push_field(s, name.to_bytes()));
+                if !pushed {
+                    s.push_nil();
+                    return Ok(1);
+                }
+            }
+            s.push_value(2);
+            s.push_value(-2);
+            s.raw_set(1);
+            Ok(1)
+        })
+    }
 }
 
 unsafe extern "C-unwind" fn gc_object<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {

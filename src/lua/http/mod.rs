@@ -36,6 +36,7 @@ const REQUEST_METHODS: Functions = &[
 const CORE: Functions = &[
     (c"config", request::config),
     (c"connection", request::connection),
+    (c"request_socket", request::request_socket),
     (c"fresh", request::fresh),
     (c"faulty", request::faulty),
     (c"headers", fields::headers),

@@ -107,6 +107,8 @@ impl HttpConn {
 
 impl LuaObject for HttpConn {
     const TNAME: &'static CStr = c"moonbridge_http connection";
+    /// Only the glue sees it: no per-connection tables.
+    const SHARED_METATABLE: bool = true;
     fn methods() -> Functions {
         &[
             (c"next_request", next_request),
@@ -542,6 +544,29 @@ lua_fn! {
         s.pop(1);
         retire::<HttpConn>(s, 1);
         Ok(0)
+    }
+}
+
+lua_fn! {
+    /// request_socket(request) -> the socket of the request's connection (nil for anything
+    /// else): `request.socket` of a request that is no longer the current one.
+    pub fn request_socket(s) {
+        s.reserve(3);
+        s.set_top(1);
+        if s.type_of(1) != ffi::LUA_TTABLE || !s.get_metatable(1) {
+            s.push_nil();
+            return Ok(1);
+        }
+        s.raw_get_index(-1, METATABLE_CONNECTION);
+        if to_object::<HttpConn>(s, -1).is_none() {
+            s.push_nil();
+            return Ok(1);
+        }
+        // a released connection's uservalue is the socket itself (see `release`)
+        if s.get_uservalue(-1) == ffi::LUA_TTABLE {
+            s.raw_get_index(-1, USERVALUE_SOCKET);
+        }
+        Ok(1)
     }
 }
 
