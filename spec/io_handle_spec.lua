@@ -467,4 +467,32 @@ describe("moonbridge_io handles over sockets", function()
     assert.equals("still works", b:read(11))
     closes(a, b)
   end)
+
+  -- The address fields are computed on first access and kept: what the handle shows must
+  -- not depend on whether a field was read before.
+  it("computes the address fields on first access, like stored ones", function()
+    local a, b = tcp_pair()
+    a.remote_ip = "set first" -- before any access: the user's value wins
+    assert.equals("set first", a.remote_ip)
+    local port = b.local_tcpport
+    assert.is_number(port)
+    assert.equals(port, b.local_tcpport)
+    assert.equals(port, a.remote_tcpport)
+    assert.equals("127.0.0.1", b.local_ip)
+    assert.equals("\127\0\0\1", b.remote_ip4)
+    assert.is_nil(b.remote_ip6) -- IPv4: no 16-byte form
+    b.local_tcpport = nil -- a cleared built-in field is computed again
+    assert.equals(port, b.local_tcpport)
+    assert.is_nil(a[1])
+    assert.is_nil(a[true])
+    assert.is_nil(a.no_such_field)
+    a.read = "shadowed"
+    assert.equals("shadowed", a.read)
+    a.read = nil -- the method shows through again
+    assert.equals("function", type(a.read))
+    closes(a, b)
+    -- a closed handle keeps its addresses, also those not read before
+    assert.equals(port, b.local_tcpport)
+    assert.equals("\127\0\0\1", a.local_ip4)
+  end)
 end)
