@@ -163,6 +163,9 @@ impl ReadBuf {
     /// size can be collected in one piece without `fill_with` compacting or reallocating
     /// (each would copy what arrived so far). Compacts only when the room is not there.
     pub fn reserve_unread(&mut self, total: usize) {
+        if self.data.len() - self.start >= total {
+            return; // all of it is here (a 64 KiB POST arrives with its head in one read)
+        }
         let want = total.saturating_add(READ_CHUNK);
         if self.data.capacity() - self.start >= want {
             return;
@@ -393,6 +396,14 @@ mod tests {
         let (ptr, start) = (c.data.as_ptr(), c.start);
         c.reserve_unread(500);
         assert_eq!((ptr, start), (c.data.as_ptr(), c.start));
+        // all of it buffered already (a body that came with its head): nothing moves,
+        // however full the buffer is
+        let mut d = buf(&[b'z'; READ_CHUNK + 100]);
+        d.consume(100);
+        let (ptr, start) = (d.data.as_ptr(), d.start);
+        d.reserve_unread(READ_CHUNK);
+        assert_eq!((ptr, start), (d.data.as_ptr(), d.start));
+        assert_eq!(d.len(), READ_CHUNK);
     }
 
     #[test]
