@@ -247,6 +247,38 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
       assert.is_nil(H.log_text(srv):find("exited with code", 1, true), H.log_text(srv))
       H.stop_clean(srv)
     end)
+  -- A client that went away while its response was being sent (wrk stopping, a browser
+  -- tab closed) made the handler fail, and its worker exited with code 1 to be forked again.
+  it("client_gone_killed_worker: a client that goes away during the response costs only its connection",
+    function()
+      local srv = HH.start([[
+      local mio = require "moonbridge_io"
+      local chunk = string.rep("x", 1024 * 1024)
+      handler = function(request)
+        request:send_status("200 OK")
+        if request.path == "big" then
+          for _ = 1, 64 do request:send_data(chunk) end -- fails once the client is gone
+        else
+          request:send_data(mio.getpid())
+        end
+        return true
+      end]], { workers = 1, max_workers = 1 }) -- the next connection goes to the same worker
+      local pid = HH.exchange(srv, HH.get("/", "Connection: close\r\n")).body
+      assert.matches("^%d+$", pid)
+      local sock = assert(H.connect(srv, 10))
+      assert(sock:write(HH.get("/big")))
+      assert(sock:flush())
+      assert.are.equal("HTTP/1.1 200", (sock:read(12)))
+      sock:reset() -- unread data: the server's next send fails
+      assert.is_not_nil(H.wait_log(srv, 'Client error while sending the response to HTTP ' ..
+        'request "GET /big": ', 10), H.log_text(srv))
+      local r = HH.exchange(srv, HH.get("/", "Connection: close\r\n"))
+      assert.are.equal(200, r.status)
+      assert.are.equal(pid, r.body, "the worker did not survive:\n" .. H.log_text(srv))
+      assert.is_nil(H.log_text(srv):find("exited with code", 1, true), H.log_text(srv))
+      assert.is_nil(H.log_text(srv):find("stack traceback", 1, true), H.log_text(srv))
+      H.stop_clean(srv)
+    end)
   -- [this commit] Not a bug of behaviour but of memory: the connection and socket objects
   -- have finalizers, so the per-connection tables they referenced lived for one more
   -- collection cycle, and a worker's heap grew several times over with short connections.

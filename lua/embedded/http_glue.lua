@@ -309,14 +309,20 @@ local function on_error(err)
   return { err = err, trace = traceback(text, 2) }
 end
 
--- A client's fault found while the handler read the body (413, 415, 400, 408) was answered
--- and closed the connection; when it ends the handler it is logged as one line, and the
+-- A client's fault found while the handler read the body (413, 415, 400, 408; answered,
+-- the connection closed) or sent the response (the client went away or stopped reading;
+-- the connection reset): when it ends the handler it is logged as one line, and the
 -- worker serves on.
 local function log_client_fault(request, fault)
   local path = rawget(request, "path")
   local target = path and "/" .. path .. (rawget(request, "query") or "") or "*"
-  local what = match(fault, "^Error while reading request body: (.*)$") or fault
-  stderr:write(format('Client error while reading the body of HTTP request "%s %s": %s\n',
+  local what = match(fault, "^Error while reading request body: (.*)$")
+  local doing = "reading the body of"
+  if not what then
+    what = match(fault, "^Could not send data to client: (.*)$") or fault
+    doing = "sending the response to"
+  end
+  stderr:write(format('Client error while %s HTTP request "%s %s": %s\n', doing,
     tostring(rawget(request, "method")), target, what))
 end
 
@@ -430,7 +436,7 @@ function M.generate_handler(a, b)
       local again, refresh
       if ok then
         again, refresh = conn:done(request)
-        if again == nil then ok, result = false, { trace = refresh } end
+        if again == nil then ok, result = false, { err = refresh, trace = refresh } end
       end
       if not ok then
         local fault = conn:client_fault()

@@ -130,11 +130,18 @@ impl Connection {
     }
 
     /// Sending failed (or stalled): the request is faulty and the connection is reset.
-    pub fn broken(&mut self, why: &str) -> Fail {
+    /// `by_client`: the client went away or stopped reading (not the application closing
+    /// the socket), so the message is remembered as `client_fault`: the handler failing
+    /// with it is not the application's error.
+    pub fn broken(&mut self, why: &str, by_client: bool) -> Fail {
         self.faulty = true;
         self.mark_closed();
         self.resp.clear_output();
-        Fail::Io(format!("Could not send data to client: {why}"))
+        let m = format!("Could not send data to client: {why}");
+        if by_client {
+            self.client_fault = Some(m.clone());
+        }
+        Fail::Io(m)
     }
 
     /// The error path of a handler: a 500 if no response head went out, else a reset.

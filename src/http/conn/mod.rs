@@ -267,8 +267,9 @@ pub struct Connection {
     pub used: bool,
     pub faulty: bool,
     /// The client's fault found while the handler read the body (the message raised for
-    /// it): the request was answered and the connection closed, and the handler's failure
-    /// that raises exactly this message is the client's, not the application's.
+    /// it; the request was answered and the connection closed) or sent the response (the
+    /// client went away or stalled; the connection was reset): the handler's failure that
+    /// raises exactly this message is the client's, not the application's.
     pub client_fault: Option<String>,
     /// SIGTERM arrived: no further request after this one.
     shutdown: bool,

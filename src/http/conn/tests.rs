@@ -244,6 +244,25 @@ fn an_unanswered_continue_closes_instead_of_draining() {
 }
 
 #[test]
+fn a_failed_send_is_the_clients_fault_unless_the_application_closed_the_socket() {
+    let (mut m, mut c) = serving(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    m.send_status(b"200 OK", &mut c).unwrap();
+    let fail = "Could not send data to client: Broken pipe";
+    assert_eq!(m.broken("Broken pipe", true), Fail::Io(fail.into()));
+    assert_eq!(m.client_fault.as_deref(), Some(fail));
+    assert!(m.faulty);
+
+    let (mut m, mut c) = serving(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    m.send_status(b"200 OK", &mut c).unwrap();
+    let why = "Attempt to write to a closed I/O handle";
+    assert_eq!(
+        m.broken(why, false),
+        Fail::Io(format!("Could not send data to client: {why}"))
+    );
+    assert_eq!(m.client_fault, None);
+}
+
+#[test]
 fn a_body_stall_is_the_clients_fault() {
     let (mut m, mut c) = serving(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
     let step = m.poll_body(b"", false, 10, &mut c).unwrap();

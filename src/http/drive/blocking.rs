@@ -726,10 +726,12 @@ impl Conn {
 
     /// A write failed: reset, faulty, closed.
     fn broken(&mut self, h: &mut Handle, why: &str) -> Fail {
-        if !h.is_closed() {
+        // a handle the application closed is its own doing; anything else is the client's
+        let by_client = !h.is_closed();
+        if by_client {
             let _ = h.reset();
         }
-        self.m.broken(why)
+        self.m.broken(why, by_client)
     }
 
     /// Reads once into the buffer without blocking: `Ok(true)` = new data, `Ok(false)` =
