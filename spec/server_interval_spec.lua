@@ -174,6 +174,23 @@ listen{ {proto="interval", delay=0.1}, pre_fork=1, min_fork=1, max_fork=2,
       H.log_text(srv))
     assert.is_true(H.log_count(srv, "exited with code 5") >= 2)
   end)
+
+  -- The gap between a worker receiving a job from its pool's queue and claiming it: a
+  -- worker killed there (the server's fault injection makes one end there, once) took the
+  -- job's message with it, and the interval never ran again.
+  it("an interval whose worker ends right after receiving it runs again", function()
+    local marker = H.tmpdir() .. "/die-once"
+    H.write_file(marker, "")
+    srv = H.start(ticker { delay = 0.2, strict = false, work = 0 }, {
+      command = "MOONBRIDGE_TEST_DIE_AFTER_RECEIVING_JOB=" .. H.quote(marker) .. " "
+        .. H.quote(H.launcher) .. " $APP",
+    })
+    assert.is_truthy(H.wait_for(8, function() return #times(srv, "start") >= 3 end),
+      H.log_text(srv))
+    assert.is_nil(H.read_file(marker), "the fault was not injected")
+    assert.are.equal(1, H.log_count(srv, "exited with code 9"), H.log_text(srv))
+    assert.are.equal(1, H.log_count(srv, "queued again"), H.log_text(srv))
+  end)
 end)
 
 describe("main listeners", function()

@@ -306,6 +306,15 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: c_int) -> io::Result<usiz
     Ok(n as usize)
 }
 
+/// Bytes waiting in a socket's receive queue (`FIONREAD`; for a Unix SOCK_SEQPACKET socket
+/// the sum over all its queued messages).
+pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at `n`.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
 /// `shutdown(2)`: `how` is `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
 pub fn shutdown(fd: BorrowedFd<'_>, how: c_int) -> io::Result<()> {
     // SAFETY: shutdown takes no pointers.

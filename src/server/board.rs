@@ -5,6 +5,12 @@
 //! threshold that matters is crossed: its pool has too few spare workers while it may still
 //! grow, or surplus idle workers appeared that the master does not know of.
 //!
+//! Each pool also has one word per timed job (interval or main listener): the master marks
+//! a job queued before it puts the job into the pool's queue, and the worker that receives
+//! it claims it with a compare-and-swap. A job is therefore run only by the worker whose
+//! claim succeeded (a duplicate message is ignored), and a worker that dies after receiving
+//! a job leaves a word that tells the master what happened (see `master.rs`, `reap`).
+//!
 //! The mapping itself is an `io::sys::SharedMemory`; all the unsafe code that reads it is
 //! here, and the rest of the server sees safe methods.
 
@@ -51,11 +57,48 @@ struct Header {
     surplus_known: AtomicU32,
 }
 
+/// The state of one timed job, as the board holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Not queued (waiting for its time, or spent).
+    Idle,
+    /// Put into the pool's queue; no worker claimed it yet.
+    Queued,
+    /// Claimed by the worker in this slot.
+    Taken(usize),
+}
+
+const JOB_IDLE: u32 = 0;
+const JOB_QUEUED: u32 = 1;
+/// `JOB_TAKEN + slot`: claimed by that slot's worker.
+const JOB_TAKEN: u32 = 2;
+
+impl JobState {
+    fn word(self) -> u32 {
+        match self {
+            JobState::Idle => JOB_IDLE,
+            JobState::Queued => JOB_QUEUED,
+            JobState::Taken(slot) => JOB_TAKEN + slot as u32,
+        }
+    }
+
+    fn from_word(w: u32) -> JobState {
+        match w {
+            JOB_IDLE => JobState::Idle,
+            JOB_QUEUED => JobState::Queued,
+            w => JobState::Taken((w - JOB_TAKEN) as usize),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     header: usize,
     slots: usize,
     len: usize,
+    /// Offset of the job words (4-byte aligned) and their number.
+    jobs: usize,
+    job_count: usize,
 }
 
 /// The shared mapping; both the master and each worker hold it (unmapped on drop).
@@ -66,20 +109,27 @@ pub struct Board {
 }
 
 impl Board {
-    /// A board with `slots[p]` worker slots for pool `p`, all free.
-    pub fn new(slots: &[usize]) -> io::Result<Board> {
-        let mut pools = Vec::with_capacity(slots.len());
+    /// A board with `pools[p].0` worker slots and `pools[p].1` job words for pool `p`, all
+    /// free and idle.
+    pub fn new(pools_sizes: &[(usize, usize)]) -> io::Result<Board> {
+        let mut pools = Vec::with_capacity(pools_sizes.len());
         let mut off = 0;
-        for &len in slots {
+        for &(len, job_count) in pools_sizes {
             let header = off;
             off += std::mem::size_of::<Header>();
+            let slots = off;
+            off += len;
+            off = off.next_multiple_of(std::mem::align_of::<AtomicU32>());
+            let jobs = off;
+            off += job_count * std::mem::size_of::<AtomicU32>();
+            off = off.next_multiple_of(std::mem::align_of::<Header>());
             pools.push(Layout {
                 header,
-                slots: off,
+                slots,
                 len,
+                jobs,
+                job_count,
             });
-            off += len;
-            off = off.next_multiple_of(std::mem::align_of::<Header>());
         }
         let memory = SharedMemory::new(off.max(1))?;
         // Anonymous mappings are zero-filled: every slot is Free, every header 0.
@@ -105,6 +155,50 @@ impl Board {
         // SAFETY: in bounds (checked above), AtomicU8 has alignment 1, the mapping lives as
         // long as `self`, and atomics may be shared between processes.
         unsafe { &*self.memory.as_ptr().add(l.slots + slot).cast::<AtomicU8>() }
+    }
+
+    fn job_ref(&self, pool: usize, job: usize) -> Option<&AtomicU32> {
+        let l = self.pools[pool];
+        if job >= l.job_count {
+            return None;
+        }
+        // SAFETY: in bounds (checked above), 4-byte aligned (the offset is rounded up, the
+        // mapping is page-aligned), the mapping lives as long as `self`, and atomics may be
+        // shared between processes.
+        Some(unsafe {
+            &*self
+                .memory
+                .as_ptr()
+                .add(l.jobs + job * 4)
+                .cast::<AtomicU32>()
+        })
+    }
+
+    /// The state of job `job` of a pool (`Idle` for an index the pool does not have).
+    pub fn job(&self, pool: usize, job: usize) -> JobState {
+        self.job_ref(pool, job)
+            .map_or(JobState::Idle, |w| JobState::from_word(w.load(SeqCst)))
+    }
+
+    /// The master's transitions: queued before the job is sent, idle once it ended.
+    pub fn set_job(&self, pool: usize, job: usize, state: JobState) {
+        if let Some(w) = self.job_ref(pool, job) {
+            w.store(state.word(), SeqCst);
+        }
+    }
+
+    /// A worker's claim of a job it received: true if the job was queued and is now
+    /// `Taken(slot)`; false for a duplicate or stale message (or an unknown index).
+    pub fn take_job(&self, pool: usize, job: usize, slot: usize) -> bool {
+        self.job_ref(pool, job).is_some_and(|w| {
+            w.compare_exchange(JOB_QUEUED, JobState::Taken(slot).word(), SeqCst, SeqCst)
+                .is_ok()
+        })
+    }
+
+    /// Number of job words of a pool.
+    pub fn jobs(&self, pool: usize) -> usize {
+        self.pools[pool].job_count
     }
 
     /// Number of slots of a pool.
@@ -183,7 +277,7 @@ mod tests {
 
     #[test]
     fn slots_start_free_and_keep_their_state() {
-        let b = Board::new(&[3, 5]).unwrap();
+        let b = Board::new(&[(3, 0), (5, 2)]).unwrap();
         assert_eq!(b.slots(1), 5);
         for p in 0..2 {
             for s in 0..b.slots(p) {
@@ -202,13 +296,41 @@ mod tests {
     }
 
     #[test]
+    fn a_job_is_claimed_once_and_only_when_queued() {
+        let b = Board::new(&[(3, 2), (1, 1)]).unwrap();
+        assert_eq!(b.jobs(0), 2);
+        assert_eq!(b.job(0, 1), JobState::Idle);
+        assert!(!b.take_job(0, 1, 0), "an idle job cannot be claimed");
+        b.set_job(0, 1, JobState::Queued);
+        assert_eq!(b.job(0, 0), JobState::Idle); // the neighbour is untouched
+        assert!(b.take_job(0, 1, 2));
+        assert_eq!(b.job(0, 1), JobState::Taken(2));
+        assert!(!b.take_job(0, 1, 1), "a duplicate message finds it taken");
+        b.set_job(0, 1, JobState::Idle);
+        assert!(!b.take_job(0, 1, 1));
+        // out of range: nothing, no panic
+        assert!(!b.take_job(0, 7, 0));
+        assert_eq!(b.job(0, 7), JobState::Idle);
+        b.set_job(0, 7, JobState::Queued);
+        // pools do not share words
+        b.set_job(1, 0, JobState::Queued);
+        assert_eq!(b.job(0, 0), JobState::Idle);
+        assert!(b.take_job(1, 0, 0));
+        // a slot beyond the first few still round-trips
+        b.set_job(0, 0, JobState::Taken(SLACK + 3));
+        assert_eq!(b.job(0, 0), JobState::Taken(SLACK + 3));
+    }
+
+    #[test]
     fn a_forked_child_writes_where_the_parent_reads() {
-        let b = Board::new(&[2]).unwrap();
+        let b = Board::new(&[(2, 1)]).unwrap();
         // SAFETY: the test harness has threads, but the child only stores into the mapping
         // (an atomic store) and _exits, both async-signal-safe.
         match unsafe { sys::fork() }.unwrap() {
             sys::Fork::Child => {
                 b.set(0, 1, Slot::Leaving);
+                b.set_job(0, 0, JobState::Queued);
+                let _ = b.take_job(0, 0, 1);
                 // at once: no test harness code may run in the child
                 sys::exit_now(0);
             }
@@ -217,11 +339,12 @@ mod tests {
             }
         }
         assert_eq!(b.get(0, 1), Slot::Leaving);
+        assert_eq!(b.job(0, 0), JobState::Taken(1));
     }
 
     #[test]
     fn wake_thresholds() {
-        let b = Board::new(&[4]).unwrap();
+        let b = Board::new(&[(4, 0)]).unwrap();
         let lim = Limits {
             pre_fork: 1,
             min_fork: 1,

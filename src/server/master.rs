@@ -12,13 +12,13 @@
 //! worker right after the fork (`Role::Worker`), so that the worker continues in Lua.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::io::net::Listener;
 use crate::io::sys;
-use crate::server::board::{self, Board, Limits, Slot};
+use crate::server::board::{self, Board, JobState, Limits, Slot};
 use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
 use crate::server::log::Logger;
 use crate::server::pool::{Action, Counts, Pool, PoolConfig};
@@ -94,6 +94,39 @@ struct Master<'a> {
     pid: i32,
 }
 
+/// After a worker of pool `p` died: a job message it received before it could claim the
+/// job is gone from the queue, and the job would stay queued for ever. When fewer messages
+/// wait in the queue than jobs are marked queued, every queued job is sent again; the
+/// claim on the board makes the extra copies harmless (a worker that finds its job already
+/// taken drops the message).
+fn requeue_lost_jobs(pool: &PoolState, p: usize, board: &Board, log: &mut Logger) {
+    let Some((master_end, workers_end)) = &pool.queue else {
+        return;
+    };
+    let queued: Vec<usize> = (0..pool.timed.len())
+        .filter(|&j| board.job(p, j) == JobState::Queued)
+        .collect();
+    let waiting = match sys::queued_bytes(workers_end.as_fd()) {
+        Ok(bytes) => bytes / Job(0).encode().1,
+        Err(_) => return,
+    };
+    if waiting >= queued.len() {
+        return;
+    }
+    let mut sent = Vec::new();
+    for j in queued {
+        if control::send(master_end, Job(j as u32).encode()).is_ok() {
+            sent.push(format!("#{}", j + 1));
+        }
+    }
+    log.log(&format!(
+        "A worker of pool #{} ended after it received a job and before it claimed it: \
+         job {} queued again",
+        p + 1,
+        sent.join(", ")
+    ));
+}
+
 /// Runs the server until it stops (master) or until this process became a worker.
 pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
     let mut states = Vec::with_capacity(pools.len());
@@ -111,7 +144,7 @@ pub fn run(pools: Vec<PoolSpec>, log: &mut Logger) -> io::Result<Role> {
         } else {
             Some(control::seqpacket_pair()?)
         };
-        slots.push(config.max_fork as usize + board::SLACK);
+        slots.push((config.max_fork as usize + board::SLACK, p.timed.len()));
         states.push(PoolState {
             policy: Pool::new(config),
             listeners: p.listeners,
@@ -261,7 +294,17 @@ impl Master<'_> {
             }
             if let Some(j) = w.job {
                 pool.timed[j].ended(now);
+                self.board.set_job(w.pool, j, JobState::Idle);
             }
+            // A job it claimed but did not live to report: it ended with the worker.
+            for j in 0..pool.timed.len() {
+                if w.job != Some(j) && self.board.job(w.pool, j) == JobState::Taken(w.slot) {
+                    pool.timed[j].ended(now);
+                    self.board.set_job(w.pool, j, JobState::Idle);
+                    w.main |= pool.timed[j].is_main();
+                }
+            }
+            requeue_lost_jobs(pool, w.pool, &self.board, self.log);
             if w.main && self.phase == Phase::Running {
                 self.log.log("Main handler finished: graceful shutdown");
                 self.begin_shutdown(Phase::Graceful);
@@ -303,6 +346,8 @@ impl Master<'_> {
                 if !t.due(now) {
                     continue;
                 }
+                // marked first: the worker that receives it claims it on the board
+                self.board.set_job(p, j, JobState::Queued);
                 match control::send(queue, Job(j as u32).encode()) {
                     Ok(()) => {
                         t.state = TimedState::Queued;
@@ -310,6 +355,7 @@ impl Master<'_> {
                             .debug(&format!("Queued job #{} of pool #{}", j + 1, p + 1));
                     }
                     Err(e) => {
+                        self.board.set_job(p, j, JobState::Idle);
                         // Only a full queue could do this; it is retried on the next round.
                         self.log.log(&format!(
                             "Could not queue job #{} of pool #{}: {}",
@@ -578,6 +624,7 @@ impl Master<'_> {
                 Some(Report::Done) => {
                     if let Some(j) = w.job.take() {
                         timed[j].ended(now);
+                        self.board.set_job(w.pool, j, JobState::Idle);
                     }
                 }
                 // it exits soon: a spare worker must be forked now if one is needed

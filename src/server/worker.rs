@@ -200,10 +200,13 @@ impl Worker {
                 match control::recv(q, &mut buf)? {
                     Received::Message(m) => {
                         if let Some(Job(j)) = Job::decode(m) {
-                            self.set_slot(Slot::Busy);
-                            self.current = Current::Timed;
-                            self.report(Report::Took(j));
-                            return Ok(Next::Timed(j));
+                            if self.claim(j) {
+                                self.set_slot(Slot::Busy);
+                                self.current = Current::Timed;
+                                self.report(Report::Took(j));
+                                return Ok(Next::Timed(j));
+                            }
+                            continue; // a copy of a job another worker has: look again
                         }
                     }
                     Received::Nothing => {}
@@ -231,6 +234,13 @@ impl Worker {
             };
             self.wait(remaining)?;
         }
+    }
+
+    /// Claims job `j`, received from the pool's queue, on the board: false when the
+    /// message was a copy of a job another worker claimed (see `board.rs`).
+    fn claim(&mut self, j: u32) -> bool {
+        die_here_for_a_test();
+        self.board.take_job(self.pool, j as usize, self.slot)
     }
 
     /// Accepts a pending connection on one of the listeners, if there is one.
@@ -406,10 +416,12 @@ impl Worker {
             match control::recv(q, &mut buf)? {
                 Received::Message(m) => {
                     if let Some(Job(j)) = Job::decode(m) {
-                        self.timed_running = true;
-                        self.took();
-                        self.report(Report::Took(j));
-                        return Ok(Some(Next::Timed(j)));
+                        if self.claim(j) {
+                            self.timed_running = true;
+                            self.took();
+                            self.report(Report::Took(j));
+                            return Ok(Some(Next::Timed(j)));
+                        }
                     }
                 }
                 Received::Nothing => {}
@@ -493,5 +505,18 @@ impl Worker {
             self.epoll = Some(ep);
         }
         Ok(self.epoll.as_ref().expect("made above"))
+    }
+}
+
+/// Fault injection for the specs: when `MOONBRIDGE_TEST_DIE_AFTER_RECEIVING_JOB` names a
+/// file that this process can remove, it removes it and ends at once, between receiving a
+/// job and claiming it (the moment a SIGKILL could hit). One file, one death, whichever
+/// worker gets there first. Without the variable this is one `getenv` per job taken.
+fn die_here_for_a_test() {
+    let Some(path) = std::env::var_os("MOONBRIDGE_TEST_DIE_AFTER_RECEIVING_JOB") else {
+        return;
+    };
+    if std::fs::remove_file(path).is_ok() {
+        crate::io::sys::exit_now(9);
     }
 }
