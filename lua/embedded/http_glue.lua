@@ -446,7 +446,7 @@ function M.generate_handler(a, b)
         end
         conn:abort() -- 500 if nothing was sent yet, else reset
         conn:release()
-        retire_context(ctx, stale_mt) -- (not reused: this worker ends)
+        retire_context(ctx, stale_mt) -- (not reused: left to the collector)
         if armed then timeout(0) end
         error(result.trace, 0)
       end

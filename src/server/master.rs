@@ -119,6 +119,9 @@ fn requeue_lost_jobs(pool: &PoolState, p: usize, board: &Board, log: &mut Logger
             sent.push(format!("#{}", j + 1));
         }
     }
+    if sent.is_empty() {
+        return; // a full queue: the jobs stay queued, and messages are waiting anyway
+    }
     log.log(&format!(
         "A worker of pool #{} ended after it received a job and before it claimed it: \
          job {} queued again",
@@ -304,7 +307,9 @@ impl Master<'_> {
                     w.main |= pool.timed[j].is_main();
                 }
             }
-            requeue_lost_jobs(pool, w.pool, &self.board, self.log);
+            if self.phase == Phase::Running {
+                requeue_lost_jobs(pool, w.pool, &self.board, self.log);
+            }
             if w.main && self.phase == Phase::Running {
                 self.log.log("Main handler finished: graceful shutdown");
                 self.begin_shutdown(Phase::Graceful);
