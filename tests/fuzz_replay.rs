@@ -1,7 +1,10 @@
-//! Runs the fuzz targets' checks on stable within `cargo test`: replays every file in
-//! `fuzz/corpus/{head,chunked}` if present (cargo-fuzz writes them there; they are not
-//! committed), then mutates the `tests/data/http` corpus for a bounded time. Each input must
-//! give the same result whole, byte by byte and in random pieces, and must not panic.
+//! Runs the fuzz targets' checks on stable within `cargo test`: replays, for every target,
+//! the committed corpus `fuzz/seeds/<target>` (minimized by `fuzz/deep.sh`) and whatever a
+//! local run left in `fuzz/corpus/<target>` (not committed), then mutates the
+//! `tests/data/http` corpus for a bounded time. No input may panic; heads and chunked
+//! bodies must give the same result whole, byte by byte and in random pieces, connections
+//! the same transcript however they are cut, and the incremental form decoder the same
+//! fields as the whole-body parser.
 
 mod corpus_files;
 
@@ -12,6 +15,7 @@ use corpus_files::unescape;
 use moonbridge::http::chunked::{ChunkedDecoder, Decoded};
 use moonbridge::http::drive::script::{run, segment};
 use moonbridge::http::head::Limits;
+use moonbridge::http::{cookie, form, framing, head, multipart};
 
 const LIMITS: [Limits; 2] = [
     Limits {
@@ -109,35 +113,122 @@ fn check_chunked(input: &[u8], rng: &mut Rng) {
     );
 }
 
-/// Every file of `fuzz/corpus/<target>`, if that directory exists.
+/// Every file of `fuzz/seeds/<target>` and `fuzz/corpus/<target>` (either may be missing).
 fn fuzz_corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut inputs = Vec::new();
+    for dir in ["seeds", "corpus"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries {
+            inputs.push(std::fs::read(e.unwrap().path()).unwrap());
+        }
+    }
+    inputs
+}
+
+/// The `head` target: parse with small limits, then the framing of what parses.
+fn check_parse_head(input: &[u8]) {
+    let limits = Limits {
+        head_size: 2048,
+        target_len: 256,
+        headers: 32,
     };
-    entries
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect()
+    if let Ok(head::Status::Complete(h, _)) = head::parse_head(input, &limits) {
+        let _ = framing::framing(&h);
+    }
+}
+
+/// The `multipart` target: the first byte picks the piece size.
+fn check_multipart(input: &[u8]) {
+    let Some((&step, body)) = input.split_first() else {
+        return;
+    };
+    let limits = multipart::Limits {
+        max_chunk: 64,
+        max_header_bytes: 512,
+        max_headers: 8,
+    };
+    let mut dec = multipart::MultipartDecoder::with_boundary(b"XyZ", limits);
+    for chunk in body.chunks(step as usize % 16 + 1) {
+        let mut feed = dec.feed(chunk);
+        while let Ok(Some(_)) = feed.next_event() {}
+    }
+    let _ = dec.finish();
+}
+
+/// The `form` target: the incremental decoder agrees with the whole-body parser.
+fn check_form(input: &[u8]) {
+    let whole = form::parse_urlencoded(input);
+    let _ = form::parse_query(input);
+    let mut inc = form::FormDecoder::new(1 << 20);
+    for chunk in input.chunks(7) {
+        if inc.feed(chunk).is_err() {
+            return;
+        }
+    }
+    assert_eq!(
+        inc.finish().len(),
+        whole.len(),
+        "incremental: {:?}",
+        input.escape_ascii()
+    );
+    let _ = cookie::parse_cookies(input);
+}
+
+/// The `conn` target: the same transcript whole, cut where the first byte says, and byte
+/// by byte.
+fn check_conn(input: &[u8]) {
+    let limits = &LIMITS[0];
+    let whole = run(&[input], limits);
+    let cut = input.first().map_or(0, |&b| b as usize);
+    assert_eq!(
+        run(&segment(input, &[cut]), limits),
+        whole,
+        "cut at {cut}: {:?}",
+        input.escape_ascii()
+    );
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(
+        run(&bytes, limits),
+        whole,
+        "byte by byte: {:?}",
+        input.escape_ascii()
+    );
 }
 
 #[test]
 fn replay_fuzz_corpus() {
     let mut rng = Rng(0x5eed);
-    let heads = fuzz_corpus("head");
-    let bodies = fuzz_corpus("chunked");
-    for input in &heads {
-        check_head(input, &mut rng);
+    let mut counts = Vec::new();
+    for target in ["head", "chunked", "multipart", "form", "conn"] {
+        let inputs = fuzz_corpus(target);
+        for input in &inputs {
+            match target {
+                "head" => {
+                    check_parse_head(input);
+                    check_head(input, &mut rng);
+                }
+                "chunked" => check_chunked(input, &mut rng),
+                "multipart" => check_multipart(input),
+                "form" => check_form(input),
+                _ => check_conn(input),
+            }
+        }
+        counts.push(format!("{} {target}", inputs.len()));
     }
-    for input in &bodies {
-        check_chunked(input, &mut rng);
+    println!("replayed {} inputs", counts.join(", "));
+}
+
+/// The committed corpus is there, for every target (a clean clone has no `fuzz/corpus`).
+#[test]
+fn the_committed_corpus_covers_every_target() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for target in ["head", "chunked", "multipart", "form", "conn"] {
+        let n = std::fs::read_dir(root.join(target)).map_or(0, |d| d.count());
+        assert!(n > 0, "fuzz/seeds/{target} is empty or missing");
     }
-    println!(
-        "replayed {} head and {} chunked inputs",
-        heads.len(),
-        bodies.len()
-    );
 }
 
 #[test]
