@@ -13,6 +13,7 @@
 //! - `date`: the `Date` header, cached per second
 //! - `conn`: one connection as a state machine: bytes and the time in, steps out
 //! - `drive`: the drivers of that machine (blocking over a socket; scripted, for tests)
+//! - `spare`: buffers of ended connections, reused by the next ones
 
 pub mod chunked;
 pub mod conn;
@@ -26,3 +27,4 @@ pub mod framing;
 pub mod head;
 pub mod multipart;
 pub mod response;
+pub mod spare;

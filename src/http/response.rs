@@ -13,6 +13,8 @@
 
 use std::fmt::Write as _;
 
+use crate::http::spare;
+
 /// Misuse of the response API by the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponseError {
@@ -136,7 +138,7 @@ impl Response {
             cfg,
             phase: Phase::Initial,
             status: 0,
-            head: Vec::with_capacity(256),
+            head: spare::bytes(256),
             head_sent: false,
             app_length: None,
             app_connection_close: false,
@@ -144,8 +146,16 @@ impl Response {
             date_line: None,
             framing: Framing::Undecided,
             body: Vec::new(),
-            out: Vec::with_capacity(OUT_CAPACITY),
+            out: spare::bytes(OUT_CAPACITY),
         }
+    }
+
+    /// Gives the buffers to the next connection (see `spare`); the response keeps empty
+    /// ones, so anything done with it afterwards still works.
+    pub fn recycle(&mut self) {
+        spare::give_bytes(std::mem::take(&mut self.head));
+        spare::give_bytes(std::mem::take(&mut self.body));
+        spare::give_bytes(std::mem::take(&mut self.out));
     }
 
     /// Starts the next response of the connection, keeping the buffers' memory. Output not

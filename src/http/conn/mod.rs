@@ -37,6 +37,7 @@ use crate::http::date::DateCache;
 use crate::http::framing::Framing;
 use crate::http::head::{self, HeadParser, Version};
 use crate::http::response::{Response, ResponseConfig, ResponseError};
+use crate::http::spare;
 
 /// An unread request body up to this size is read and discarded after the response so the
 /// connection can stay open; a larger one closes it.
@@ -231,12 +232,25 @@ impl Parsed {
         self.query = head.parts.query.map(range);
         self.authority = head.parts.authority.map(range);
         self.headers.clear();
+        if self.headers.capacity() == 0 {
+            self.headers = spare::fields(head.headers.len().max(16));
+        }
         self.headers
             .extend(head.headers.iter().map(|(n, v)| (range(n), range(v))));
         self.http11 = head.version == Version::Http11;
         self.framing = Some(framing);
         self.bytes.clear();
+        if self.bytes.capacity() == 0 {
+            self.bytes = spare::bytes(raw.len().max(512));
+        }
         self.bytes.extend_from_slice(raw);
+    }
+
+    /// Gives the buffers to the next connection, leaving an empty head (no ranges).
+    fn recycle(&mut self) {
+        let old = std::mem::take(self);
+        spare::give_bytes(old.bytes);
+        spare::give_fields(old.headers);
     }
 
     /// The value of the first header called `name` (case-insensitive).
@@ -313,6 +327,13 @@ impl Connection {
             requests: 0,
             date: DateCache::default(),
         }
+    }
+
+    /// The connection is over (its requests can only be finished ones): its buffers go to
+    /// the next connection (see `spare`).
+    pub fn recycle(&mut self) {
+        self.parsed.recycle();
+        self.resp.recycle();
     }
 
     /// Whether a request is being served (its head read, the connection not ended).

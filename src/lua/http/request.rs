@@ -536,6 +536,7 @@ lua_fn! {
         http.post = None;
         http.body_so_far = Vec::new();
         http.answering = None;
+        http.conn.m.recycle();
         s.reserve(2);
         if s.get_uservalue(1) == ffi::LUA_TTABLE {
             s.raw_get_index(-1, USERVALUE_SOCKET);
