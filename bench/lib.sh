@@ -59,6 +59,14 @@ workers_of() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
 
+# start_server app.lua: moonbridge serving it on core SERVER_CPU, logging to
+# $TMP/server.log; sets MASTER (stopped at exit)
+start_server() {
+  taskset -c "$SERVER_CPU" "$MOONBRIDGE" "$1" >"$TMP/server.log" 2>&1 &
+  MASTER=$!
+  PIDS+=("$MASTER")
+}
+
 # wait_workers master n: waits up to 10 s until the moonbridge master has n workers;
 # non-zero status if it does not.
 wait_workers() {

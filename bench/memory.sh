@@ -33,9 +33,7 @@ listen{ { proto = "tcp", host = "127.0.0.1", port = $port },
     return true
   end) }
 LUA
-taskset -c "$SERVER_CPU" "$MOONBRIDGE" "$TMP/app.lua" >"$TMP/server.log" 2>&1 &
-MASTER=$!
-PIDS+=("$MASTER")
+start_server "$TMP/app.lua"
 worker=""
 for _ in $(seq 100); do
   worker=$(workers_of "$MASTER")

@@ -50,9 +50,7 @@ listen{ { proto = "tcp", host = "127.0.0.1", port = $port },
     return true
   end) }
 LUA
-taskset -c "$SERVER_CPU" "$MOONBRIDGE" "$TMP/app.lua" >"$TMP/server.log" 2>&1 &
-MASTER=$!
-PIDS+=("$MASTER")
+start_server "$TMP/app.lua"
 wait_port "$port"
 worker=$(workers_of "$MASTER")
 [ -n "$worker" ] || { echo "no worker started" >&2; cat "$TMP/server.log" >&2; exit 1; }

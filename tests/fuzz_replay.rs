@@ -48,25 +48,30 @@ impl Rng {
     }
 }
 
+/// Checks that a connection's input gives the same transcript whole, byte by byte and cut
+/// at `cuts`.
+fn check_cuts(input: &[u8], limits: &Limits, cuts: &[usize]) {
+    let whole = run(&[input], limits);
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(
+        run(&bytes, limits),
+        whole,
+        "byte by byte: {:?}",
+        input.escape_ascii()
+    );
+    assert_eq!(
+        run(&segment(input, cuts), limits),
+        whole,
+        "cut {cuts:?}: {:?}",
+        input.escape_ascii()
+    );
+}
+
 /// Checks that a connection's input gives one verdict however it is cut.
 fn check_head(input: &[u8], rng: &mut Rng) {
     for limits in &LIMITS {
-        let whole = run(&[input], limits);
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(
-            run(&bytes, limits),
-            whole,
-            "byte by byte: {:?}",
-            input.escape_ascii()
-        );
         let cuts: Vec<usize> = (0..rng.below(8)).map(|_| rng.below(64)).collect();
-        let pieces = segment(input, &cuts);
-        assert_eq!(
-            run(&pieces, limits),
-            whole,
-            "cut {cuts:?}: {:?}",
-            input.escape_ascii()
-        );
+        check_cuts(input, limits, &cuts);
     }
 }
 
@@ -180,22 +185,8 @@ fn check_form(input: &[u8]) {
 /// The `conn` target: the same transcript whole, cut where the first byte says, and byte
 /// by byte.
 fn check_conn(input: &[u8]) {
-    let limits = &LIMITS[0];
-    let whole = run(&[input], limits);
     let cut = input.first().map_or(0, |&b| b as usize);
-    assert_eq!(
-        run(&segment(input, &[cut]), limits),
-        whole,
-        "cut at {cut}: {:?}",
-        input.escape_ascii()
-    );
-    let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(
-        run(&bytes, limits),
-        whole,
-        "byte by byte: {:?}",
-        input.escape_ascii()
-    );
+    check_cuts(input, &LIMITS[0], &[cut]);
 }
 
 #[test]

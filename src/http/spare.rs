@@ -10,8 +10,9 @@
 //!
 //! Per thread, like the interpreter state that owns the connections.
 
-use std::cell::RefCell;
 use std::ops::Range;
+
+use crate::io::spare::{self, Spares};
 
 /// Buffers of each kind kept at most.
 const KEEP: usize = 16;
@@ -22,32 +23,21 @@ const MAX_CAPACITY: usize = 64 * 1024;
 pub type Field = (Range<usize>, Range<usize>);
 
 thread_local! {
-    static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    static FIELDS: RefCell<Vec<Vec<Field>>> = const { RefCell::new(Vec::new()) };
+    static BYTES: Spares<u8> = const { Spares::new(Vec::new()) };
+    static FIELDS: Spares<Field> = const { Spares::new(Vec::new()) };
 }
 
-fn take<T>(pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>, min: usize) -> Vec<T> {
-    let mut v = pool
-        .try_with(|p| p.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+fn take<T>(pool: &'static std::thread::LocalKey<Spares<T>>, min: usize) -> Vec<T> {
+    let mut v = spare::take(pool).unwrap_or_default();
     v.reserve(min);
     v
 }
 
-fn give<T>(pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>, mut v: Vec<T>) {
-    if v.capacity() == 0 || v.capacity() * std::mem::size_of::<T>() > MAX_CAPACITY {
-        return;
+fn give<T>(pool: &'static std::thread::LocalKey<Spares<T>>, v: Vec<T>) {
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    if v.capacity() > 0 && bytes <= MAX_CAPACITY {
+        spare::give(pool, v, KEEP);
     }
-    v.clear();
-    // `try_with`: during thread exit the pool may be gone already; then just free.
-    let _ = pool.try_with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < KEEP {
-            p.push(v);
-        }
-    });
 }
 
 /// An empty byte buffer with room for at least `min` bytes.

@@ -44,7 +44,7 @@ pub enum Decision {
 /// per connection, and glibc consolidates all its small free chunks on every such
 /// allocation (measured: a few thousand instructions per connection).
 mod spare {
-    use std::cell::RefCell;
+    use crate::io::spare::{self, Spares};
 
     /// Buffers kept at most (a worker has one connection at a time; clients use a few).
     const KEEP: usize = 4;
@@ -52,25 +52,17 @@ mod spare {
     pub const MAX_CAPACITY: usize = 4 * super::READ_CHUNK;
 
     thread_local! {
-        static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static BUFFERS: Spares<u8> = const { Spares::new(Vec::new()) };
     }
 
     pub fn take() -> Vec<u8> {
-        BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default()
+        spare::take(&BUFFERS).unwrap_or_default()
     }
 
-    pub fn give(mut v: Vec<u8>) {
-        if v.capacity() < super::READ_CHUNK || v.capacity() > MAX_CAPACITY {
-            return;
+    pub fn give(v: Vec<u8>) {
+        if (super::READ_CHUNK..=MAX_CAPACITY).contains(&v.capacity()) {
+            spare::give(&BUFFERS, v, KEEP);
         }
-        v.clear();
-        // `try_with`: during thread exit the cache may be gone already; then just free.
-        let _ = BUFFERS.try_with(|b| {
-            let mut b = b.borrow_mut();
-            if b.len() < KEEP {
-                b.push(v);
-            }
-        });
     }
 }
 

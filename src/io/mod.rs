@@ -10,6 +10,7 @@ pub mod handle;
 pub mod net;
 pub mod poll;
 pub mod signal;
+pub mod spare;
 pub mod sys;
 
 pub use handle::{Handle, HandleError, Kind, ReadStatus};
