@@ -208,3 +208,49 @@ listen{ {proto="tcp", host="127.0.0.1", port=%d},
     assert.matches("Shutdown complete", H.read_file(dir .. "/log"))
   end)
 end)
+
+-- Issue 13 (objects used where they do not belong): what an application holds in the
+-- master stays its own after the server ran (`moonbridge.run()` from plain Lua), and a
+-- socket used after it was reset raises the closed-handle errors, plain strings.
+describe("objects outside their place", function()
+  it("the master's own handles work after run() returns; a reset socket raises plain errors",
+    function()
+      local dir = H.tmpdir()
+      H.write_file(dir .. "/app.lua", [[
+local mio = require "moonbridge_io"
+local mb = require "moonbridge"
+local l = assert(mio.tcplisten("127.0.0.1", 0))
+local h = assert(mio.tcpconnect("127.0.0.1", l.local_tcpport))
+local a = assert(l:accept())
+mb.listen{ { proto = "main" }, connect = function()
+  -- the worker inherited the master's objects; using them there is the application's
+  -- choice and works as anywhere
+  io.stderr:write("in the worker: ", tostring(select(2, l:accept_nb())), "\n")
+  return false
+end }
+mb.run()
+local function try(f)
+  local ok, a1, a2 = pcall(f)
+  if ok then return "ok " .. tostring(a1) .. " " .. tostring(a2) end
+  return "error " .. type(a1) .. " " .. tostring(a1)
+end
+print("accept_nb: " .. try(function() return l:accept_nb() end))
+print("write: " .. try(function() return (h:write("x")) and "written" end))
+print("flush+read: " .. try(function() h:flush(); return a:read(1) end))
+a:reset()
+print("write after reset: " .. try(function() return a:write("y") end))
+print("read after reset: " .. try(function() return a:read(1) end))
+print("peer after reset: " .. try(function() return h:read(1) end))
+]])
+      local code, out = H.run(H.lua .. " " .. H.quote(dir .. "/app.lua"), 20)
+      assert.are.equal(0, code, out)
+      assert.truthy(out:find("in the worker: No incoming connection pending", 1, true), out)
+      assert.truthy(out:find("accept_nb: ok false No incoming connection pending", 1, true), out)
+      assert.truthy(out:find("write: ok written nil", 1, true), out)
+      assert.truthy(out:find("flush+read: ok x maxlen", 1, true), out)
+      assert.truthy(out:find("write after reset: error string Attempt to write to a closed I/O handle", 1, true), out)
+      assert.truthy(out:find("read after reset: error string Attempt to read from a closed I/O handle", 1, true), out)
+      -- the peer of a reset connection: an I/O failure, nil and a message
+      assert.truthy(out:find("peer after reset: ok nil Connection reset by peer", 1, true), out)
+    end)
+end)
