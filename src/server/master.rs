@@ -295,13 +295,10 @@ impl Master<'_> {
                 // Ended in prepare (an error, os.exit, a crash): do not fork in a tight loop.
                 pool.policy.fork_failed(now);
             }
-            if let Some(j) = w.job {
-                pool.timed[j].ended(now);
-                self.board.set_job(w.pool, j, JobState::Idle);
-            }
-            // A job it claimed but did not live to report: it ended with the worker.
+            // The job it held (claimed on the board, whether or not its Took report came
+            // before it died) ended with it.
             for j in 0..pool.timed.len() {
-                if w.job != Some(j) && self.board.job(w.pool, j) == JobState::Taken(w.slot) {
+                if self.board.job(w.pool, j) == JobState::Taken(w.slot) {
                     pool.timed[j].ended(now);
                     self.board.set_job(w.pool, j, JobState::Idle);
                     w.main |= pool.timed[j].is_main();
