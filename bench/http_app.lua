@@ -2,11 +2,16 @@
 -- response, "/post" reads the whole request body and answers with its length.
 -- Env: PORT (default 8080); WORKERS (default 8) workers of a classic pool; CONCURRENCY
 -- (default 1): above 1, one worker (pre_fork = min_fork = max_fork = 1) serving up to
--- CONCURRENCY connections at once, a concurrent pool (bench/concurrent.sh).
+-- CONCURRENCY connections at once, a concurrent pool (bench/concurrent.sh);
+-- BUSY_HEADER_TIMEOUT: moonbridge_http's option of that name, seconds or "false" (default:
+-- the module's).
 local http = require "moonbridge_http"
 local MiB = string.rep("0123456789abcdef", 65536)
 local workers = tonumber(os.getenv("WORKERS")) or 8
 local concurrency = tonumber(os.getenv("CONCURRENCY")) or 1
+local busy = os.getenv("BUSY_HEADER_TIMEOUT")
+local options = {}
+if busy then options.busy_header_timeout = tonumber(busy) or false end
 
 local pool = {
   { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT")) or 8080 },
@@ -24,7 +29,7 @@ local pool = {
       request:send_data("Hello World!\n")
     end
     return true
-  end),
+  end, options),
 }
 if concurrency > 1 then
   pool.pre_fork, pool.min_fork, pool.max_fork = 1, 1, 1

@@ -87,7 +87,7 @@ local KNOWN = {
   "request_body_size_limit", "body_size_limit", "request_header_size_limit",
   "header_size_limit", "chunk_size", "maximum_input_chunk_size", "minimum_output_chunk_size",
   "static_headers", "idle_timeout", "stall_timeout", "request_header_timeout",
-  "response_timeout", "drain_timeout",
+  "response_timeout", "drain_timeout", "busy_header_timeout",
   -- the original's hook for waiting on the socket: accepted so that applications written
   -- for it start, and not called (this module waits by itself, in the same way)
   "poll_function",
@@ -123,6 +123,7 @@ local function build_config(options)
     idle = time_option(options, "idle_timeout", 65),
     stall = time_option(options, "stall_timeout", 60),
     header = time_option(options, "request_header_timeout", 120),
+    busy_header = time_option(options, "busy_header_timeout", 2),
     response = time_option(options, "response_timeout", 3600),
     drain = time_option(options, "drain_timeout", 2),
     static = static_headers(options.static_headers),

@@ -315,6 +315,80 @@ pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// How long ago a TCP socket last received data (`TCP_INFO`'s `tcpi_last_data_recv`; for
+/// a connection that sent nothing, the time since it was established, including the time
+/// it waited to be accepted). `None` for other sockets or when the kernel does not say.
+pub fn tcp_silent_for(fd: RawFd) -> Option<std::time::Duration> {
+    // SAFETY: tcp_info is plain data; all-zero is a valid value for getsockopt to fill.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the pointers are to `info` and `len`, which hold `len` bytes and one socklen_t.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_last_data_recv) + 4;
+    if r != 0 || (len as usize) < end {
+        return None;
+    }
+    Some(std::time::Duration::from_millis(u64::from(
+        info.tcpi_last_data_recv,
+    )))
+}
+
+/// Milliseconds of `CLOCK_MONOTONIC`: one clock for all processes of the machine, for
+/// times kept in shared memory.
+pub fn monotonic_ms() -> u64 {
+    // SAFETY: timespec is plain data.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime writes one timespec through the pointer; CLOCK_MONOTONIC
+    // always exists, so it cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Waits up to `timeout` (`None`: no limit) until one of `fds` is readable; answers the
+/// readiness of each (`POLLIN` without `POLLHUP`/`POLLERR`: a listener that was shut
+/// down does not count). A signal ends the wait early (all false).
+pub fn readable(
+    fds: &[RawFd],
+    timeout: Option<std::time::Duration>,
+    out: &mut Vec<bool>,
+) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    out.clear();
+    // SAFETY: `pfds` holds `pfds.len()` valid pollfd entries for the duration of the call.
+    match cvt(unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout_ms(timeout),
+        )
+    }) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => return Err(e),
+    }
+    let bad = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+    out.extend(
+        pfds.iter()
+            .map(|p| p.revents & libc::POLLIN != 0 && p.revents & bad == 0),
+    );
+    Ok(())
+}
+
 /// `shutdown(2)`: `how` is `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`.
 pub fn shutdown(fd: BorrowedFd<'_>, how: c_int) -> io::Result<()> {
     // SAFETY: shutdown takes no pointers.

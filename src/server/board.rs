@@ -15,7 +15,7 @@
 //! here, and the rest of the server sees safe methods.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
 
 use crate::io::sys::SharedMemory;
 
@@ -55,6 +55,9 @@ struct Header {
     total: AtomicU32,
     /// 1 while the master knows of surplus idle workers (and has a timer for them).
     surplus_known: AtomicU32,
+    /// Until when (`sys::monotonic_ms`) one worker of an overloaded pool is giving up an
+    /// idle keep-alive connection for a waiting one (see `pressure.rs`); 0: none is.
+    shedding_until: AtomicU64,
 }
 
 /// The state of one timed job, as the board holds it.
@@ -240,6 +243,24 @@ impl Board {
     pub fn surplus_known(&self, pool: usize) -> bool {
         self.header(pool).surplus_known.load(SeqCst) != 0
     }
+
+    /// Whether the pool has a worker that is idle or starting (stops at the first).
+    pub fn has_spare(&self, pool: usize) -> bool {
+        (0..self.pools[pool].len).any(|i| matches!(self.get(pool, i), Slot::Idle | Slot::Starting))
+    }
+
+    /// Claims the pool's turn to shed a connection, for `ms` from `now_ms`: false while
+    /// another worker's claim lasts. Released by `end_shedding` or when it expires (the
+    /// claimant may die).
+    pub fn claim_shedding(&self, pool: usize, now_ms: u64, ms: u64) -> bool {
+        let w = &self.header(pool).shedding_until;
+        let cur = w.load(SeqCst);
+        cur <= now_ms && w.compare_exchange(cur, now_ms + ms, SeqCst, SeqCst).is_ok()
+    }
+
+    pub fn end_shedding(&self, pool: usize) {
+        self.header(pool).shedding_until.store(0, SeqCst);
+    }
 }
 
 /// The pool limits a worker needs to decide when to wake the master.
@@ -340,6 +361,20 @@ mod tests {
         }
         assert_eq!(b.get(0, 1), Slot::Leaving);
         assert_eq!(b.job(0, 0), JobState::Taken(1));
+    }
+
+    #[test]
+    fn one_worker_at_a_time_sheds_until_its_claim_ends_or_expires() {
+        let b = Board::new(&[(2, 0), (2, 0)]).unwrap();
+        assert!(!b.has_spare(0));
+        b.set(0, 1, Slot::Starting);
+        assert!(b.has_spare(0) && !b.has_spare(1));
+        assert!(b.claim_shedding(0, 1000, 200));
+        assert!(!b.claim_shedding(0, 1100, 200), "held by the first");
+        assert!(b.claim_shedding(1, 1100, 200), "pools do not share it");
+        assert!(b.claim_shedding(0, 1200, 200), "expired");
+        b.end_shedding(0);
+        assert!(b.claim_shedding(0, 1201, 200));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod log;
 pub mod master;
 pub mod memory;
 pub mod pool;
+pub mod pressure;
 pub mod process;
 pub mod record;
 pub mod signals;

@@ -15,6 +15,7 @@ use crate::io::Handle;
 use crate::server::board::{Board, Limits, Slot};
 use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
 use crate::server::master::WorkerStart;
+use crate::server::pressure::{self, Gauge};
 
 /// What the worker should do next.
 #[derive(Debug)]
@@ -81,6 +82,8 @@ pub struct Worker {
     accept_paused: Option<Instant>,
     /// When such a pause was last logged.
     pause_logged: Option<Instant>,
+    /// What the HTTP driver reads to see that the pool is overloaded (classic pools).
+    gauge: Option<Rc<Gauge>>,
 }
 
 /// How long a worker that could not accept (out of descriptors or memory) waits before it
@@ -125,6 +128,7 @@ impl Worker {
             listening: false,
             accept_paused: None,
             pause_logged: None,
+            gauge: None,
         }
     }
 
@@ -149,7 +153,23 @@ impl Worker {
     }
 
     /// `prepare` is done: the worker is ready for jobs.
-    pub fn ready(&self) {
+    pub fn ready(&mut self) {
+        if self.capacity == 1 && self.gauge.is_none() {
+            let fds = self
+                .listeners
+                .iter()
+                .filter_map(|l| l.fd())
+                .map(|f| f.as_raw_fd())
+                .collect();
+            let g = Rc::new(Gauge::new(
+                self.board.clone(),
+                self.pool,
+                self.limits.max_fork,
+                fds,
+            ));
+            pressure::install(Some(g.clone()));
+            self.gauge = Some(g);
+        }
         self.set_slot(Slot::Idle);
     }
 
@@ -161,6 +181,9 @@ impl Worker {
             Current::Connection => {}
         }
         self.set_slot(Slot::Idle);
+        if let Some(g) = &self.gauge {
+            g.idle_again();
+        }
         self.accept_paused = None;
         if self.limits.wake_after_finishing(&self.board, self.pool) {
             self.report(Report::Wake);
@@ -270,6 +293,9 @@ impl Worker {
                 // The master shut the listener down (graceful shutdown): forget it.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     let l = self.listeners.swap_remove(i);
+                    if let (Some(g), Some(fd)) = (&self.gauge, l.fd()) {
+                        g.forget(fd.as_raw_fd());
+                    }
                     // Other processes keep the listener open, so its registration would
                     // outlive our descriptor: remove it first.
                     if let (Some(ep), Some(fd)) = (&self.epoll, l.fd()) {

@@ -2,10 +2,10 @@
 //! bodies handed out in pieces straight from the caller's input buffer (with `100
 //! Continue` before the first piece), and the timeouts of every wait.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{
-    after, earliest, Body, Clock, Close, Connection, Fail, Phase, Step, WaitFor, Waiting,
+    after, earliest, Body, Clock, Close, Connection, Fail, Phase, Shed, Step, WaitFor, Waiting,
     DRAIN_PIECE,
 };
 use crate::http::chunked::{ChunkedDecoder, ChunkedLimits, Decoded};
@@ -25,11 +25,11 @@ impl Connection {
         if matches!(self.phase, Phase::Between) {
             self.begin_request();
         }
-        if let Phase::Idle { until } = self.phase {
+        if let Phase::Idle { since } = self.phase {
             if !input.is_empty() {
                 self.phase = Phase::Head {
                     parser: HeadParser::new(),
-                    until: None,
+                    since: None,
                 };
             } else if eof {
                 return self.end_quietly();
@@ -37,18 +37,18 @@ impl Connection {
                 return self.refuse(408, "Request Timeout", "Server shutdown", clock);
             } else {
                 // The deadline counts from the first time the driver had to wait.
-                let until = match until {
-                    Some(u) => u,
+                let since = match since {
+                    Some(s) => s,
                     None => {
-                        let u = after(clock.now(), self.cfg.idle_timeout);
-                        self.phase = Phase::Idle { until: Some(u) };
-                        u
+                        let s = clock.now();
+                        self.phase = Phase::Idle { since: Some(s) };
+                        s
                     }
                 };
-                return self.wait(WaitFor::FirstByte, 0, until);
+                return self.wait(WaitFor::FirstByte, 0, after(since, self.cfg.idle_timeout));
             }
         }
-        let Phase::Head { parser, until } = &mut self.phase else {
+        let Phase::Head { parser, since } = &mut self.phase else {
             return Step::End {
                 close: Close::Quiet,
                 fail: None,
@@ -93,7 +93,7 @@ impl Connection {
             }
             Ok(Status::Partial) => {
                 let now = clock.now();
-                let whole = *until.get_or_insert_with(|| after(now, self.cfg.header_timeout));
+                let whole = after(*since.get_or_insert(now), self.cfg.header_timeout);
                 let until = earliest(whole, after(now, self.cfg.stall_timeout));
                 self.wait(WaitFor::Head, 0, until)
             }
@@ -115,7 +115,7 @@ impl Connection {
         self.used = false;
         self.faulty = false;
         self.client_fault = None;
-        self.phase = Phase::Idle { until: None };
+        self.phase = Phase::Idle { since: None };
     }
 
     /// Answers a wait (and remembers it for [`timeout`](Self::timeout)).
@@ -152,6 +152,70 @@ impl Connection {
                 self.body_error(408, "Request Timeout", detail, clock)
             }
             WaitFor::Linger => self.reset(),
+        }
+    }
+
+    /// While the pool is overloaded (every worker busy, none may be forked, connections
+    /// waiting to be accepted), what becomes of the wait in progress: an idle keep-alive
+    /// connection is given up at once (its client may open it again; the connections
+    /// waiting have not been served at all); a new connection that sent nothing yet and
+    /// an incomplete head get `busy_header_timeout`, counted from the time the client
+    /// last sent something (`silent`: the kernel's figure when the driver has one, so
+    /// time spent waiting to be accepted counts) and from the start of the wait (a client
+    /// sending a byte now and then cannot extend it). Everything else: `Never`.
+    pub fn shed(&self, silent: Option<Duration>, clock: &mut impl Clock) -> Shed {
+        let Some(w) = self.waiting else {
+            return Shed::Never;
+        };
+        let started = match (&self.phase, w.what) {
+            (Phase::Idle { .. }, WaitFor::FirstByte) if self.requests > 0 => {
+                return Shed::Now { claim: true }
+            }
+            (Phase::Idle { since }, WaitFor::FirstByte) => *since,
+            (Phase::Head { since, .. }, WaitFor::Head) => *since,
+            _ => return Shed::Never,
+        };
+        let Some(bound) = self.cfg.busy_header_timeout else {
+            return Shed::Never;
+        };
+        let mut left = bound;
+        if let Some(s) = started {
+            left = left.min(bound.saturating_sub(clock.now().saturating_duration_since(s)));
+        }
+        if let Some(q) = silent {
+            left = left.min(bound.saturating_sub(q));
+        }
+        if left.is_zero() {
+            Shed::Now { claim: false }
+        } else {
+            Shed::After(left)
+        }
+    }
+
+    /// Gives up the wait that [`shed`](Self::shed) answered `Now` for: a connection
+    /// without a byte of its next request is closed quietly; an incomplete head is
+    /// answered with 408 and closed at once (no lingering: the worker is needed).
+    /// Anything else: `Next` (nothing to give up).
+    pub fn shed_now(&mut self, clock: &mut impl Clock) -> Step {
+        match self.waiting.map(|w| w.what) {
+            Some(WaitFor::FirstByte) => self.end_quietly(),
+            Some(WaitFor::Head) => {
+                let detail = "Server busy, timeout while receiving headers";
+                match self.refuse(408, "Request Timeout", detail, clock) {
+                    Step::End {
+                        close: Close::Linger,
+                        fail,
+                    } => {
+                        self.mark_closed();
+                        Step::End {
+                            close: Close::Quiet,
+                            fail,
+                        }
+                    }
+                    other => other,
+                }
+            }
+            _ => Step::Next { consumed: 0 },
         }
     }
 

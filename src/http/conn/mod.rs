@@ -26,6 +26,7 @@ mod output;
 
 pub use end::After;
 pub use output::Push;
+
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +57,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     pub stall_timeout: Option<Duration>,
     pub header_timeout: Option<Duration>,
+    /// While the pool is overloaded: the most a new connection's first byte or an
+    /// incomplete head may take (see [`Connection::shed`]); `None`: no such bound.
+    pub busy_header_timeout: Option<Duration>,
     pub drain_timeout: Option<Duration>,
     /// The static headers, rendered as `Name: value\r\n` lines.
     pub static_headers: Vec<u8>,
@@ -116,6 +120,20 @@ pub enum Close {
     Handover,
 }
 
+/// What becomes of a connection waiting for a request while its pool is overloaded
+/// (see [`Connection::shed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    /// Give it up now ([`Connection::shed_now`]). `claim`: only one worker of the pool at
+    /// a time should (an idle keep-alive connection: each waiting connection to accept
+    /// costs one of them, not all).
+    Now { claim: bool },
+    /// Not before this much time.
+    After(Duration),
+    /// Not at all (it is not waiting for a request, or the bound is off).
+    Never,
+}
+
 /// What the driver does next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -167,12 +185,13 @@ enum Body {
 enum Phase {
     /// The previous request is over (or none came yet); nothing of the next one was read.
     Between,
-    /// Waiting for the first byte of a request; `until` once the first wait began.
-    Idle { until: Option<Option<Instant>> },
-    /// Reading a head; `until` is the whole head's deadline once part of it arrived.
+    /// Waiting for the first byte of a request; `since` the first wait began.
+    Idle { since: Option<Instant> },
+    /// Reading a head; `since` the first wait for its rest (the whole head's deadline
+    /// counts from then).
     Head {
         parser: HeadParser,
-        until: Option<Option<Instant>>,
+        since: Option<Instant>,
     },
     /// A request is being served (body reading and the response).
     Active,

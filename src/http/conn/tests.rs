@@ -23,6 +23,7 @@ fn config() -> Config {
         idle_timeout: Some(Duration::from_secs(30)),
         stall_timeout: Some(Duration::from_secs(5)),
         header_timeout: t,
+        busy_header_timeout: Some(Duration::from_secs(2)),
         drain_timeout: Some(Duration::from_secs(2)),
         static_headers: b"Server: t\r\n".to_vec(),
     }
@@ -187,6 +188,84 @@ fn the_head_has_a_whole_deadline_and_a_stall_deadline() {
     c.elapsed = secs(10);
     let fail = "408 Request Timeout (Timeout while receiving headers)";
     assert_eq!(m.timeout(&mut c), end(Close::Linger, Some(fail)));
+}
+
+#[test]
+fn an_overloaded_pool_sheds_idle_keep_alive_connections_at_once() {
+    let (mut m, mut c) = serving(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(m.shed(None, &mut c), Shed::Never, "serving a request");
+    m.send_status(b"200 OK", &mut c).unwrap();
+    m.finish().unwrap();
+    m.clear_output();
+    assert_eq!(m.end_request(true, &mut c), After::Next);
+    assert!(matches!(m.poll_head(b"", false, &mut c), Step::Wait { .. }));
+    // the kernel's idea of silence does not matter: the client has had its answer
+    assert_eq!(m.shed(Some(secs(0)), &mut c), Shed::Now { claim: true });
+    assert_eq!(m.shed_now(&mut c), end(Close::Quiet, None));
+    assert!(m.is_closed() && m.output().is_empty());
+}
+
+#[test]
+fn an_overloaded_pool_gives_a_silent_new_connection_the_busy_bound() {
+    let (mut m, mut c) = (conn(), TestClock::new());
+    assert!(matches!(m.poll_head(b"", false, &mut c), Step::Wait { .. }));
+    assert_eq!(m.shed(None, &mut c), Shed::After(secs(2)));
+    // it waited in the backlog before it was accepted: that counts
+    let silent = Some(Duration::from_millis(1500));
+    assert_eq!(
+        m.shed(silent, &mut c),
+        Shed::After(Duration::from_millis(500))
+    );
+    c.elapsed = secs(2);
+    assert_eq!(m.shed(None, &mut c), Shed::Now { claim: false });
+    assert_eq!(m.shed_now(&mut c), end(Close::Quiet, None));
+    assert!(m.is_closed() && m.output().is_empty());
+}
+
+#[test]
+fn an_overloaded_pool_answers_a_slow_head_408_after_the_busy_bound() {
+    let (mut m, mut c) = (conn(), TestClock::new());
+    assert!(matches!(
+        m.poll_head(b"GET / HT", false, &mut c),
+        Step::Wait { .. }
+    ));
+    assert_eq!(m.shed(Some(secs(0)), &mut c), Shed::After(secs(2)));
+    // a byte now and then does not extend it: it counts from the head's start too
+    c.elapsed = secs(1);
+    assert!(matches!(
+        m.poll_head(b"GET / HTT", false, &mut c),
+        Step::Wait { .. }
+    ));
+    assert_eq!(m.shed(Some(secs(0)), &mut c), Shed::After(secs(1)));
+    // nor does the kernel's count start again: it saw the last byte 3 s ago
+    assert_eq!(m.shed(Some(secs(3)), &mut c), Shed::Now { claim: false });
+    let fail = "408 Request Timeout (Server busy, timeout while receiving headers)";
+    assert_eq!(m.shed_now(&mut c), end(Close::Quiet, Some(fail)));
+    assert!(
+        text(&m).starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{}",
+        text(&m)
+    );
+    assert!(m.is_closed());
+}
+
+#[test]
+fn without_the_busy_bound_only_idle_keep_alive_connections_are_shed() {
+    let mut cfg = config();
+    cfg.busy_header_timeout = None;
+    let (mut m, mut c) = (Connection::new(Rc::new(cfg)), TestClock::new());
+    assert!(matches!(
+        m.poll_head(b"GET / HT", false, &mut c),
+        Step::Wait { .. }
+    ));
+    assert_eq!(m.shed(Some(secs(100)), &mut c), Shed::Never);
+    // and nothing is given up that is not waiting for a request
+    let (mut m, mut c) = serving(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n");
+    assert!(matches!(
+        m.poll_body(b"", false, 10, &mut c),
+        Ok(Step::Wait { .. })
+    ));
+    assert_eq!(m.shed(Some(secs(100)), &mut c), Shed::Never);
 }
 
 #[test]

@@ -17,10 +17,11 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::http::conn::{After, Clock, Close, Config, Connection, Fail, Push, Step};
+use crate::http::conn::{After, Clock, Close, Config, Connection, Fail, Push, Shed, Step};
 use crate::io::handle::{HandleError, ReadStatus, WRITE_BUFFER_LIMIT};
 use crate::io::poll::{self, Entry, Interest, Outcome};
 use crate::io::{signal, sys, Handle, Kind};
+use crate::server::pressure;
 
 /// Pieces of response body at least this long are written from the application's string
 /// (framed around it) instead of being copied into the output buffer first.
@@ -29,6 +30,22 @@ const DIRECT_WRITE: usize = 64 << 10;
 /// Longest single wait while waiting for input: bounds the delay when a SIGTERM lands
 /// between the flag check and the wait (see `wait_input`).
 const SIGTERM_SLICE: Duration = Duration::from_secs(1);
+
+/// While a classic worker waits for a request, how often it looks whether its pool became
+/// overloaded (see `server::pressure`). Every wait for a request is cut into slices of
+/// this length (the same each time, so SO_RCVTIMEO is set once per connection). A
+/// keep-alive connection's first slice does not look: the next request usually comes
+/// within it, so looking would cost every request something.
+const PRESSURE_CHECK: Duration = Duration::from_millis(100);
+
+/// An overloaded pool's worker that found another one shedding leaves the listeners alone
+/// this long.
+const SHEDDING_PAUSE: Duration = Duration::from_millis(50);
+
+/// The earlier of an optional deadline and `b`.
+fn sooner(a: Option<Instant>, b: Instant) -> Option<Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
 
 /// The system clock.
 struct SysClock;
@@ -196,7 +213,7 @@ impl Conn {
         if h.buffered().len() != had {
             return Some(Ok(Arrival::Input));
         }
-        Some(self.wait_input(h, until, on_sigterm))
+        Some(self.wait_input(h, until, on_sigterm, None))
     }
 
     /// `Err(Fail::Wait)` if a wait is pending.
@@ -263,29 +280,36 @@ impl Conn {
                 return Next::Closed;
             }
         };
+        let mut waits = 0u32;
         loop {
             step = match step {
                 Step::Request { consumed } => {
                     h.consume(consumed);
                     return Next::Request;
                 }
-                Step::Wait { until, sigterm, .. } => match self.wait_input(h, until, sigterm) {
-                    Ok(Arrival::Input) => self.m.poll_head(h.buffered(), self.eof, &mut SysClock),
-                    Ok(Arrival::Sigterm) => {
-                        self.m.note_sigterm();
-                        if self.fill_nb(h).is_err() {
-                            self.eof = true;
+                Step::Wait { until, sigterm, .. } => {
+                    waits += 1;
+                    match self.wait_request(h, until, sigterm, waits == 1) {
+                        Ok(None) => self.m.shed_now(&mut SysClock),
+                        Ok(Some(Arrival::Input)) => {
+                            self.m.poll_head(h.buffered(), self.eof, &mut SysClock)
                         }
-                        self.m.poll_head(h.buffered(), self.eof, &mut SysClock)
+                        Ok(Some(Arrival::Sigterm)) => {
+                            self.m.note_sigterm();
+                            if self.fill_nb(h).is_err() {
+                                self.eof = true;
+                            }
+                            self.m.poll_head(h.buffered(), self.eof, &mut SysClock)
+                        }
+                        Ok(Some(Arrival::Timeout)) => self.m.timeout(&mut SysClock),
+                        Ok(Some(Arrival::Wait)) => return Next::Wait,
+                        Err(_) => {
+                            self.m.mark_closed();
+                            let _ = h.reset();
+                            return Next::Closed;
+                        }
                     }
-                    Ok(Arrival::Timeout) => self.m.timeout(&mut SysClock),
-                    Ok(Arrival::Wait) => return Next::Wait,
-                    Err(_) => {
-                        self.m.mark_closed();
-                        let _ = h.reset();
-                        return Next::Closed;
-                    }
-                },
+                }
                 Step::End { close, .. } => {
                     self.end(h, close);
                     if self.pending.is_some() {
@@ -331,7 +355,7 @@ impl Conn {
                     consumed, until, ..
                 } => {
                     h.consume(consumed);
-                    match self.wait_input(h, until, false) {
+                    match self.wait_input(h, until, false, None) {
                         Ok(Arrival::Timeout | Arrival::Sigterm) => self.m.timeout(&mut SysClock),
                         Ok(Arrival::Input) => poll(&mut self.m, h.buffered(), self.eof)?,
                         Ok(Arrival::Wait) => return Err(Fail::Wait),
@@ -498,7 +522,7 @@ impl Conn {
                     consumed, until, ..
                 } => {
                     h.consume(consumed);
-                    match self.wait_input(h, until, false) {
+                    match self.wait_input(h, until, false, None) {
                         Ok(Arrival::Input) => continue,
                         Ok(Arrival::Wait) => {
                             self.unfinished = Unfinished::Drain;
@@ -749,8 +773,84 @@ impl Conn {
         })
     }
 
+    /// [`wait_input`](Self::wait_input) for (the rest of) a request head, in a classic
+    /// worker that watches its pool (`server::pressure`): while the pool is overloaded
+    /// and the machine says so ([`Connection::shed`]), the wait ends with `None`, to give
+    /// the connection up. Waits end at least every `PRESSURE_CHECK` to look again (the
+    /// machine answers an early end with the same wait); `first`: the first slice of the
+    /// wait, which does not look on a keep-alive connection between requests.
+    fn wait_request(
+        &mut self,
+        h: &mut Handle,
+        until: Option<Instant>,
+        on_sigterm: bool,
+        first: bool,
+    ) -> Result<Option<Arrival>, HandleError> {
+        if self.coop || !pressure::installed() {
+            return self.wait_input(h, until, on_sigterm, None).map(Some);
+        }
+        let between = self.m.requests() > 0 && h.buffered().is_empty();
+        if first && between {
+            return self
+                .wait_input(h, until, on_sigterm, Some(PRESSURE_CHECK))
+                .map(Some);
+        }
+        let Some(gauge) = pressure::current() else {
+            return self.wait_input(h, until, on_sigterm, None).map(Some);
+        };
+        let now = Instant::now();
+        let check = sooner(until, now + PRESSURE_CHECK);
+        if !gauge.full() {
+            return self
+                .wait_input(h, until, on_sigterm, Some(PRESSURE_CHECK))
+                .map(Some);
+        }
+        let silent = match (h.kind(), h.raw_fd()) {
+            (Kind::Tcp, Some(fd)) => sys::tcp_silent_for(fd),
+            _ => None,
+        };
+        let claim = match self.m.shed(silent, &mut SysClock) {
+            Shed::Never => return self.wait_input(h, until, on_sigterm, None).map(Some),
+            Shed::After(d) => {
+                return self
+                    .wait_input(h, sooner(check, now + d), on_sigterm, None)
+                    .map(Some)
+            }
+            Shed::Now { claim } => claim,
+        };
+        if on_sigterm && signal::sigterm_received() {
+            return Ok(Some(Arrival::Sigterm));
+        }
+        let Some(fd) = h.raw_fd() else {
+            self.eof = true;
+            return Ok(Some(Arrival::Input));
+        };
+        // Sleep until the client sends something or a connection waits to be accepted.
+        let mut fds = vec![fd];
+        fds.extend(gauge.listeners());
+        let mut ready = Vec::with_capacity(fds.len());
+        let timeout = check.map(|c| c.saturating_duration_since(now));
+        sys::readable(&fds, timeout, &mut ready)
+            .map_err(|e| HandleError::Io(sys::error_text(&e)))?;
+        // Input first, even when a connection waits too (it may have come just now).
+        let had = h.buffered().len();
+        if self.fill_nb(h)? || self.eof || h.buffered().len() > had {
+            return Ok(Some(Arrival::Input));
+        }
+        if ready[0] || !ready[1..].contains(&true) || !gauge.full() {
+            return Ok(Some(Arrival::Timeout));
+        }
+        if !claim || gauge.claim() {
+            return Ok(None);
+        }
+        // Another worker gives up its connection for this one.
+        let pause = sooner(check, Instant::now() + SHEDDING_PAUSE);
+        self.wait_input(h, pause, on_sigterm, None).map(Some)
+    }
+
     /// Reads more input into `h`'s buffer, waiting until `until`; with `on_sigterm`,
-    /// returns early when SIGTERM was received.
+    /// returns early when SIGTERM was received; with `slice`, after one wait of at most
+    /// that long (`Timeout`, whether or not `until` passed).
     ///
     /// An accepted connection (a blocking socket) sleeps in `recv` itself, with SO_RCVTIMEO
     /// bounding each sleep: one system call per wait instead of `poll` and `recv`. It is
@@ -767,7 +867,9 @@ impl Conn {
         h: &mut Handle,
         until: Option<Instant>,
         on_sigterm: bool,
+        slice: Option<Duration>,
     ) -> Result<Arrival, HandleError> {
+        let cap = slice;
         let io_err = |e: io::Error| HandleError::Io(sys::error_text(&e));
         if self.eof {
             return Ok(Arrival::Input);
@@ -803,6 +905,7 @@ impl Conn {
                 Some(d) => (d - now).min(SIGTERM_SLICE),
                 None => SIGTERM_SLICE,
             };
+            let slice = cap.map_or(slice, |c| slice.min(c));
             // Round up, so a short remaining time does not become a busy loop of 0 ms waits.
             let slice = Duration::from_millis(slice.as_micros().div_ceil(1000) as u64);
             let Some(fd) = h.raw_fd() else {
@@ -821,6 +924,7 @@ impl Conn {
                         self.eof = true;
                         return Ok(Arrival::Input);
                     }
+                    None if cap.is_some() => return Ok(Arrival::Timeout),
                     None => continue,
                 }
             }
@@ -832,6 +936,7 @@ impl Conn {
             // Not `sys::wait_fd`: a signal must end this wait (EINTR), not restart it.
             // SAFETY: `pfd` is one valid pollfd for the duration of the call.
             match sys::cvt(unsafe { libc::poll(&mut pfd, 1, sys::timeout_ms(Some(slice))) }) {
+                Ok(0) if cap.is_some() => return Ok(Arrival::Timeout),
                 Ok(0) => {}
                 Ok(_) => {
                     let had = h.buffered().len();

@@ -51,6 +51,7 @@ pub fn config(limits: Limits) -> Config {
         idle_timeout: None,
         stall_timeout: None,
         header_timeout: None,
+        busy_header_timeout: None,
         drain_timeout: None,
         static_headers: Vec::new(),
     }

@@ -25,6 +25,7 @@ fn config() -> Config {
         idle_timeout: t,
         stall_timeout: t,
         header_timeout: t,
+        busy_header_timeout: Some(Duration::from_secs(1)),
         drain_timeout: Some(Duration::from_secs(1)),
         static_headers: b"Server: t\r\n".to_vec(),
     }

@@ -279,7 +279,7 @@ where
 
 lua_fn! {
     /// config{body_limit, header_limit, input_chunk, output_chunk, idle, stall, header,
-    ///        drain, static} -> options object. Sizes and the static header lines are
+    ///        busy_header, drain, static} -> options object. Sizes and the static header lines are
     /// required (their defaults are the option checker's, in lua/embedded/http_options.lua); a nil timeout
     /// means none. Validated by the option checker first.
     pub fn config(s) {
@@ -297,6 +297,7 @@ lua_fn! {
             idle_timeout: f.seconds(c"idle")?,
             stall_timeout: f.seconds(c"stall")?,
             header_timeout: f.seconds(c"header")?,
+            busy_header_timeout: f.seconds(c"busy_header")?,
             drain_timeout: f.seconds(c"drain")?,
             static_headers: f.bytes(c"static")?,
         };
