@@ -6,6 +6,8 @@
 #   fuzz:   every cargo-fuzz target for FUZZ_SECONDS (default 15) each; 0 skips this layer
 #   lua:    busted specs against the installed rocks, under lua5.3 and lua5.4, and the
 #           HTTP specs again in concurrent pools
+#   hardening: bench/hardening.sh in its short form (COUNT=2000 STREAM_MIB=64, Lua 5.4,
+#           about a minute), each row of its table one test; HARDENING=0 skips it
 # Exits non-zero if anything failed. Installs and builds first (scripts/setup.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +91,15 @@ if [ $# -eq 0 ]; then
   for v in 5.3 5.4; do
     MOONBRIDGE_SPEC_CONCURRENCY=16 busted_layer "http, concurrent (lua$v)" "$v" spec/http_*_spec.lua
   done
+fi
+
+# The hardening table (floods, faults, drain, misuse, slow clients, streams), short form.
+if [ $# -eq 0 ] && [ "${HARDENING:-1}" != 0 ]; then
+  COUNT=2000 STREAM_MIB=64 LUA=5.4 PEERS=0 timeout 900 bash bench/hardening.sh >"$LOG/hardening.out" 2>&1
+  p=$(grep -c '| yes |$' "$LOG/hardening.out")
+  n=$(grep -c '| no |$' "$LOG/hardening.out")
+  if [ "$p" -eq 0 ] || [ "$n" -gt 0 ]; then cat "$LOG/hardening.out"; [ "$n" -gt 0 ] || n=1; fi
+  count "hardening (short, lua5.4)" "$p" "$n"
 fi
 
 echo "$passed passed, $failed failed"

@@ -253,4 +253,47 @@ print("peer after reset: " .. try(function() return h:read(1) end))
       -- the peer of a reset connection: an I/O failure, nil and a message
       assert.truthy(out:find("peer after reset: ok nil Connection reset by peer", 1, true), out)
     end)
+
+  it("a request's socket after the HTTP module reset its connection raises plain errors", function()
+    local HH = require "spec.http_helper"
+    local srv = HH.start([[
+      local chunk = string.rep("x", 1024 * 1024)
+      local function try(f)
+        local ok, a = pcall(f)
+        return ok and ("ok " .. tostring(a)) or ("error " .. type(a) .. " " .. tostring(a))
+      end
+      handler = function(request)
+        request:send_status("200 OK")
+        if request.path ~= "big" then request:send_data("ok") return true end
+        local s = request.socket
+        local sent = try(function() for _ = 1, 64 do request:send_data(chunk) end end)
+        mark(table.concat({ sent, tostring(request.faulty),
+          try(function() return s:write("x") end), try(function() return s:flush() end),
+          try(function() return s:read(1) end), try(function() return s:read_nb() end),
+          try(function() request:send_data("y") end), try(function() return s:close() end),
+        }, "|"))
+        return true
+      end]], { workers = 1, max_workers = 1 })
+    local sock = assert(H.connect(srv, 10))
+    assert(sock:write("GET /big HTTP/1.1\r\nHost: a\r\n\r\n"))
+    assert(sock:flush())
+    assert.are.equal("HTTP/1.1 200", (sock:read(12)))
+    sock:reset() -- unread data: the server's next send fails and it resets its side
+    local line = HH.wait_for(10, function() return HH.calls(srv)[1] end)
+    assert.is_not_nil(line, H.log_text(srv))
+    local f = {}
+    for item in (line .. "|"):gmatch("(.-)|") do f[#f + 1] = item end
+    assert.matches("^error string Could not send data to client: ", f[1])
+    assert.are.equal("true", f[2])
+    assert.are.equal("error string Attempt to write to a closed I/O handle", f[3])
+    assert.are.equal("error string Attempt to write to a closed I/O handle", f[4])
+    assert.are.equal("error string Attempt to read from a closed I/O handle", f[5])
+    assert.are.equal("error string Attempt to read from a closed I/O handle", f[6])
+    assert.are.equal("error string Tried to use faulty request handle", f[7])
+    assert.are.equal("error string Attempt to close a closed I/O handle", f[8])
+    -- the worker lives on
+    assert.are.equal(200, HH.exchange(srv, HH.get("/", "Connection: close\r\n")).status)
+    assert.is_nil(H.log_text(srv):find("exited with code", 1, true), H.log_text(srv))
+    H.stop_clean(srv)
+  end)
 end)
