@@ -44,11 +44,38 @@ pub struct Framing {
     pub expect_continue: bool,
 }
 
+/// Which of the headers that decide the framing a request has: found in one pass over the
+/// names (by length first), so the rules below look only for what is there.
+#[derive(Default)]
+struct Seen {
+    hosts: u32,
+    te: bool,
+    cl: bool,
+    connection: bool,
+    expect: bool,
+}
+
+fn seen(head: &Head<'_>) -> Seen {
+    let mut s = Seen::default();
+    for (name, _) in &head.headers {
+        let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
+        match name.len() {
+            4 if is(b"host") => s.hosts += 1,
+            6 if is(b"expect") => s.expect = true,
+            10 if is(b"connection") => s.connection = true,
+            14 if is(b"content-length") => s.cl = true,
+            17 if is(b"transfer-encoding") => s.te = true,
+            _ => {}
+        }
+    }
+    s
+}
+
 /// Decides the framing of a parsed request, or the error to answer it with.
 pub fn framing(head: &Head<'_>) -> Result<Framing, HttpError> {
-    check_host(head)?;
-    let has_te = head.header("transfer-encoding").is_some();
-    let has_cl = head.header("content-length").is_some();
+    let seen = seen(head);
+    check_host(head, seen.hosts)?;
+    let (has_te, has_cl) = (seen.te, seen.cl);
     let body = match (has_te, has_cl) {
         (true, _) if head.version == Version::Http10 => {
             return Err(HttpError::TransferEncodingHttp10)
@@ -62,12 +89,14 @@ pub fn framing(head: &Head<'_>) -> Result<Framing, HttpError> {
         (false, false) => BodyKind::None,
     };
     let (mut close, mut keep) = (false, false);
-    for item in list_items(head, "connection") {
-        close |= item.eq_ignore_ascii_case(b"close");
-        keep |= item.eq_ignore_ascii_case(b"keep-alive");
+    if seen.connection {
+        for item in list_items(head, "connection") {
+            close |= item.eq_ignore_ascii_case(b"close");
+            keep |= item.eq_ignore_ascii_case(b"keep-alive");
+        }
     }
     let keep_alive = !close && (keep || head.version == Version::Http11);
-    let expect_continue = head.version == Version::Http11 && expects_continue(head)?;
+    let expect_continue = seen.expect && head.version == Version::Http11 && expects_continue(head)?;
     Ok(Framing {
         body,
         keep_alive,
@@ -99,13 +128,15 @@ fn list_items<'a>(head: &'a Head<'_>, name: &'a str) -> impl Iterator<Item = &'a
 /// An HTTP/1.1 request needs `Host`; no request may have two, or a value that is not one
 /// `uri-host[:port]`. A comma is refused although RFC 3986 allows it in a reg-name: here it
 /// is far more likely two folded Host headers than a real host name.
-fn check_host(head: &Head<'_>) -> Result<(), HttpError> {
-    let mut hosts = head.headers_named("host");
-    match (hosts.next(), hosts.next()) {
-        (None, _) if head.version == Version::Http11 => Err(HttpError::MissingHost),
-        (Some(_), Some(_)) => Err(HttpError::BadHost),
-        (Some(host), None) if !host.iter().all(|&b| HOST[b as usize]) => Err(HttpError::BadHost),
-        _ => Ok(()),
+fn check_host(head: &Head<'_>, hosts: u32) -> Result<(), HttpError> {
+    match hosts {
+        0 if head.version == Version::Http11 => Err(HttpError::MissingHost),
+        0 => Ok(()),
+        1 => match head.header("host") {
+            Some(host) if !host.iter().all(|&b| HOST[b as usize]) => Err(HttpError::BadHost),
+            _ => Ok(()),
+        },
+        _ => Err(HttpError::BadHost),
     }
 }
 

@@ -138,7 +138,13 @@ pub struct HeadParser {
     sp1: Option<usize>,
     target_pos: usize,
     target_done: bool,
+    /// Where the first lines end (their LF), so that parsing the complete head need not
+    /// search for them again; lines beyond these are found again.
+    ends: [u32; KNOWN_ENDS],
 }
+
+/// Line ends a [`HeadParser`] remembers: a request line and 31 fields cover most requests.
+const KNOWN_ENDS: usize = 32;
 
 impl HeadParser {
     /// A parser for a new request.
@@ -157,7 +163,16 @@ impl HeadParser {
             Some(end) => {
                 let start = self.start.unwrap_or(0);
                 let fields = self.lines.saturating_sub(1);
-                let head = parse_complete(&buf[start..end], fields, limits)?;
+                let known = &self.ends[..self.lines.min(KNOWN_ENDS)];
+                // the request line's second SP, when the scan found it
+                let sp = match (self.sp1, self.target_done) {
+                    (Some(sp1), true) if buf.get(self.target_pos) == Some(&b' ') => {
+                        Some((sp1 - start, self.target_pos - start))
+                    }
+                    _ => None,
+                };
+                let lines = Lines { known, start, sp };
+                let head = parse_complete(&buf[start..end], fields, lines, limits)?;
                 Ok(Status::Complete(head, end))
             }
             None => Ok(Status::Partial),
@@ -192,6 +207,9 @@ impl HeadParser {
             }
             if lf >= 2 && region[lf - 2] == b'\n' {
                 return Ok(Some(lf + 1));
+            }
+            if let Some(slot) = self.ends.get_mut(self.lines) {
+                *slot = lf as u32;
             }
             self.lines += 1;
             if self.lines > limits.headers.saturating_add(1) {
@@ -260,26 +278,41 @@ fn too_large<T>(buf: &[u8], limits: &Limits) -> Result<Option<T>, HttpError> {
     Ok(None)
 }
 
+/// What the scan learnt of a complete head's lines: where the first ones end (absolute
+/// offsets of their LF; `start` is where `buf` of [`parse_complete`] begins), and the
+/// request line's two SPs (relative to `start`) when it found both.
+struct Lines<'p> {
+    known: &'p [u32],
+    start: usize,
+    sp: Option<(usize, usize)>,
+}
+
 /// Parses a complete head: `buf` runs from the request line through the final CRLF CRLF,
 /// and the scan has already checked its line endings and limits, and counted its `fields`.
 fn parse_complete<'a>(
     buf: &'a [u8],
     fields: usize,
+    scanned: Lines<'_>,
     limits: &Limits,
 ) -> Result<Head<'a>, HttpError> {
     // Every line up to the final empty one ends with CRLF (the scan checked it).
-    let mut rest = &buf[..buf.len().saturating_sub(2)];
+    let body = &buf[..buf.len().saturating_sub(2)];
+    let mut known = scanned.known.iter();
+    let mut pos = 0;
     let mut lines = std::iter::from_fn(move || {
-        let lf = memchr(b'\n', rest)?;
+        let rest = body.get(pos..)?;
+        let lf = match known.next() {
+            Some(&end) => end as usize - scanned.start - pos,
+            None => memchr(b'\n', rest)?,
+        };
         let line = &rest[..lf.saturating_sub(1)];
-        rest = &rest[lf + 1..];
+        pos += lf + 1;
         Some(line)
     });
     let line = lines.next().ok_or(HttpError::RequestLine)?;
-    if memchr(b'\r', line).is_some() {
-        return Err(HttpError::BareCr);
-    }
-    let (method, target, version) = parse_request_line(line, limits)?;
+    // A CR in a line always fails its checks; which error it is is decided then.
+    let (method, target, version) =
+        parse_request_line(line, scanned.sp, limits).map_err(|e| bare_cr_first(line, e))?;
     let parts = split_target(method, target)?;
     let mut headers = Vec::with_capacity(fields);
     for line in lines {
@@ -294,14 +327,30 @@ fn parse_complete<'a>(
     })
 }
 
+/// The error for a line that failed with `e`: a CR in it comes first.
+fn bare_cr_first(line: &[u8], e: HttpError) -> HttpError {
+    if memchr(b'\r', line).is_some() {
+        HttpError::BareCr
+    } else {
+        e
+    }
+}
+
 /// Splits `method SP target SP version`, checking each part.
+/// `sp`: both SPs, when the scan found them already.
 fn parse_request_line<'a>(
     line: &'a [u8],
+    sp: Option<(usize, usize)>,
     limits: &Limits,
 ) -> Result<(&'a [u8], &'a [u8], Version), HttpError> {
-    let sp1 = memchr(b' ', line).ok_or(HttpError::RequestLine)?;
+    let (sp1, sp2) = match sp {
+        Some((a, b)) if b < line.len() => (a, Some(b - a - 1)),
+        _ => {
+            let sp1 = memchr(b' ', line).ok_or(HttpError::RequestLine)?;
+            (sp1, memchr(b' ', &line[sp1 + 1..]))
+        }
+    };
     let (method, rest) = (&line[..sp1], &line[sp1 + 1..]);
-    let sp2 = memchr(b' ', rest);
     let target = &rest[..sp2.unwrap_or(rest.len())];
     if target.len() > limits.target_len {
         return Err(HttpError::TargetTooLong);
@@ -391,9 +440,11 @@ fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
 /// Parses one field line (without its CRLF) into name and trimmed value. Shared with the
 /// chunked decoder's trailer section.
 pub(crate) fn parse_field_line(line: &[u8]) -> Result<(&[u8], &[u8]), HttpError> {
-    if memchr(b'\r', line).is_some() {
-        return Err(HttpError::BareCr);
-    }
+    field_line(line).map_err(|e| bare_cr_first(line, e))
+}
+
+/// [`parse_field_line`] without the CR check: a CR fails as a name or value byte.
+fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), HttpError> {
     let colon = line
         .iter()
         .position(|&b| !TOKEN[b as usize])

@@ -7,7 +7,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
-use std::ptr;
 
 pub use crate::io::buffer::ReadStatus;
 use crate::io::buffer::{Decision, ReadBuf, WriteBuf};
@@ -411,12 +410,9 @@ impl Handle {
         {
             return Ok(false);
         }
-        // On the stack: this runs for every response, and a heap vector cost more than
-        // filling it.
-        let mut iovs = [libc::iovec {
-            iov_base: ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_IOVECS];
+        // On the stack and not zeroed: this runs for every response, and a heap vector, or
+        // clearing the whole array, cost more than the few entries used.
+        let mut iovs = [std::mem::MaybeUninit::<libc::iovec>::uninit(); MAX_IOVECS];
         let mut count = 0;
         let pending = self.wbuf.pending();
         // `skip` bytes at the front of `parts` were sent already.
@@ -433,13 +429,15 @@ impl Handle {
             if count == MAX_IOVECS {
                 break;
             }
-            iovs[count] = libc::iovec {
+            iovs[count].write(libc::iovec {
                 iov_base: piece.as_ptr() as *mut _,
                 iov_len: piece.len(),
-            };
+            });
             count += 1;
         }
-        let iov = &iovs[..count];
+        // SAFETY: the first `count` entries were written just above; MaybeUninit<iovec> has
+        // the layout of iovec.
+        let iov = unsafe { std::slice::from_raw_parts(iovs.as_ptr().cast::<libc::iovec>(), count) };
         if iov.is_empty() {
             return Ok(true);
         }
