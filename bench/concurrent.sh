@@ -85,17 +85,6 @@ start_mb() {
   exit 1
 }
 
-# stop_pid pid: TERM, up to 10 s, then KILL; removes it from PIDS
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
 fd_limit() { awk '/^Max open files/ {print $4}' "/proc/$1/limits" 2>/dev/null || true; }
 
 start_mb conc "$CONCURRENCY" 1
@@ -188,16 +177,6 @@ done
 
 # ---- part 2: idle connections ----------------------------------------------------------
 
-# wait_ready file pid seconds: waits for the client's "ready" line; empty output if it
-# exited or the time passed
-wait_ready() {
-  for _ in $(seq $(($3 * 10))); do
-    if grep -q '^ready ' "$1" 2>/dev/null; then grep '^ready ' "$1"; return 0; fi
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  grep '^ready ' "$1" 2>/dev/null || true
-}
 # end_client file pid: SIGTERM, waits for it; sets OPEN_LINE to its "open STILL OPENED"
 # line (called in this shell, not in $(...): only this shell can wait for the client)
 end_client() {

@@ -55,24 +55,13 @@ add() {
 }
 held() { if eval "$1"; then echo yes; else echo no; fi; } # held 'condition' -> yes or no
 
-stop_pid() { # TERM, up to 10 s, then KILL; the exit status in STOP_RC
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  STOP_RC=0
-  wait "$1" 2>/dev/null || STOP_RC=$?
-}
-
 fds_of() { find "/proc/$1/fd" -mindepth 1 2>/dev/null | wc -l; }
 field() { awk -v k="$2" '{for (i = 1; i < NF; i++) if ($i == k) {print $(i + 1); exit}}' <<<"$1"; }
 
 # start_app workers: bench/hardening_app.lua; sets PORT and MASTER
 start_app() {
   PORT=$(free_port)
-  PORT=$PORT WORKERS=$1 DIR=$TMP taskset -c "$SERVER_CPU" "$MOONBRIDGE" bench/hardening_app.lua \
-    >"$TMP/server.log" 2>&1 &
-  MASTER=$!
-  PIDS+=("$MASTER")
+  PORT=$PORT WORKERS=$1 DIR=$TMP start_server bench/hardening_app.lua
   wait_port "$PORT"
   wait_workers "$MASTER" "$1" || { echo "the workers did not start" >&2; cat "$TMP/server.log" >&2; exit 1; }
 }
@@ -89,9 +78,7 @@ listen{ { proto = "tcp", host = "127.0.0.1", port = $PORT },
     return true
   end) }
 LUA
-taskset -c "$SERVER_CPU" "$MOONBRIDGE" "$TMP/one.lua" >"$TMP/server.log" 2>&1 &
-MASTER=$!
-PIDS+=("$MASTER")
+start_server "$TMP/one.lua"
 wait_port "$PORT"
 wait_workers "$MASTER" 1
 WORKER=$(workers_of "$MASTER" | head -1)

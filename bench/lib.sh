@@ -67,6 +67,28 @@ start_server() {
   PIDS+=("$MASTER")
 }
 
+# stop_pid pid: TERM, up to 10 s, then KILL; removes it from PIDS
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+# wait_ready file pid seconds: waits for a bench/idle_client.lua's "ready" line and prints
+# it; empty output if the client exited or the time passed
+wait_ready() {
+  for _ in $(seq $(($3 * 10))); do
+    if grep -q '^ready ' "$1" 2>/dev/null; then grep '^ready ' "$1"; return 0; fi
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep '^ready ' "$1" 2>/dev/null || true
+}
+
 # wait_workers master n: waits up to 10 s until the moonbridge master has n workers;
 # non-zero status if it does not.
 wait_workers() {

@@ -39,22 +39,6 @@ COMMAND="ATTACK=$ATTACK HEADS=$HEADS OTHERS=$OTHERS WORKERS=$WORKERS LUA=$LUA ba
 bench_init
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-stop_pid() { # TERM, up to 10 s, then KILL
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
-wait_ready() { # file pid seconds -> the client's "ready" line (empty if none came)
-  for _ in $(seq $(($3 * 10))); do
-    if grep -q '^ready ' "$1" 2>/dev/null; then grep '^ready ' "$1"; return 0; fi
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  grep '^ready ' "$1" 2>/dev/null || true
-}
-
 now() { date +%s.%N; }
 
 # row label concurrency busy attack: one line of the table

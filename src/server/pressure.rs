@@ -72,14 +72,6 @@ impl Gauge {
         self.listeners.borrow().clone()
     }
 
-    /// Whether a connection waits to be accepted on one of the listeners.
-    pub fn backlog(&self) -> bool {
-        let fds = self.listeners.borrow();
-        let mut ready = Vec::with_capacity(fds.len());
-        sys::readable(&fds, Some(std::time::Duration::ZERO), &mut ready).is_ok()
-            && ready.contains(&true)
-    }
-
     /// Takes the pool's turn to shed an idle keep-alive connection: false when another
     /// worker has it.
     pub fn claim(&self) -> bool {

@@ -849,7 +849,7 @@ impl Conn {
     }
 
     /// Reads more input into `h`'s buffer, waiting until `until`; with `on_sigterm`,
-    /// returns early when SIGTERM was received; with `slice`, after one wait of at most
+    /// returns early when SIGTERM was received; with `cap`, after one wait of at most
     /// that long (`Timeout`, whether or not `until` passed).
     ///
     /// An accepted connection (a blocking socket) sleeps in `recv` itself, with SO_RCVTIMEO
@@ -867,9 +867,8 @@ impl Conn {
         h: &mut Handle,
         until: Option<Instant>,
         on_sigterm: bool,
-        slice: Option<Duration>,
+        cap: Option<Duration>,
     ) -> Result<Arrival, HandleError> {
-        let cap = slice;
         let io_err = |e: io::Error| HandleError::Io(sys::error_text(&e));
         if self.eof {
             return Ok(Arrival::Input);
