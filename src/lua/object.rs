@@ -82,13 +82,18 @@ pub fn push_upvalue(s: Stack<'_>, n: c_int) {
 
 /// Pushes a new userdata holding `value`.
 ///
-/// Each object gets its own small metatable, copied from `T`'s template, whose `__index`
-/// and `__newindex` are a per-object field table; that table's metatable has `__index =`
-/// the methods table (or, for a type with `FIELDS`, a function that finds the method or
-/// computes the field and keeps it in the field table). So `obj:method()` and `obj.field`
-/// are plain table look-ups inside the VM (no C call) from their second use on, and user
-/// fields (`obj.foo = 42`) live beside the built-in ones. `SHARED_METATABLE` types get
-/// the type's shared metatable instead.
+/// Each object used from Lua gets its own small metatable, copied from `T`'s template,
+/// whose `__index` and `__newindex` are a per-object field table; that table's metatable
+/// has `__index =` the methods table (or, for a type with `FIELDS`, a function that finds
+/// the method or computes the field and keeps it in the field table). So `obj:method()`
+/// and `obj.field` are plain table look-ups inside the VM (no C call) from their second
+/// use on, and user fields (`obj.foo = 42`) live beside the built-in ones.
+///
+/// Those two tables are made on the object's first indexing (see [`upgrade`]): until then
+/// it has its type's lazy metatable, whose `__index` and `__newindex` make them. An HTTP
+/// connection's socket, used only by Rust, never pays for them (they were a sixth of the
+/// instructions of a `Connection: close` request). `SHARED_METATABLE` types get the type's
+/// shared metatable instead.
 pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
     s.reserve(7);
     // Lua aligns userdata blocks to 8 bytes only (LUAI_MAXALIGN): refuse, at compile time, a
@@ -121,29 +126,101 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
 
     if T::SHARED_METATABLE {
         push_shared_metatable::<T>(s);
-        s.set_metatable(ud);
     } else {
-        // room for the object, a built-in field or two and the methods a handler uses
-        s.new_table(0, if T::FIELDS.is_empty() { 0 } else { 4 });
-        let fields = s.top();
-        s.registry_get(fields_mt_key::<T>());
-        s.set_metatable(fields);
-        if !T::FIELDS.is_empty() {
-            // for `lazy_index`; a cycle the collector handles like any other
-            s.push_light(methods_key::<T>());
-            s.push_value(ud);
-            s.raw_set(fields);
-        }
-        let mt = copy_table(s, template, 8);
-        s.push_value(fields);
-        s.set_field(mt, c"__index");
-        s.push_value(fields);
-        s.set_field(mt, c"__newindex");
-        s.set_metatable(ud);
+        push_lazy_metatable::<T>(s);
     }
-    s.set_top(ud);
+    s.set_metatable(ud);
     s.remove(template); // the userdata moves down into its place
     obj
+}
+
+/// Gives the `T` object at `ud` (absolute index) its own metatable and field table (see
+/// [`push_object`]). Leaves the stack as it was.
+fn upgrade<T: LuaObject>(s: Stack<'_>, ud: c_int) {
+    s.reserve(6);
+    let top = s.top();
+    s.registry_get(metatable_key::<T>()); // exists: a `T` object was made from it
+    let template = s.top();
+    // room for the object, a built-in field or two and the methods a handler uses
+    s.new_table(0, if T::FIELDS.is_empty() { 0 } else { 4 });
+    let fields = s.top();
+    s.registry_get(fields_mt_key::<T>());
+    s.set_metatable(fields);
+    if !T::FIELDS.is_empty() {
+        // for `lazy_index`; a cycle the collector handles like any other
+        s.push_light(methods_key::<T>());
+        s.push_value(ud);
+        s.raw_set(fields);
+    }
+    let mt = copy_table(s, template, 8);
+    s.push_value(fields);
+    s.set_field(mt, c"__index");
+    s.push_value(fields);
+    s.set_field(mt, c"__newindex");
+    s.set_metatable(ud);
+    s.set_top(top);
+}
+
+/// The registry key of `T`'s lazy metatable (objects not indexed yet).
+fn lazy_key<T: LuaObject>() -> *const std::ffi::c_void {
+    // SAFETY (of the pointer arithmetic): as in `methods_key` (type names are longer than
+    // 4 bytes); only used as a key.
+    T::TNAME.as_ptr().wrapping_add(4).cast()
+}
+
+/// Pushes `T`'s lazy metatable (the template's metamethods; `__index` and `__newindex`
+/// upgrade the object, then index it again), made on first use; `T` is registered.
+fn push_lazy_metatable<T: LuaObject>(s: Stack<'_>) {
+    s.reserve(4);
+    if s.registry_get(lazy_key::<T>()) == ffi::LUA_TTABLE {
+        return;
+    }
+    s.pop(1);
+    s.registry_get(metatable_key::<T>());
+    let template = s.top();
+    let mt = copy_table(s, template, 6);
+    s.set_function(mt, c"__index", upgrade_index::<T>);
+    s.set_function(mt, c"__newindex", upgrade_newindex::<T>);
+    s.remove(template);
+    s.push_value(-1);
+    s.registry_set(lazy_key::<T>());
+}
+
+/// `__index` of the lazy metatable: (object, key) -> `object[key]` once upgraded.
+unsafe extern "C-unwind" fn upgrade_index<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: installed as `__index` of `T`'s lazy metatable; a script calling it by hand
+    // with anything else gets nil (the block check below).
+    unsafe {
+        protect(l, |s| {
+            s.set_top(2);
+            if object_slot::<T>(s, 1).is_null() {
+                s.push_nil();
+                return Ok(1);
+            }
+            upgrade::<T>(s, 1);
+            s.reserve(1);
+            s.push_value(2);
+            s.get_table(1);
+            Ok(1)
+        })
+    }
+}
+
+/// `__newindex` of the lazy metatable: (object, key, value) sets `object[key] = value`
+/// once upgraded.
+unsafe extern "C-unwind" fn upgrade_newindex<T: LuaObject>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as in `upgrade_index`.
+    unsafe {
+        protect(l, |s| {
+            s.set_top(3);
+            if object_slot::<T>(s, 1).is_null() {
+                return Ok(0);
+            }
+            upgrade::<T>(s, 1);
+            s.set_table(1);
+            Ok(0)
+        })
+    }
 }
 
 /// Pushes `T`'s shared metatable (the template's metamethods, `__index` = the methods),
@@ -195,14 +272,16 @@ pub fn retire<T: LuaObject>(s: Stack<'_>, i: c_int) {
 /// Sets field `name` of the object at `obj` to the value on top of the stack (popped).
 pub fn set_object_field(s: Stack<'_>, obj: c_int, name: &CStr) {
     // objects made by `push_object` have a metatable whose `__newindex` is their field
-    // table (a shared metatable has none); anything else just drops the value
+    // table, or (not indexed yet) a function that makes it first; a shared metatable has
+    // none, and anything else just drops the value
     let obj = s.abs(obj);
     if s.get_metatable(obj) {
-        if s.get_field(-1, c"__newindex") == ffi::LUA_TTABLE {
-            s.push_value(-3);
-            s.set_field(-2, name);
-        }
+        let has = s.get_field(-1, c"__newindex") != ffi::LUA_TNIL;
         s.pop(2);
+        if has {
+            s.set_field(obj, name);
+            return;
+        }
     }
     s.pop(1);
 }

@@ -412,6 +412,20 @@ impl<'a> Stack<'a> {
         unsafe { ffi::lua_rawset(self.l, t) }
     }
 
+    /// Pops a key and pushes `t[key]` of the value at `t` (metamethods apply, and may
+    /// raise: call it before owning Rust values); returns its type.
+    pub fn get_table(self, t: c_int) -> c_int {
+        // SAFETY: valid state; the key is on top.
+        unsafe { ffi::lua_gettable(self.l, t) }
+    }
+
+    /// Pops a key and a value (pushed in that order) into `t[key]` of the value at `t`
+    /// (metamethods apply, and may raise: call it before owning Rust values).
+    pub fn set_table(self, t: c_int) {
+        // SAFETY: valid state; key and value are on top.
+        unsafe { ffi::lua_settable(self.l, t) }
+    }
+
     /// Pushes field `name` of the table at `t` (metamethods apply); returns its type.
     pub fn get_field(self, t: c_int, name: &CStr) -> c_int {
         // SAFETY: valid state; `t` holds a table (callers check). A metamethod may raise,
