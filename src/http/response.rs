@@ -145,7 +145,8 @@ impl Response {
             app_connection_header: false,
             date_line: None,
             framing: Framing::Undecided,
-            body: Vec::new(),
+            // (the smallest spare: the last connection's body buffer, usually)
+            body: spare::bytes(0),
             out: spare::bytes(OUT_CAPACITY),
         }
     }

@@ -28,7 +28,7 @@ thread_local! {
 }
 
 fn take<T>(pool: &'static std::thread::LocalKey<Spares<T>>, min: usize) -> Vec<T> {
-    let mut v = spare::take(pool).unwrap_or_default();
+    let mut v = spare::take_fit(pool, min).unwrap_or_default();
     v.reserve(min);
     v
 }
@@ -84,7 +84,33 @@ mod tests {
         }
         let n = FIELDS.with(|p| p.borrow().len());
         assert_eq!(n, KEEP);
+        // a full pool takes a larger one in place of its smallest
+        give_fields(Vec::with_capacity(64));
+        let caps: Vec<usize> = FIELDS.with(|p| p.borrow().iter().map(|v| v.capacity()).collect());
+        assert_eq!(caps.len(), KEEP);
+        assert!(caps.contains(&64));
         let f = fields(8);
         assert!(f.is_empty() && f.capacity() >= 8);
+    }
+
+    #[test]
+    fn the_best_fitting_buffer_is_handed_out() {
+        BYTES.with(|p| p.borrow_mut().clear());
+        let (small, large) = (Vec::with_capacity(256), Vec::with_capacity(4096));
+        let (sp, lp) = (small.as_ptr(), large.as_ptr());
+        // given in the order a response gives them back, taken in the order a new one asks
+        give_bytes(small);
+        give_bytes(large);
+        let a = bytes(200);
+        let b = bytes(1000);
+        assert_eq!((a.as_ptr(), b.as_ptr()), (sp, lp), "no buffer had to grow");
+        give_bytes(a);
+        // nothing big enough: the largest is taken (and grown)
+        let c = bytes(8192);
+        assert!(c.capacity() >= 8192);
+        assert!(
+            BYTES.with(|p| p.borrow().is_empty()),
+            "the one spare was used"
+        );
     }
 }
