@@ -4,13 +4,13 @@
 //! One job at a time; the Lua driver runs the handlers.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::io::epoll::Epoll;
 use crate::io::net::Listener;
-use crate::io::signal::{self, SigtermWindow};
+use crate::io::signal;
 use crate::io::Handle;
 use crate::server::board::{Board, Limits, Slot};
 use crate::server::control::{self, Job, Received, Report, MAX_MESSAGE};
@@ -84,6 +84,11 @@ pub struct Worker {
     pause_logged: Option<Instant>,
     /// What the HTTP driver reads to see that the pool is overloaded (classic pools).
     gauge: Option<Rc<Gauge>>,
+    /// The read end of the SIGTERM wake socket, in the epoll set (see `wait`).
+    wake: Option<OwnedFd>,
+    /// Whether `next_job` should ask if the master still lives before it waits: at first
+    /// and after a wait that no listener ended (see `next_job`).
+    check_master: bool,
 }
 
 /// How long a worker that could not accept (out of descriptors or memory) waits before it
@@ -106,6 +111,8 @@ const TOKEN_QUEUE: u64 = 1;
 const TOKEN_LISTENER: u64 = 2;
 /// Connections of a concurrent worker: this bit, and the descriptor below it.
 const TOKEN_CONNECTION: u64 = 1 << 32;
+/// The SIGTERM wake socket (above every listener's and connection's token).
+const TOKEN_WAKE: u64 = 1 << 40;
 
 impl Worker {
     pub fn new(start: WorkerStart, idle_timeout: Option<Duration>) -> Self {
@@ -129,6 +136,8 @@ impl Worker {
             accept_paused: None,
             pause_logged: None,
             gauge: None,
+            wake: None,
+            check_master: true,
         }
     }
 
@@ -241,8 +250,9 @@ impl Worker {
             }
             // Nothing to do: before waiting, make sure there is still a master to wait for
             // (its death also sends SIGTERM, and closes the control socket, which wakes the
-            // wait below).
-            if !self.master_alive() {
+            // wait below). After a wait a listener ended, no need to ask again: the death
+            // signal is armed and would have been seen (one system call per connection).
+            if std::mem::take(&mut self.check_master) && !self.master_alive() {
                 return Ok(Next::Stop(StopReason::MasterGone));
             }
             let remaining = match deadline {
@@ -367,27 +377,40 @@ impl Worker {
     }
 
     /// Waits until the queue, a listener or the control socket (EOF: master gone) is
-    /// readable, the timeout passes, or SIGTERM arrives (blocked except during the wait, so
-    /// one arriving just before it is not missed). Listeners are registered with
-    /// `EPOLLEXCLUSIVE`: a new connection wakes one idle worker, not all of them.
+    /// readable, the timeout passes, or SIGTERM arrives (its handler writes to the wake
+    /// socket in the set, so one arriving just before the wait is not missed; a signal mask
+    /// for the wait alone would cost two `sigprocmask` calls). Listeners are registered
+    /// with `EPOLLEXCLUSIVE`: a new connection wakes one idle worker, not all of them.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.epoll()?;
         self.set_listening(self.accept_paused.is_none())?;
         let timeout = self.pause_left(timeout);
-        let ep = self.epoll.as_ref().expect("made above");
-        let window = SigtermWindow::open()?;
         if signal::sigterm_received() {
             return Ok(());
         }
+        let ep = self.epoll.as_ref().expect("made above");
         let mut tokens = [0u64; 8];
-        match ep.wait(&mut tokens, timeout, Some(window.wait_mask())) {
-            Ok(n) => {
-                self.woken_for_listener = tokens[..n].iter().any(|&t| t >= TOKEN_LISTENER);
-                Ok(())
-            }
+        let n = match ep.wait(&mut tokens, timeout, None) {
+            Ok(n) => n,
             // SIGTERM or another signal: the caller looks at everything again
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        self.woken_for_listener = false;
+        for &t in &tokens[..n] {
+            match t {
+                TOKEN_WAKE => self.drain_wake(),
+                t if t >= TOKEN_LISTENER => self.woken_for_listener = true,
+                _ => {}
+            }
+        }
+        self.check_master = !self.woken_for_listener;
+        Ok(())
+    }
+
+    fn drain_wake(&self) {
+        if let Some(w) = &self.wake {
+            signal::drain_wake(w.as_fd());
         }
     }
 
@@ -485,21 +508,19 @@ impl Worker {
         )?;
         let timeout = self.pause_left(timeout);
         // A SIGTERM ends the wait until the worker has seen it (it then stops accepting);
-        // afterwards the wait goes on for the connections it still serves.
-        let window = match signal::sigterm_received() {
-            true if accepting => return Ok(()),
-            true => None,
-            false => Some(SigtermWindow::open()?),
-        };
-        if window.is_some() && signal::sigterm_received() {
+        // afterwards the wait goes on for the connections it still serves. One arriving
+        // just before the wait writes to the wake socket, which ends it.
+        if accepting && signal::sigterm_received() {
             return Ok(());
         }
         let mut tokens = [0u64; 64];
         let ep = self.epoll()?;
-        match ep.wait(&mut tokens, timeout, window.as_ref().map(|w| w.wait_mask())) {
+        match ep.wait(&mut tokens, timeout, None) {
             Ok(n) => {
                 for &t in &tokens[..n] {
-                    if t & TOKEN_CONNECTION != 0 {
+                    if t == TOKEN_WAKE {
+                        self.drain_wake();
+                    } else if t & TOKEN_CONNECTION != 0 {
                         ready.push((t & !TOKEN_CONNECTION) as RawFd);
                     } else if t >= TOKEN_LISTENER {
                         self.woken_for_listener = true;
@@ -518,6 +539,9 @@ impl Worker {
         if self.epoll.is_none() {
             let ep = Epoll::new()?;
             ep.add(self.control.as_raw_fd(), TOKEN_CONTROL, false)?;
+            let wake = signal::sigterm_wake()?;
+            ep.add(wake.as_raw_fd(), TOKEN_WAKE, false)?;
+            self.wake = Some(wake);
             if let Some(q) = &self.queue {
                 ep.add(q.as_raw_fd(), TOKEN_QUEUE, false)?;
             }
