@@ -28,7 +28,7 @@ pub use end::After;
 pub use output::Push;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::ops::Range;
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::http::drive::script::{run, segment, TestClock};
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     let t = Some(Duration::from_secs(10));
     Config {
         head_limits: head::Limits {
