@@ -171,19 +171,32 @@ fn lazy_key<T: LuaObject>() -> *const std::ffi::c_void {
 /// Pushes `T`'s lazy metatable (the template's metamethods; `__index` and `__newindex`
 /// upgrade the object, then index it again), made on first use; `T` is registered.
 fn push_lazy_metatable<T: LuaObject>(s: Stack<'_>) {
+    push_template_copy::<T>(s, lazy_key::<T>(), |s, mt| {
+        s.set_function(mt, c"__index", upgrade_index::<T>);
+        s.set_function(mt, c"__newindex", upgrade_newindex::<T>);
+    });
+}
+
+/// Pushes the metatable kept in the registry under `key`, made on first use: a copy of
+/// `T`'s template (the metamethods) that `fill` completes (given its index, with room for
+/// one more value on the stack); `T` is registered.
+fn push_template_copy<T: LuaObject>(
+    s: Stack<'_>,
+    key: *const std::ffi::c_void,
+    fill: fn(Stack<'_>, c_int),
+) {
     s.reserve(4);
-    if s.registry_get(lazy_key::<T>()) == ffi::LUA_TTABLE {
+    if s.registry_get(key) == ffi::LUA_TTABLE {
         return;
     }
     s.pop(1);
     s.registry_get(metatable_key::<T>());
     let template = s.top();
     let mt = copy_table(s, template, 6);
-    s.set_function(mt, c"__index", upgrade_index::<T>);
-    s.set_function(mt, c"__newindex", upgrade_newindex::<T>);
+    fill(s, mt);
     s.remove(template);
     s.push_value(-1);
-    s.registry_set(lazy_key::<T>());
+    s.registry_set(key);
 }
 
 /// `__index` of the lazy metatable: (object, key) -> `object[key]` once upgraded.
@@ -226,19 +239,10 @@ unsafe extern "C-unwind" fn upgrade_newindex<T: LuaObject>(l: *mut ffi::lua_Stat
 /// Pushes `T`'s shared metatable (the template's metamethods, `__index` = the methods),
 /// made on first use; `T` is registered.
 fn push_shared_metatable<T: LuaObject>(s: Stack<'_>) {
-    s.reserve(4);
-    if s.registry_get(shared_key::<T>()) == ffi::LUA_TTABLE {
-        return;
-    }
-    s.pop(1);
-    s.registry_get(metatable_key::<T>());
-    let template = s.top();
-    let mt = copy_table(s, template, 6);
-    s.registry_get(methods_key::<T>());
-    s.set_field(mt, c"__index");
-    s.remove(template);
-    s.push_value(-1);
-    s.registry_set(shared_key::<T>());
+    push_template_copy::<T>(s, shared_key::<T>(), |s, mt| {
+        s.registry_get(methods_key::<T>());
+        s.set_field(mt, c"__index");
+    });
 }
 
 /// Pushes a shallow copy of the table at `src` (sized for `size` fields); returns its index.

@@ -118,6 +118,22 @@ impl Drop for HttpConn {
 const REARM_INTERVAL_MS: u64 = 1000;
 
 impl HttpConn {
+    fn new(conn: Conn, socket: NonNull<Option<Handle>>) -> Self {
+        HttpConn {
+            conn,
+            input: Input::Untouched,
+            status_sent: false,
+            post: None,
+            socket,
+            released: false,
+            current: std::ptr::null(),
+            last_arm: None,
+            body_so_far: Vec::new(),
+            answering: None,
+            id: NEXT_ID.with(|n| n.replace(n.get() + 1)),
+        }
+    }
+
     /// Whether the response timer should be re-armed now (then it counts as re-armed).
     fn rearm_due(&mut self) -> bool {
         let now = crate::io::sys::monotonic_ms();
@@ -383,27 +399,10 @@ lua_fn! {
         s.set_top(4);
         let socket = object_slot_ptr::<Handle>(s, 2)
             .ok_or_else(|| s.expected(2, 2, "connection", "moonbridge_io handle"))?;
-        push_object(
-            s,
-            HttpConn {
-                conn: {
-                    let mut c = Conn::new(cfg);
-                    // in a concurrent pool the connection waits by yielding (see `wait`)
-                    c.set_cooperative(coop::active());
-                    c
-                },
-                input: Input::Untouched,
-                status_sent: false,
-                post: None,
-                socket,
-                released: false,
-                current: std::ptr::null(),
-                last_arm: None,
-                body_so_far: Vec::new(),
-                answering: None,
-                id: NEXT_ID.with(|n| n.replace(n.get() + 1)),
-            },
-        );
+        let mut conn = Conn::new(cfg);
+        // in a concurrent pool the connection waits by yielding (see `wait`)
+        conn.set_cooperative(coop::active());
+        push_object(s, HttpConn::new(conn, socket));
         s.reserve(4);
         // the connection is at index 5, the arguments below it
         s.new_table(4, 0);
@@ -761,20 +760,9 @@ mod tests {
     use super::*;
 
     fn http_conn() -> HttpConn {
-        HttpConn {
-            conn: Conn::new(Rc::new(crate::http::conn::tests::config())),
-            input: Input::Untouched,
-            status_sent: false,
-            post: None,
-            // never dereferenced here
-            socket: NonNull::dangling(),
-            released: false,
-            current: std::ptr::null(),
-            last_arm: None,
-            body_so_far: Vec::new(),
-            answering: None,
-            id: NEXT_ID.with(|n| n.replace(n.get() + 1)),
-        }
+        let conn = Conn::new(Rc::new(crate::http::conn::tests::config()));
+        // the socket is never dereferenced here
+        HttpConn::new(conn, NonNull::dangling())
     }
 
     #[test]
