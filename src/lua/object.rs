@@ -99,14 +99,14 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
     // Lua aligns userdata blocks to 8 bytes only (LUAI_MAXALIGN): refuse, at compile time, a
     // type that needs more (box its over-aligned parts instead).
     const { assert!(std::mem::align_of::<Block<T>>() <= 8) };
-    // The type's template metatable; a type first used here is registered now.
-    if s.registry_get(metatable_key::<T>()) != ffi::LUA_TTABLE {
-        s.pop(1);
-        register_type::<T>(s);
-        s.pop(1); // its methods table
-        s.registry_get(metatable_key::<T>());
+    // The object's metatable first (a type first used here is registered now): making it
+    // may raise, which must happen before `value` is in a block that has no `__gc` yet.
+    if T::SHARED_METATABLE {
+        push_shared_metatable::<T>(s);
+    } else {
+        push_lazy_metatable::<T>(s);
     }
-    let template = s.top();
+    let mt = s.top();
     // SAFETY: Lua returns a block of the requested size aligned to 8 bytes (asserted above to
     // be enough); it is initialised before anything can observe it, and `__gc` drops it
     // exactly once. The block never moves, so the reference lives as long as the userdata,
@@ -123,14 +123,9 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
         (*p).value.as_mut().expect("just written")
     };
     let ud = s.top();
-
-    if T::SHARED_METATABLE {
-        push_shared_metatable::<T>(s);
-    } else {
-        push_lazy_metatable::<T>(s);
-    }
+    s.push_value(mt);
     s.set_metatable(ud);
-    s.remove(template); // the userdata moves down into its place
+    s.remove(mt); // the userdata moves down into its place
     obj
 }
 
@@ -179,7 +174,7 @@ fn push_lazy_metatable<T: LuaObject>(s: Stack<'_>) {
 
 /// Pushes the metatable kept in the registry under `key`, made on first use: a copy of
 /// `T`'s template (the metamethods) that `fill` completes (given its index, with room for
-/// one more value on the stack); `T` is registered.
+/// one more value on the stack); `T` is registered if it was not.
 fn push_template_copy<T: LuaObject>(
     s: Stack<'_>,
     key: *const std::ffi::c_void,
@@ -190,7 +185,12 @@ fn push_template_copy<T: LuaObject>(
         return;
     }
     s.pop(1);
-    s.registry_get(metatable_key::<T>());
+    if s.registry_get(metatable_key::<T>()) != ffi::LUA_TTABLE {
+        s.pop(1);
+        register_type::<T>(s);
+        s.pop(1); // its methods table
+        s.registry_get(metatable_key::<T>());
+    }
     let template = s.top();
     let mt = copy_table(s, template, 6);
     fill(s, mt);
@@ -269,7 +269,7 @@ pub fn retire<T: LuaObject>(s: Stack<'_>, i: c_int) {
         return;
     }
     let i = s.abs(i);
-    push_shared_metatable::<T>(s); // the template exists: a `T` object was made from it
+    push_shared_metatable::<T>(s);
     s.set_metatable(i);
 }
 
