@@ -88,13 +88,10 @@ pub fn framing(head: &Head<'_>) -> Result<Framing, HttpError> {
         (false, true) => BodyKind::Length(content_length(head)?),
         (false, false) => BodyKind::None,
     };
-    let (mut close, mut keep) = (false, false);
-    if seen.connection {
-        for item in list_items(head, "connection") {
-            close |= item.eq_ignore_ascii_case(b"close");
-            keep |= item.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
+    let (close, keep) = match seen.connection {
+        true => connection_options(head),
+        false => (false, false),
+    };
     let keep_alive = !close && (keep || head.version == Version::Http11);
     let expect_continue = seen.expect && head.version == Version::Http11 && expects_continue(head)?;
     Ok(Framing {
@@ -102,6 +99,27 @@ pub fn framing(head: &Head<'_>) -> Result<Framing, HttpError> {
         keep_alive,
         expect_continue,
     })
+}
+
+/// Whether the `Connection` headers name `close` and `keep-alive`. A value without a comma
+/// (nearly all of them) is compared whole, without the generic list splitting.
+fn connection_options(head: &Head<'_>) -> (bool, bool) {
+    let (mut close, mut keep) = (false, false);
+    let mut option = |item: &[u8]| {
+        close |= item.eq_ignore_ascii_case(b"close");
+        keep |= item.eq_ignore_ascii_case(b"keep-alive");
+    };
+    for value in head.headers_named("connection") {
+        if memchr::memchr(b',', value).is_none() {
+            option(trim_ows(value));
+        } else {
+            value
+                .split(|&b| b == b',')
+                .map(trim_ows)
+                .for_each(&mut option);
+        }
+    }
+    (close, keep)
 }
 
 /// Whether an HTTP/1.1 request's `Expect` asks for `100 Continue`; any other expectation is
@@ -270,6 +288,11 @@ mod tests {
         ("1.1", "Host: a\r\nConnection: upgrade, CLOSE", Ok((None, false, false))),
         ("1.1", "Host: a\r\nConnection: keep-alive", Ok((None, true, false))),
         ("1.1", "Host: a\r\nConnection: closed", Ok((None, true, false))),
+        ("1.1", "Host: a\r\nConnection: upgrade\r\nConnection: close", Ok((None, false, false))),
+        ("1.1", "Host: a\r\nConnection: upgrade ,  close ", Ok((None, false, false))),
+        ("1.1", "Host: a\r\nConnection: close-ish", Ok((None, true, false))),
+        ("1.0", "Connection:keep-alive", Ok((None, true, false))),
+        ("1.0", "Connection: , keep-alive,", Ok((None, true, false))),
         ("1.1", "Host: a\r\nExpect: 100-Continue\r\nContent-Length: 3", Ok((Length(3), true, true))),
         ("1.1", "Host: a\r\nExpect: 100-continue", Ok((None, true, true))),
         ("1.1", "Host: a\r\nExpect: 100-CONTINUE, 100-continue", Ok((None, true, true))),
