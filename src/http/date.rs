@@ -60,13 +60,20 @@ impl Default for DateCache {
         let mut line = [0u8; DATE_LEN + 8];
         line[..6].copy_from_slice(b"Date: ");
         line[6 + DATE_LEN..].copy_from_slice(b"\r\n");
-        let mut cache = DateCache {
+        // formatted on first use: a new connection usually copies the line of the second
+        // the previous one formatted (see `update`)
+        DateCache {
             secs: u64::MAX,
             line,
-        };
-        cache.update(0);
-        cache
+        }
     }
+}
+
+thread_local! {
+    /// The date last formatted by any cache of this thread: connections are short, the
+    /// second is mostly the same.
+    static LAST: std::cell::Cell<(u64, [u8; DATE_LEN])> =
+        const { std::cell::Cell::new((u64::MAX, [0; DATE_LEN])) };
 }
 
 impl DateCache {
@@ -79,8 +86,16 @@ impl DateCache {
     }
 
     fn update(&mut self, secs: u64) {
+        let date = match LAST.get() {
+            (last, date) if last == secs => date,
+            _ => {
+                let date = imf_fixdate(secs);
+                LAST.set((secs, date));
+                date
+            }
+        };
         self.secs = secs;
-        self.line[6..6 + DATE_LEN].copy_from_slice(&imf_fixdate(secs));
+        self.line[6..6 + DATE_LEN].copy_from_slice(&date);
     }
 }
 
@@ -101,6 +116,23 @@ mod tests {
         ];
         for &(secs, text) in rows {
             assert_eq!(std::str::from_utf8(&imf_fixdate(secs)).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn caches_give_the_line_of_the_second_asked() {
+        let line = |secs| {
+            format!(
+                "Date: {}\r\n",
+                std::str::from_utf8(&imf_fixdate(secs)).unwrap()
+            )
+        };
+        let (mut a, mut b) = (DateCache::default(), DateCache::default());
+        for secs in [784_111_777, 784_111_777, 784_111_778, 0, 0, 784_111_777] {
+            assert_eq!(a.line(secs), line(secs).as_bytes());
+            // a second cache, after the thread's last date was set by the first
+            assert_eq!(b.line(secs), line(secs).as_bytes());
+            assert_eq!(b.line(secs + 1), line(secs + 1).as_bytes());
         }
     }
 
