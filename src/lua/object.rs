@@ -44,7 +44,20 @@ pub trait LuaObject: Sized + 'static {
 #[repr(C)]
 struct Block<T> {
     id: std::any::TypeId,
+    stage: Stage,
     value: Option<T>,
+}
+
+/// Which metatable an object of a type without `SHARED_METATABLE` has, or is due.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The type's lazy metatable: not indexed yet.
+    Lazy,
+    /// Its own metatable and field table (see [`upgrade`]).
+    Own,
+    /// Retired (see [`retire`]): the shared metatable, or still the lazy one, which then
+    /// hands out the shared one on the first indexing.
+    Retired,
 }
 
 /// Registry key of the metatable of `T`'s field tables (`{__index = methods}`).
@@ -117,6 +130,7 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
             p,
             Block {
                 id: std::any::TypeId::of::<T>(),
+                stage: Stage::Lazy,
                 value: Some(value),
             },
         );
@@ -132,6 +146,19 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
 /// Gives the `T` object at `ud` (absolute index) its own metatable and field table (see
 /// [`push_object`]). Leaves the stack as it was.
 fn upgrade<T: LuaObject>(s: Stack<'_>, ud: c_int) {
+    let block = object_block::<T>(s, ud);
+    // SAFETY: `object_block` checked that `ud` holds a `T` block; Lua keeps it alive
+    // while it is on the stack.
+    match unsafe { block.as_mut() } {
+        Some(b) if b.stage == Stage::Lazy => b.stage = Stage::Own,
+        Some(b) if b.stage == Stage::Retired => {
+            // retired before it was ever indexed: it gets what `retire` would have given
+            push_shared_metatable::<T>(s);
+            s.set_metatable(ud);
+            return;
+        }
+        _ => return,
+    }
     s.reserve(6);
     let top = s.top();
     s.registry_get(metatable_key::<T>()); // exists: a `T` object was made from it
@@ -264,13 +291,27 @@ fn copy_table(s: Stack<'_>, src: c_int, size: c_int) -> c_int {
 /// work. For objects whose use is over, such as a connection's socket once the connection
 /// ended: an object with a finalizer keeps what it references alive for one more
 /// collection cycle, and those two tables are a good part of a short connection's garbage.
+///
+/// An object never indexed (most sockets of HTTP connections) has no tables to drop: it
+/// is only marked, and gets the shared metatable if it is ever indexed again (no Lua call
+/// here). `SHARED_METATABLE` objects have it already.
 pub fn retire<T: LuaObject>(s: Stack<'_>, i: c_int) {
-    if object_slot::<T>(s, i).is_null() {
+    if T::SHARED_METATABLE {
         return;
     }
-    let i = s.abs(i);
-    push_shared_metatable::<T>(s);
-    s.set_metatable(i);
+    // SAFETY: `object_block` checked that `i` holds a `T` block; Lua keeps it alive while
+    // it is on the stack.
+    let Some(block) = (unsafe { object_block::<T>(s, i).as_mut() }) else {
+        return;
+    };
+    match std::mem::replace(&mut block.stage, Stage::Retired) {
+        Stage::Own => {
+            let i = s.abs(i);
+            push_shared_metatable::<T>(s);
+            s.set_metatable(i);
+        }
+        Stage::Lazy | Stage::Retired => {}
+    }
 }
 
 /// Sets field `name` of the object at `obj` to the value on top of the stack (popped).
@@ -292,6 +333,16 @@ pub fn set_object_field(s: Stack<'_>, obj: c_int, name: &CStr) {
 
 /// The value slot of the userdata at `i` if it is a `T` object (see [`Block`]), else null.
 fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int) -> *mut Option<T> {
+    let p = object_block::<T>(s, i);
+    if p.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `p` is a live `Block<T>` (checked by `object_block`).
+    unsafe { ptr::addr_of_mut!((*p).value) }
+}
+
+/// The block of the userdata at `i` if it is a `T` object, else null.
+fn object_block<T: LuaObject>(s: Stack<'_>, i: c_int) -> *mut Block<T> {
     let id = std::any::TypeId::of::<T>();
     // SAFETY: a full userdata of exactly `Block<T>`'s size has at least the id's bytes,
     // compared with memcmp (a foreign block's bytes are not read as a Rust value). Only a
@@ -312,7 +363,7 @@ fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int) -> *mut Option<T> {
         if !same {
             return ptr::null_mut();
         }
-        ptr::addr_of_mut!((*p).value)
+        p
     }
 }
 

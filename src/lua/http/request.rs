@@ -28,7 +28,7 @@ use crate::io::Handle;
 use crate::lua::coop;
 use crate::lua::fields::Fields;
 use crate::lua::object::{
-    check_self, object_slot_ptr, push_object, push_upvalue, retire, to_object, LuaObject,
+    check_self, object_slot_ptr, push_object, push_upvalue, to_object, LuaObject,
 };
 use crate::lua::stack::{lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
 
@@ -582,8 +582,8 @@ lua_fn_k! {
 lua_fn! {
     /// conn:release(): the connection is over (the glue calls it when the handler ends).
     /// Its requests behave as stale ones from now on, `next_request` returns nil, and it
-    /// keeps only the socket: it lets go of the requests and the metatables and is retired
-    /// (see `object::retire`). The connection has a finalizer, so whatever it still
+    /// keeps only the socket: it lets go of the requests and the metatables (it has its
+    /// type's shared metatable, nothing to retire). The connection has a finalizer, so whatever it still
     /// referenced would stay for another collection cycle (a worker's heap grew several
     /// times over with short connections).
     fn release(s) {
@@ -600,7 +600,6 @@ lua_fn! {
             s.set_uservalue(1);
         }
         s.pop(1);
-        retire::<HttpConn>(s, 1);
         Ok(0)
     }
 }
