@@ -45,6 +45,11 @@ end
 
 --- timeout(), timeout(seconds), timeout(seconds, func, ...): see docs/server.md.
 function M.timeout(seconds, func, ...)
+  -- the common call (the HTTP module's, twice per connection) in a classic worker: set the
+  -- process timer at once (a NaN or negative interval takes the checks below)
+  if func == nil and sched == nil and type(seconds) == "number" and seconds >= 0 then
+    return core.timer_set(seconds)
+  end
   -- in a handler of a concurrent pool the timer is the handler's own (see concurrent_jobs)
   local own = sched and sched.current
   if seconds == nil and func == nil then
@@ -379,7 +384,8 @@ local function classic_jobs(pool, worker)
   while true do
     local kind, arg = worker:next()
     if not kind then break end
-    local conn = job_arg(kind, arg)
+    local conn = arg
+    if kind ~= "connection" then conn = job_arg(kind, arg) end
     local ok, result = xpcall(pool.connect, traceback, conn)
     core.timer_set(0)
     if not ok then
