@@ -4,7 +4,10 @@
 local http = require "moonbridge_http"
 
 listen{
-  { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT")) or 8080 },
+  -- defer_accept: a worker gets a connection once its request has arrived (HTTP clients
+  -- speak first)
+  { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT")) or 8080,
+    defer_accept = true },
   pre_fork = 1, min_fork = 2, max_fork = 16,
   connect = http.generate_handler(function(request)
     request:send_status("200 OK")

@@ -478,6 +478,10 @@ local function open_pool(p, pool, opened)
     if l.proto == "tcp" then
       core.log(string.format('Adding TCP listener on interface "%s", port %s', l.host, l.port))
       listener, err = mio.tcplisten(l.host, l.port)
+      if listener and l.defer_accept > 0 then
+        local ok, derr = core.defer_accept(listener, l.defer_accept)
+        if not ok then listener:close(); listener, err = nil, derr end
+      end
       if listener and l.port == 0 then
         core.log(string.format("Listening on port %d", listener.local_tcpport))
       end

@@ -79,7 +79,7 @@ local POOL_OPTIONS = { "pre_fork", "min_fork", "max_fork", "fork_delay", "fork_e
   "connect", "finish" }
 local MAX_CONCURRENCY = 100000
 local LISTENER_FIELDS = {
-  tcp = { "proto", "host", "port" },
+  tcp = { "proto", "host", "port", "defer_accept" },
   ["local"] = { "proto", "path", "mode" },
   interval = { "proto", "delay", "name", "strict" },
   main = { "proto", "name" },
@@ -179,6 +179,16 @@ local function check_listener(i, l, ignored)
       fail('Listener #%d: "port" must be a number or a service name', i)
     end
     out.host, out.port = host, port
+    -- NEW: connections reach a worker only once their first bytes arrived (client speaks
+    -- first, as in HTTP); true = after at most about a second without any, a number = that
+    -- many seconds
+    local defer = l.defer_accept
+    if defer == true then defer = 1 end
+    if defer == nil or defer == false then defer = 0 end
+    if type(defer) ~= "number" or not (defer >= 0) or defer > 3600 then
+      fail('Listener #%d: "defer_accept" must be a boolean or a number of seconds (0 to 3600)', i)
+    end
+    out.defer_accept = math.ceil(defer)
   elseif proto == "local" then
     local path = l.path
     if type(path) ~= "string" or path == "" then

@@ -22,7 +22,7 @@ local options = {}
 local handler
 %s
 listen{
-  { proto = "tcp", host = "127.0.0.1", port = $PORT },
+  { proto = "tcp", host = "127.0.0.1", port = $PORT, defer_accept = %s },
   pre_fork = 1, min_fork = %d, max_fork = %d, concurrency = %d,
   connect = http.generate_handler(options, handler),
 }
@@ -32,11 +32,12 @@ listen{
 -- per worker (scripts/test.sh does, as a layer of its own).
 H.CONCURRENCY = tonumber(os.getenv("MOONBRIDGE_SPEC_CONCURRENCY")) or 1
 
--- start(body, {workers = n, max_workers = m}) -> server (see spec/server_helper.lua)
+-- start(body, {workers = n, max_workers = m, defer_accept = v}) -> server (see
+-- spec/server_helper.lua)
 function H.start(body, opts)
   opts = opts or {}
-  local srv = S.start(string.format(TEMPLATE, body, opts.workers or 2, opts.max_workers or 8,
-    opts.concurrency or H.CONCURRENCY), opts)
+  local srv = S.start(string.format(TEMPLATE, body, tostring(opts.defer_accept or false),
+    opts.workers or 2, opts.max_workers or 8, opts.concurrency or H.CONCURRENCY), opts)
   local probe = S.connect(srv, 10)
   assert(probe, "server did not accept connections:\n" .. S.log_text(srv))
   probe:close()

@@ -34,7 +34,7 @@ describe("listen{} validation", function()
     assert.is_nil(p.finish)
     p = config.pool { { proto = "tcp", port = 80 }, { proto = "interval", delay = 1 },
       { proto = "main" }, connect = f }
-    assert.same({ proto = "tcp", host = "::", port = 80 }, p.listeners[1])
+    assert.same({ proto = "tcp", host = "::", port = 80, defer_accept = 0 }, p.listeners[1])
     assert.same({ proto = "interval", delay = 1, name = "", strict = false }, p.listeners[2])
     assert.same({ proto = "main", name = "" }, p.listeners[3])
   end)
@@ -101,8 +101,22 @@ describe("listen{} validation", function()
     assert.is_nil(mode(nil))
   end)
 
+  it("takes defer_accept of a tcp listener as whole seconds (NEW; off by default)", function()
+    local function defer(v)
+      return config.pool { { proto = "tcp", port = 80, defer_accept = v }, connect = f }
+        .listeners[1].defer_accept
+    end
+    assert.same({ 0, 0, 1, 1, 3, 0 }, { defer(nil), defer(false), defer(true), defer(1), defer(2.5), defer(0) })
+  end)
+
   local bad = {
     -- what, args, pattern the error must match
+    { "defer_accept text", { { proto = "tcp", port = 1, defer_accept = "yes" }, connect = f },
+      'Listener #1: "defer_accept" must be a boolean or a number of seconds %(0 to 3600%)' },
+    { "defer_accept negative", { { proto = "tcp", port = 1, defer_accept = -1 }, connect = f }, '"defer_accept"' },
+    { "defer_accept NaN", { { proto = "tcp", port = 1, defer_accept = 0 / 0 }, connect = f }, '"defer_accept"' },
+    { "defer_accept on a local listener", { { proto = "local", path = "/tmp/x", defer_accept = true }, connect = f },
+      '^Option "defer_accept" in local listener #1 belongs in a listener with proto "tcp"$' },
     { "not a table", "tcp", "listen{...} expects a table, got string" },
     { "no listener", { connect = f }, "No listener given" },
     { "listener not a table", { "tcp", connect = f }, "Listener #1 must be a table, got string" },

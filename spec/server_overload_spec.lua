@@ -115,6 +115,27 @@ describe("an overloaded classic pool", function()
     H.cleanup(srv)
   end)
 
+  it("with defer_accept, serves others while a silent connection waits in the kernel", function()
+    -- (without it, the worker would hold the silent one until busy_header_timeout)
+    local srv = H.start("options = { request_header_timeout = 30, busy_header_timeout = 5 }\n" .. HELLO,
+      { workers = 1, max_workers = 1, concurrency = 1, defer_accept = true })
+    -- the only worker never took the silent connection, so no timeout had to free it
+    local silent = H.connect(srv)
+    H.sleep(0.2)
+    local t0 = mio.timeref()
+    local normal = H.connect(srv)
+    H.send(normal, "GET /n HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert.are.equal("hello n", H.read_response(normal, { timeout = 5 }).body)
+    assert.is_true(mio.timeref() - t0 < 1, "served at once")
+    normal:close()
+    -- once it speaks, it is served like any other
+    H.send(silent, "GET /s HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert.are.equal("hello s", H.read_response(silent, { timeout = 5 }).body)
+    silent:close()
+    H.stop(srv)
+    H.cleanup(srv)
+  end)
+
   it("keeps incomplete heads to request_header_timeout with busy_header_timeout = false", function()
     local srv = start("{ busy_header_timeout = false, request_header_timeout = 1.5, stall_timeout = 30 }", 1)
     local slow = H.connect(srv)

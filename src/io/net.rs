@@ -519,6 +519,20 @@ impl Listener {
         self.fd.is_none()
     }
 
+    /// Hands new connections to `accept` only once their first bytes arrived (or after
+    /// about `seconds` without any): for protocols where the client speaks first, such as
+    /// HTTP. A worker then never wakes for a connection it would only wait on. TCP only;
+    /// 0 turns it off.
+    pub fn defer_accept(&self, seconds: i32) -> io::Result<()> {
+        if self.kind != Kind::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "deferred accepting needs a TCP listener",
+            ));
+        }
+        sys::set_defer_accept(self.raw()?, seconds)
+    }
+
     /// Closes the listening socket (idempotent).
     pub fn close(&mut self) {
         self.fd = None;
@@ -777,6 +791,61 @@ mod tests {
             assert_eq!(linger_of(&s), (true, 0));
             assert_eq!(linger_of(&c), (true, 0));
         }
+    }
+
+    /// TCP_DEFER_ACCEPT of a listener (the kernel rounds it to whole retransmissions).
+    fn defer_of(fd: RawFd) -> i32 {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the value and length point to live locals of the sizes given.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        v
+    }
+
+    #[test]
+    fn deferred_accept_waits_for_the_first_bytes() {
+        for host in ["127.0.0.1", "::1"] {
+            let (l, port) = loopback(host);
+            l.defer_accept(1).unwrap();
+            let fd = l.fd().unwrap();
+            assert!(defer_of(fd.as_raw_fd()) > 0);
+            // connected, but silent: not acceptable yet
+            let mut c = tcp_connect(host.as_bytes(), Port::Number(port)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(l.accept_nb().unwrap().is_none(), "{host}");
+            c.write_blocking(&[b"x"]).unwrap();
+            c.flush_blocking(&[]).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let s = loop {
+                if let Some(s) = l.accept_nb().unwrap() {
+                    break s;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{host}: never accepted"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            };
+            assert_eq!(s.remote_addr, c.local_addr);
+            l.defer_accept(0).unwrap();
+            assert_eq!(defer_of(fd.as_raw_fd()), 0);
+        }
+        let path = tmp_path("defer");
+        let l = Listener::local(path.as_os_str().as_bytes(), None).unwrap();
+        assert!(
+            l.defer_accept(1).is_err(),
+            "Unix listeners have no deferred accept"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -48,7 +48,25 @@ pub const FUNCTIONS: Functions = &[
     (c"coop_handlers", crate::lua::coop::coop_handlers),
     (c"fd_of", fd_of),
     (c"close_handle", crate::lua::handle::close_if_open),
+    (c"defer_accept", defer_accept),
 ];
+
+lua_fn! {
+    /// defer_accept(listener, seconds) -> true | nil, message: the `defer_accept` field of
+    /// a TCP listener (see `Listener::defer_accept`).
+    fn defer_accept(s) {
+        let seconds = s.check_integer(2, 2, "defer_accept")?;
+        let l = to_object::<Listener>(s, 1)
+            .ok_or_else(|| s.expected(1, 1, "defer_accept", "moonbridge_io listener"))?;
+        match l.defer_accept(seconds.clamp(0, i32::MAX as i64) as i32) {
+            Ok(()) => {
+                s.push_bool(true);
+                Ok(1)
+            }
+            Err(e) => s.fail_os(&e),
+        }
+    }
+}
 
 lua_fn! {
     /// fd_of(handle) -> the descriptor of an open handle, or nil (for the scheduler of a
