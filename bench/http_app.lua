@@ -4,7 +4,8 @@
 -- (default 1): above 1, one worker (pre_fork = min_fork = max_fork = 1) serving up to
 -- CONCURRENCY connections at once, a concurrent pool (bench/concurrent.sh);
 -- BUSY_HEADER_TIMEOUT: moonbridge_http's option of that name, seconds or "false" (default:
--- the module's).
+-- the module's); DEFER_ACCEPT=0: the listener without `defer_accept` (the floor and nginx
+-- use TCP_DEFER_ACCEPT too).
 local http = require "moonbridge_http"
 local MiB = string.rep("0123456789abcdef", 65536)
 local workers = tonumber(os.getenv("WORKERS")) or 8
@@ -14,7 +15,8 @@ local options = {}
 if busy then options.busy_header_timeout = tonumber(busy) or false end
 
 local pool = {
-  { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT")) or 8080 },
+  { proto = "tcp", host = "127.0.0.1", port = tonumber(os.getenv("PORT")) or 8080,
+    defer_accept = os.getenv("DEFER_ACCEPT") ~= "0" },
   pre_fork = workers, min_fork = workers, max_fork = math.max(workers, 16),
   connect = http.generate_handler(function(request)
     local path = request.path

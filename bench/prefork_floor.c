@@ -76,6 +76,9 @@ int main(int argc, char **argv) {
   int l = socket(AF_INET, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  /* as moonbridge's bench app and nginx's peer (listen ... deferred): a connection is
+     accepted once its request arrived */
+  setsockopt(l, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
   struct sockaddr_in a;
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
