@@ -16,7 +16,9 @@ use crate::io::net::Listener;
 use crate::io::Handle;
 use crate::lua::fields::Fields;
 use crate::lua::handle::push_handle;
-use crate::lua::object::{check_self, push_object, retire, take_object, to_object, LuaObject};
+use crate::lua::object::{
+    check_self, push_object, push_upvalue, retire, take_object, to_object, LuaObject,
+};
 use crate::lua::stack::{bad_arg, lua_fn, Functions, LResult, Raise, Stack};
 use crate::server::master::{self, PoolSpec, Role};
 use crate::server::pool::PoolConfig;
@@ -193,6 +195,8 @@ struct WorkerObject {
 
 impl LuaObject for WorkerObject {
     const TNAME: &'static CStr = c"moonbridge worker";
+    /// `next`'s kind of a connection job, pushed once per connection (upvalue 1).
+    const UPVALUE_STRINGS: &'static [&'static str] = &["connection"];
 
     fn methods() -> Functions {
         &[
@@ -237,7 +241,7 @@ lua_fn! {
 fn push_next(s: Stack<'_>, timed: &[TimedName], next: Next) -> LResult<c_int> {
     match next {
         Next::Connection(h) => {
-            s.push_str("connection");
+            push_upvalue(s, 1); // "connection", without hashing it again
             push_handle(s, h);
         }
         Next::Timed(j) => {
