@@ -146,18 +146,20 @@ pub fn push_object<T: LuaObject>(s: Stack<'_>, value: T) -> &mut T {
 /// Gives the `T` object at `ud` (absolute index) its own metatable and field table (see
 /// [`push_object`]). Leaves the stack as it was.
 fn upgrade<T: LuaObject>(s: Stack<'_>, ud: c_int) {
-    let block = object_block::<T>(s, ud);
-    // SAFETY: `object_block` checked that `ud` holds a `T` block; Lua keeps it alive
-    // while it is on the stack.
-    match unsafe { block.as_mut() } {
-        Some(b) if b.stage == Stage::Lazy => b.stage = Stage::Own,
-        Some(b) if b.stage == Stage::Retired => {
+    let Some(stage) = stage_of::<T>(s, ud) else {
+        return;
+    };
+    // SAFETY: `stage_of` points at the stage of a live block (only that field: a method
+    // may hold a reference to the value); Lua runs one C function at a time.
+    match unsafe { *stage } {
+        Stage::Lazy => {}
+        Stage::Retired => {
             // retired before it was ever indexed: it gets what `retire` would have given
             push_shared_metatable::<T>(s);
             s.set_metatable(ud);
             return;
         }
-        _ => return,
+        Stage::Own => return,
     }
     s.reserve(6);
     let top = s.top();
@@ -181,6 +183,9 @@ fn upgrade<T: LuaObject>(s: Stack<'_>, ud: c_int) {
     s.set_field(mt, c"__newindex");
     s.set_metatable(ud);
     s.set_top(top);
+    // (only now: should making the tables raise, the object stays lazy and tries again)
+    // SAFETY: as above.
+    unsafe { *stage = Stage::Own };
 }
 
 /// The registry key of `T`'s lazy metatable (objects not indexed yet).
@@ -299,12 +304,11 @@ pub fn retire<T: LuaObject>(s: Stack<'_>, i: c_int) {
     if T::SHARED_METATABLE {
         return;
     }
-    // SAFETY: `object_block` checked that `i` holds a `T` block; Lua keeps it alive while
-    // it is on the stack.
-    let Some(block) = (unsafe { object_block::<T>(s, i).as_mut() }) else {
+    let Some(stage) = stage_of::<T>(s, i) else {
         return;
     };
-    match std::mem::replace(&mut block.stage, Stage::Retired) {
+    // SAFETY: as in `upgrade`.
+    match std::mem::replace(unsafe { &mut *stage }, Stage::Retired) {
         Stage::Own => {
             let i = s.abs(i);
             push_shared_metatable::<T>(s);
@@ -339,6 +343,15 @@ fn object_slot<T: LuaObject>(s: Stack<'_>, i: c_int) -> *mut Option<T> {
     }
     // SAFETY: `p` is a live `Block<T>` (checked by `object_block`).
     unsafe { ptr::addr_of_mut!((*p).value) }
+}
+
+/// The stage field of the `T` object at `i` (none for anything else). A pointer to that
+/// field alone: the value may be borrowed by the method that led here.
+fn stage_of<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<*mut Stage> {
+    let p = object_block::<T>(s, i);
+    // SAFETY: a non-null `p` is a live `Block<T>` (checked by `object_block`); no
+    // reference to the block is made.
+    (!p.is_null()).then(|| unsafe { ptr::addr_of_mut!((*p).stage) })
 }
 
 /// The block of the userdata at `i` if it is a `T` object, else null.
