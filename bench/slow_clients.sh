@@ -46,7 +46,9 @@ row() {
   local label=$1 conc=$2 busy=$3 attack=$4 port workers=$WORKERS
   port=$(free_port)
   [ "$conc" -gt 1 ] && workers=1
-  local env=(PORT="$port" WORKERS="$workers" CONCURRENCY="$conc")
+  # DEFER_ACCEPT=0: silent clients must reach the pool (with defer_accept the kernel would
+  # hold them back, which is not what this attack measures)
+  local env=(PORT="$port" WORKERS="$workers" CONCURRENCY="$conc" DEFER_ACCEPT=0)
   [ -n "$busy" ] && env+=(BUSY_HEADER_TIMEOUT="$busy")
   env "${env[@]}" taskset -c "$SERVER_CPU" "$MOONBRIDGE" bench/http_app.lua >"$TMP/server.log" 2>&1 &
   local server=$!
