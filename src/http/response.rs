@@ -262,7 +262,7 @@ impl Response {
         if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
             return Err(ResponseError::InvalidHeaderName);
         }
-        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        if memchr::memchr3(b'\r', b'\n', 0, value).is_some() {
             return Err(ResponseError::InvalidHeaderValue);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -307,6 +307,7 @@ impl Response {
             // other options (`Upgrade`, `keep-alive`) are the app's to send
             self.app_connection_header = true;
         }
+        self.head.reserve(name.len() + value.len() + 4);
         self.head.extend_from_slice(name);
         self.head.extend_from_slice(b": ");
         self.head.extend_from_slice(value);
