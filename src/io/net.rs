@@ -793,31 +793,13 @@ mod tests {
         }
     }
 
-    /// TCP_DEFER_ACCEPT of a listener (the kernel rounds it to whole retransmissions).
-    fn defer_of(fd: RawFd) -> i32 {
-        let mut v: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: the value and length point to live locals of the sizes given.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(r, 0);
-        v
-    }
-
     #[test]
     fn deferred_accept_waits_for_the_first_bytes() {
         for host in ["127.0.0.1", "::1"] {
             let (l, port) = loopback(host);
             l.defer_accept(1).unwrap();
             let fd = l.fd().unwrap();
-            assert!(defer_of(fd.as_raw_fd()) > 0);
+            assert!(sys::defer_accept_of(fd.as_raw_fd()).unwrap() > 0);
             // connected, but silent: not acceptable yet
             let mut c = tcp_connect(host.as_bytes(), Port::Number(port)).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -837,7 +819,7 @@ mod tests {
             };
             assert_eq!(s.remote_addr, c.local_addr);
             l.defer_accept(0).unwrap();
-            assert_eq!(defer_of(fd.as_raw_fd()), 0);
+            assert_eq!(sys::defer_accept_of(fd.as_raw_fd()).unwrap(), 0);
         }
         let path = tmp_path("defer");
         let l = Listener::local(path.as_os_str().as_bytes(), None).unwrap();

@@ -336,26 +336,46 @@ pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// a connection that sent nothing, the time since it was established, including the time
 /// it waited to be accepted). `None` for other sockets or when the kernel does not say.
 pub fn tcp_silent_for(fd: RawFd) -> Option<std::time::Duration> {
-    // SAFETY: tcp_info is plain data; all-zero is a valid value for getsockopt to fill.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: the pointers are to `info` and `len`, which hold `len` bytes and one socklen_t.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
+    // SAFETY: tcp_info is plain data (integers only).
+    let (info, len) = unsafe { tcp_option::<libc::tcp_info>(fd, libc::TCP_INFO) }?;
     let end = std::mem::offset_of!(libc::tcp_info, tcpi_last_data_recv) + 4;
-    if r != 0 || (len as usize) < end {
+    if len < end {
         return None;
     }
     Some(std::time::Duration::from_millis(u64::from(
         info.tcpi_last_data_recv,
     )))
+}
+
+/// TCP_DEFER_ACCEPT of a listening socket, in seconds as the kernel keeps it (rounded to
+/// whole SYN-ACK retransmissions); 0 when off.
+pub fn defer_accept_of(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: c_int is plain data.
+    unsafe { tcp_option::<libc::c_int>(fd, libc::TCP_DEFER_ACCEPT) }
+        .map(|(v, _)| v)
+        .ok_or_else(io::Error::last_os_error)
+}
+
+/// getsockopt(IPPROTO_TCP, `opt`) into a zeroed `T`, with the length the kernel wrote.
+///
+/// # Safety
+/// `T` must be plain data for which all-zero bytes and any bytes the kernel writes are
+/// valid values (integers, C structs of integers).
+unsafe fn tcp_option<T: Copy>(fd: RawFd, opt: libc::c_int) -> Option<(T, usize)> {
+    // SAFETY: all-zero is a valid `T` (the caller's guarantee).
+    let mut v: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: the pointers are to `v` and `len`, which hold `len` bytes and one socklen_t.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            opt,
+            (&mut v as *mut T).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some((v, len as usize))
 }
 
 /// Milliseconds of `CLOCK_MONOTONIC`: one clock for all processes of the machine, for
