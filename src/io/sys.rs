@@ -192,17 +192,7 @@ pub fn set_linger(fd: RawFd, seconds: Option<i32>) -> io::Result<()> {
 /// once it has data (or after about `seconds`, a retransmitted SYN-ACK later); 0 turns it
 /// off.
 pub fn set_defer_accept(fd: RawFd, seconds: i32) -> io::Result<()> {
-    // SAFETY: the option value points to a live c_int of the size passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&seconds as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, seconds)
 }
 
 /// SO_RCVTIMEO: how long a blocking `recv` on the socket waits before failing with EAGAIN.
