@@ -381,6 +381,8 @@ end
 -- A classic worker's jobs, one at a time. Returns the exit code when a handler failed
 -- (the worker ends at once), else nil once it takes no more jobs.
 local function classic_jobs(pool, worker)
+  -- a handler of moonbridge_http may leave the timer parked between connections
+  core.timer_parking(pool.connect)
   while true do
     local kind, arg = worker:next()
     if not kind then break end
@@ -397,6 +399,7 @@ local function classic_jobs(pool, worker)
     worker:done(true, conn) -- closes the connection if still open
     if result ~= true then break end
   end
+  core.timer_parking(nil) -- (disarms a parked timer before `finish`)
   worker:leaving()
 end
 
@@ -543,7 +546,7 @@ function M.run(opts)
   end
   local name = opts.name or (arg and arg[0]) or "lua"
   core.set_title("moonbridge: master " .. name)
-  core.timer_set(0) -- a timeout() armed while loading would kill the master
+  core.timer_clear() -- a timeout() armed while loading would kill the master
   collectgarbage("collect")
   io.stdout:flush()
   io.stderr:flush()

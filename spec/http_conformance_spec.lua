@@ -348,6 +348,59 @@ describe("moonbridge_http timeouts and shutdown", function()
     end)
   end
 
+  -- A classic worker takes over, for a new connection, the response timer the previous one
+  -- armed less than a second before (src/server/timer.rs): it must still be re-armed over
+  -- many short connections, and still end a handler that runs too long.
+  local adopting = [[
+    options = { response_timeout = 5.5, idle_timeout = 0.2, request_header_timeout = 0.2 }
+    handler = function(request)
+      if request.path == "pause" then moonbridge_io.poll(nil, nil, 0.6) end
+      if request.path == "slow" then moonbridge_io.poll(nil, nil, 10) end
+      request:send_status("200 OK")
+      request:send_data(request.path)
+      return true
+    end]]
+
+  it("re-arms a response_timeout over one short connection after the other", function()
+    local srv = H.start(adopting)
+    local t0 = mio.timeref()
+    local n = 0
+    while mio.timeref() - t0 < 6.5 do
+      local path = n % 4 == 0 and "/pause" or "/quick"
+      local r = H.exchange(srv, H.get(path, "Connection: close\r\n"))
+      assert.are.equal(200, r.status)
+      assert.are.equal(path:sub(2), r.body)
+      n = n + 1
+    end
+    assert.is_true(n >= 8)
+    assert.is_nil(H.log_text(srv):find("exited prematurely"))
+    H.stop(srv)
+    H.cleanup(srv)
+  end)
+
+  it("ends a handler past response_timeout on a connection that followed a short one",
+    function()
+      local srv = H.start(adopting)
+      assert.are.equal("quick", H.exchange(srv, H.get("/quick", "Connection: close\r\n")).body)
+      local sock = H.connect(srv)
+      local t0 = mio.timeref()
+      H.send(sock, H.get("/slow", "Connection: close\r\n"))
+      local received, how = H.read_until_close(sock, 12)
+      local took = mio.timeref() - t0
+      sock:close()
+      assert.are.equal("", received)
+      assert.are.equal("reset", how)
+      -- at most a second early (the timer was armed before), never late
+      assert.is_true(took > 4.4 and took < 7, "ended after " .. took .. " s")
+      local expected = H.CONCURRENCY > 1 and 'Timeout in "connect" function'
+        or "exited prematurely due to timeout"
+      assert.truthy(H.wait_for(5, function()
+        return H.log_text(srv):find(expected, 1, true)
+      end))
+      H.stop(srv)
+      H.cleanup(srv)
+    end)
+
   it("ends a worker whose handler runs longer than response_timeout", function()
     local srv = H.start([[
       options = { response_timeout = 0.5 }

@@ -2,6 +2,7 @@
 -- precedence, the reset after each handler, and the kill of a worker that runs out of time.
 -- Handlers compute their observations and send them back as a Lua table literal.
 local H = require "spec.server_helper"
+local mio = require "moonbridge_io"
 
 
 local APP = [[
@@ -58,6 +59,33 @@ end
 function tests.arm()
   timeout(0.3) -- not cleared: the server clears it when the handler returns
   return {}
+end
+
+-- A cleared timer runs on in the kernel, parked (src/server/timer.rs): its expiry must
+-- neither end the handler nor cut short its waits, in Lua code or in a system call.
+function tests.cleared()
+  local r = {}
+  timeout(0.2)
+  r.prev = near(timeout(0), 0.2)
+  r.left = timeout()
+  local t0 = moonbridge_io.timeref()
+  moonbridge_io.poll(nil, nil, 0.35) -- the old expiry comes during this wait
+  r.waited = moonbridge_io.timeref() - t0 >= 0.34
+  timeout(0.1)
+  timeout(false)
+  local c0 = os.clock()
+  while os.clock() - c0 < 0.25 do end -- and during this computation
+  r.after = timeout()
+  return r
+end
+
+-- Armed again after a clear, the timer is the new one: it kills at its own time.
+function tests.rearmkill()
+  timeout(5)
+  timeout(0)
+  timeout(0.2)
+  moonbridge_io.poll(nil, nil, 5)
+  return { survived = true }
 end
 
 function tests.kill()
@@ -144,6 +172,30 @@ describe("timeout()", function()
     -- past the 0.3 s of the old timer, the worker is still there
     H.sleep(0.4)
     assert.equal(a.pid, assert(ask(srv, "leftover")).pid)
+  end)
+
+  it("lets a cleared timer expire unnoticed, in a wait and in Lua code", function()
+    local r = assert(ask(srv, "cleared"))
+    assert.is_true(r.prev)
+    assert.equal(0, r.left)
+    assert.is_true(r.waited)
+    assert.equal(0, r.after)
+    -- the same worker serves on; the timer the previous handler left is not its
+    local again = assert(ask(srv, "cleared"))
+    assert.equal(r.pid, again.pid)
+    assert.is_true(again.waited)
+    assert.is_nil(H.log_text(srv):find("exited prematurely"))
+  end)
+
+  it("kills with the timer armed after a clear, not the one before", function()
+    local before = assert(ask(srv, "leftover")).pid
+    local t0 = mio.timeref()
+    local r, status = ask(srv, "rearmkill")
+    assert.is_nil(r)
+    assert.not_equal("eof", status)
+    assert.is_true(mio.timeref() - t0 < 3)
+    assert.is_not_nil(H.wait_log(srv, "Worker process %(PID " .. before ..
+      "%) of pool #1 exited prematurely due to timeout"), H.log_text(srv))
   end)
 
   it("kills the worker when it expires: logged, the client reset, finish skipped, replaced",

@@ -326,6 +326,12 @@ local function log_client_fault(request, fault)
     tostring(rawget(request, "method")), target, what))
 end
 
+-- `timeout` of this project's server (`require "moonbridge"`), if it runs the application.
+local function driver_timeout()
+  local mb = package.loaded.moonbridge
+  return type(mb) == "table" and mb.timeout or nil
+end
+
 -- `timeout` of the server (a global in the launcher, or the moonbridge module's)
 local function server_timeout()
   local f = rawget(_G, "timeout")
@@ -398,7 +404,7 @@ function M.generate_handler(a, b)
     return ctx
   end
 
-  return function(socket)
+  local function handler(socket)
     local ctx = idle_contexts[#idle_contexts]
     if ctx then
       idle_contexts[#idle_contexts] = nil
@@ -413,6 +419,12 @@ function M.generate_handler(a, b)
     local conn = new_connection(cfg, socket, mt, stale_mt)
     local timeout = response_timeout and server_timeout()
     local armed = false
+    -- In a classic worker of this server that runs this handler itself, the timer is
+    -- parked when a connection ends (cleared, but left running: src/server/timer.rs), and
+    -- one armed for this response_timeout less than a second ago serves the next
+    -- connection as it would serve a next request.
+    local parks = timeout and not disarm_between and timeout == driver_timeout()
+    if timeout then armed = conn:adopt_timer(response_timeout, parks) end
     local survive = true
     while true do
       if armed and disarm_between then
@@ -454,12 +466,13 @@ function M.generate_handler(a, b)
       if not again then break end
       if refresh and armed and not disarm_between then timeout(response_timeout) end
     end
-    if armed then timeout(0) end
+    if armed and not (parks and conn:park_timer()) then timeout(0) end
     conn:release() -- kept requests now behave as finished ones
     retire_context(ctx, stale_mt)
     idle_contexts[#idle_contexts + 1] = ctx
     return survive
   end
+  return core.timer_handler(handler)
 end
 
 return M

@@ -7,7 +7,7 @@
 //! shared.
 
 mod process;
-mod timer;
+pub mod timer;
 
 use std::ffi::{c_int, CStr};
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub const FUNCTIONS: Functions = &[
     (c"log_config", process::log_config),
     (c"serve", serve),
     (c"timer_set", timer::timer_set),
+    (c"timer_clear", timer::timer_clear),
+    (c"timer_parking", timer::timer_parking),
     (c"timer_remaining", timer::timer_remaining),
     (c"timer_sub", timer::timer_sub),
     (c"timer_restore", timer::timer_restore),

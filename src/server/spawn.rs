@@ -39,6 +39,7 @@ pub fn fork(signals: &mut SignalPipe, master_pid: i32) -> io::Result<Forked> {
             signals.restore();
             signals::default_interrupts();
             signals::set_parent_death_signal();
+            crate::server::timer::forget_after_fork();
             drop(blocked);
             if sys::getppid() != master_pid {
                 // the master died before the death signal was armed

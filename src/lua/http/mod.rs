@@ -37,6 +37,7 @@ const CORE: Functions = &[
     (c"config", request::config),
     (c"connection", request::connection),
     (c"request_socket", request::request_socket),
+    (c"timer_handler", crate::lua::server::timer::timer_handler),
     (c"fresh", request::fresh),
     (c"faulty", request::faulty),
     (c"headers", fields::headers),

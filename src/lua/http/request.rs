@@ -31,6 +31,7 @@ use crate::lua::object::{
     check_self, object_slot_ptr, push_object, push_upvalue, to_object, LuaObject,
 };
 use crate::lua::stack::{lua_fn, lua_fn_k, Flow, Functions, LResult, Raise, Stack};
+use crate::server::timer;
 
 /// The options of one `generate_handler` call.
 pub struct HttpConfig(pub Rc<Config>);
@@ -167,6 +168,8 @@ impl LuaObject for HttpConn {
             (c"abort", abort),
             (c"client_fault", client_fault),
             (c"release", release),
+            (c"adopt_timer", adopt_timer),
+            (c"park_timer", park_timer),
         ]
     }
     /// The fields of a new request, as upvalues of `next_request` (`socket` comes from
@@ -576,6 +579,42 @@ lua_fn_k! {
         }
         http.post = None;
         Ok(Flow::Return(0))
+    }
+}
+
+lua_fn! {
+    /// conn:adopt_timer(seconds, allowed) -> whether the server's parked timer serves as
+    /// this connection's response timer (see `server::timer`): armed for `seconds` less
+    /// than `REARM_INTERVAL_MS` ago, it counts as armed then (see `rearm_due`). Not
+    /// `allowed` (the glue will not re-arm it through the server's `timeout`), a parked
+    /// timer is disarmed.
+    fn adopt_timer(s) {
+        let http = check_self::<HttpConn>(s, "adopt_timer")?;
+        let secs = s.check_number(2, 1, "adopt_timer")?;
+        if !s.to_boolean(3) {
+            timer::settle();
+            s.push_bool(false);
+            return Ok(1);
+        }
+        let fresh = std::time::Duration::from_millis(REARM_INTERVAL_MS);
+        let adopted = timer::adopt(timer::seconds(secs), fresh);
+        if let Some(age) = adopted {
+            // (rounded up: the timer re-armed too early rather than too late)
+            let age_ms = age.as_millis() as u64 + 1;
+            http.last_arm = Some(crate::io::sys::monotonic_ms().saturating_sub(age_ms));
+        }
+        s.push_bool(adopted.is_some());
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// conn:park_timer() -> whether the response timer was parked (cleared, but left
+    /// running for the next connection; see `server::timer`); false: clear it as usual.
+    fn park_timer(s) {
+        check_self::<HttpConn>(s, "park_timer")?;
+        s.push_bool(timer::park());
+        Ok(1)
     }
 }
 

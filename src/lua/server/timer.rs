@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use mlua::ffi;
+
 use crate::io::signal::monotonic_seconds;
 use crate::lua::stack::{bad_arg, lua_fn, Raise, Stack};
 use crate::server::timer;
@@ -22,6 +24,64 @@ lua_fn! {
         let prev = timer::set(timer::seconds(secs)).map_err(failure)?;
         push_secs(s, prev);
         Ok(1)
+    }
+}
+
+/// Registry key of the weak-keyed set of handlers made by moonbridge_http, which may park
+/// the timer (see `server::timer`).
+static PARKING_HANDLERS: u8 = 0;
+
+fn parking_key() -> *const std::ffi::c_void {
+    std::ptr::addr_of!(PARKING_HANDLERS).cast()
+}
+
+lua_fn! {
+    /// timer_handler(f) -> f: `f`, a handler moonbridge_http made, may park the timer when
+    /// it is a classic pool's `connect` (in moonbridge_http's core).
+    pub fn timer_handler(s) {
+        if s.type_of(1) != ffi::LUA_TFUNCTION {
+            return Err(bad_arg(1, "timer_handler", "function expected"));
+        }
+        s.reserve(4);
+        if s.registry_get(parking_key()) != ffi::LUA_TTABLE {
+            s.pop(1);
+            s.new_table(0, 1);
+            s.new_table(0, 1);
+            s.push_str("k");
+            s.set_field(-2, c"__mode");
+            s.set_metatable(-2);
+            s.push_value(-1);
+            s.registry_set(parking_key());
+        }
+        s.push_value(1);
+        s.push_bool(true);
+        s.raw_set(-3);
+        s.set_top(1);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// timer_parking(connect) -> whether this classic worker parks its timer: `connect` is
+    /// a handler of moonbridge_http (see `timer_handler`).
+    pub fn timer_parking(s) {
+        s.reserve(3);
+        let on = s.registry_get(parking_key()) == ffi::LUA_TTABLE && {
+            s.push_value(1);
+            s.raw_get(-2) == ffi::LUA_TBOOLEAN
+        };
+        timer::set_parking(on);
+        s.push_bool(on);
+        Ok(1)
+    }
+}
+
+lua_fn! {
+    /// timer_clear(): clears the timer and disarms the kernel timer at once (the master).
+    pub fn timer_clear(s) {
+        let _ = s;
+        timer::clear().map_err(failure)?;
+        Ok(0)
     }
 }
 
