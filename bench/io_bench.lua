@@ -42,8 +42,10 @@ libs.moonbridge = {
     local n = 0
     while true do
       local line, status = c:read(nil, "\n")
-      assert(line, status)
-      if status ~= "term" then return n end
+      if status ~= "term" then -- checked once, at the end, like LuaSocket's `err` below
+        assert(line, status)
+        return n
+      end
       n = n + 1
     end
   end,
