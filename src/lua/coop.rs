@@ -9,9 +9,9 @@
 //! master, a coroutine of the application's own, or a C boundary that cannot yield) the
 //! same call blocks as it always did.
 
-use std::cell::Cell;
 use std::ffi::c_void;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use mlua::ffi;
@@ -19,11 +19,11 @@ use mlua::ffi;
 use crate::io::poll::Interest;
 use crate::lua::stack::{lua_fn, Flow, Stack};
 
-thread_local! {
-    /// Set once the scheduler of a concurrent worker asked for the handler table: until
-    /// then no call looks any further (the classic paths pay one flag test).
-    static ACTIVE: Cell<bool> = const { Cell::new(false) };
-}
+/// Set once the scheduler of a concurrent worker asked for the handler table: until then
+/// no call looks any further (the classic paths pay one flag test). A process-wide flag,
+/// not a thread-local: the server has no threads, and a thread-local of a loaded library
+/// costs a `__tls_get_addr` call on every read (every `read` of a line).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// How often a cooperative wait looks again at what the kernel offers no descriptor for (a
 /// child without a pidfd, a Unix listener with a full backlog).
@@ -39,7 +39,7 @@ fn wait_mark() -> *const c_void {
 
 /// Whether cooperative waits are on in this process at all.
 pub fn active() -> bool {
-    ACTIVE.with(|a| a.get())
+    ACTIVE.load(Ordering::Relaxed)
 }
 
 /// Whether the running call may wait by yielding to the scheduler: cooperative waits are
@@ -132,7 +132,7 @@ lua_fn! {
             s.push_value(-1);
             s.registry_set(wait_mark());
         }
-        ACTIVE.with(|a| a.set(true));
+        ACTIVE.store(true, Ordering::Relaxed);
         s.push_light(wait_mark());
         Ok(2)
     }

@@ -356,24 +356,20 @@ fn stage_of<T: LuaObject>(s: Stack<'_>, i: c_int) -> Option<*mut Stage> {
 
 /// The block of the userdata at `i` if it is a `T` object, else null.
 fn object_block<T: LuaObject>(s: Stack<'_>, i: c_int) -> *mut Block<T> {
+    const ID: usize = std::mem::size_of::<std::any::TypeId>();
     let id = std::any::TypeId::of::<T>();
-    // SAFETY: a full userdata of exactly `Block<T>`'s size has at least the id's bytes,
-    // compared with memcmp (a foreign block's bytes are not read as a Rust value). Only a
+    // SAFETY: lua_touserdata gives null for anything but a userdata, and a light one has
+    // length 0. A full userdata of exactly `Block<T>`'s size has at least the id's bytes,
+    // compared as bytes (a foreign block's bytes are not read as a Rust value). Only a
     // `Block<T>` written by `push_object` carries `T`'s id, and Lua aligns userdata blocks
     // for it (asserted in `push_object`).
     unsafe {
-        if ffi::lua_type(s.raw(), i) != ffi::LUA_TUSERDATA
-            || ffi::lua_rawlen(s.raw(), i) != std::mem::size_of::<Block<T>>()
-        {
+        let p = ffi::lua_touserdata(s.raw(), i) as *mut Block<T>;
+        if p.is_null() || ffi::lua_rawlen(s.raw(), i) != std::mem::size_of::<Block<T>>() {
             return ptr::null_mut();
         }
-        let p = ffi::lua_touserdata(s.raw(), i) as *mut Block<T>;
-        let same = libc::memcmp(
-            p.cast(),
-            (&id as *const std::any::TypeId).cast(),
-            std::mem::size_of::<std::any::TypeId>(),
-        ) == 0;
-        if !same {
+        let ours = std::slice::from_raw_parts((&id as *const std::any::TypeId).cast::<u8>(), ID);
+        if std::slice::from_raw_parts(p.cast::<u8>(), ID) != ours {
             return ptr::null_mut();
         }
         p

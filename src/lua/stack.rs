@@ -217,16 +217,13 @@ impl<'a> Stack<'a> {
 
     /// The bytes of a string (or number, converted in place as Lua does) at `i`.
     pub fn to_bytes(self, i: c_int) -> Option<&'a [u8]> {
-        let t = self.type_of(i);
-        if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
-            return None;
-        }
         let mut len = 0usize;
-        // SAFETY: the value is a string or number; Lua keeps the string alive while it stays
-        // on the stack, which is at least as long as this C call ('a).
+        // SAFETY: lua_tolstring gives null for anything but a string or a number (which it
+        // converts in place); Lua keeps the string alive while it stays on the stack, which
+        // is at least as long as this C call ('a).
         unsafe {
             let p = ffi::lua_tolstring(self.l, i, &mut len);
-            Some(std::slice::from_raw_parts(p.cast(), len))
+            (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast(), len))
         }
     }
 
