@@ -9,6 +9,7 @@
 //! The two Lua entry points, `luaopen_moonbridge_io` and `luaopen_moonbridge_http`, are
 //! exported from this one cdylib so that both modules share one set of userdata types.
 
+pub mod bytes;
 pub mod http;
 pub mod io;
 mod lua;

@@ -17,7 +17,9 @@
 //! every `%` starting a `%HH` escape and `[` `]` only in an absolute-form authority.
 //! Empty lines before the request line are skipped (RFC 9112 §2.2).
 
-use memchr::{memchr, memchr3};
+use memchr::memchr3;
+
+use crate::bytes::find_byte;
 
 use super::error::HttpError;
 
@@ -197,7 +199,7 @@ impl HeadParser {
             }
         }
         loop {
-            let lf = memchr(b'\n', &region[self.pos..]).map(|k| self.pos + k);
+            let lf = find_byte(b'\n', &region[self.pos..]).map(|k| self.pos + k);
             if self.lines == 0 {
                 self.measure_target(&region[..lf.unwrap_or(region.len())], limits)?;
             }
@@ -228,7 +230,7 @@ impl HeadParser {
         }
         let sp1 = match self.sp1 {
             Some(sp1) => sp1,
-            None => match memchr(b' ', &line[self.target_pos..]) {
+            None => match find_byte(b' ', &line[self.target_pos..]) {
                 Some(k) => {
                     let sp1 = self.target_pos + k;
                     (self.sp1, self.target_pos) = (Some(sp1), sp1 + 1);
@@ -303,7 +305,7 @@ fn parse_complete<'a>(
         let rest = body.get(pos..)?;
         let lf = match known.next() {
             Some(&end) => end as usize - scanned.start - pos,
-            None => memchr(b'\n', rest)?,
+            None => find_byte(b'\n', rest)?,
         };
         let line = &rest[..lf.saturating_sub(1)];
         pos += lf + 1;
@@ -329,7 +331,7 @@ fn parse_complete<'a>(
 
 /// The error for a line that failed with `e`: a CR in it comes first.
 fn bare_cr_first(line: &[u8], e: HttpError) -> HttpError {
-    if memchr(b'\r', line).is_some() {
+    if find_byte(b'\r', line).is_some() {
         HttpError::BareCr
     } else {
         e
@@ -346,8 +348,8 @@ fn parse_request_line<'a>(
     let (sp1, sp2) = match sp {
         Some((a, b)) if b < line.len() => (a, Some(b - a - 1)),
         _ => {
-            let sp1 = memchr(b' ', line).ok_or(HttpError::RequestLine)?;
-            (sp1, memchr(b' ', &line[sp1 + 1..]))
+            let sp1 = find_byte(b' ', line).ok_or(HttpError::RequestLine)?;
+            (sp1, find_byte(b' ', &line[sp1 + 1..]))
         }
     };
     let (method, rest) = (&line[..sp1], &line[sp1 + 1..]);
@@ -417,7 +419,7 @@ pub fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<Target<'a>, H
     if memchr::memchr2(b'[', b']', rest).is_some() {
         return Err(HttpError::Target);
     }
-    let q = memchr(b'?', rest).unwrap_or(rest.len());
+    let q = find_byte(b'?', rest).unwrap_or(rest.len());
     let (path, query) = (Some(&rest[..q]), Some(&rest[q..]));
     Ok(Target {
         form,
@@ -429,7 +431,7 @@ pub fn split_target<'a>(method: &[u8], target: &'a [u8]) -> Result<Target<'a>, H
 
 /// The part of an `http://` or `https://` target after the `//`.
 fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
-    let colon = memchr(b':', target)?;
+    let colon = find_byte(b':', target)?;
     let scheme = &target[..colon];
     if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
         return None;

@@ -124,7 +124,7 @@ impl ReadBuf {
             self.scanned = 0;
         }
         let from = self.scanned.min(limit);
-        match find_byte(term, &self.bytes()[from..limit]) {
+        match crate::bytes::find_byte(term, &self.bytes()[from..limit]) {
             Some(i) => Some(from + i),
             None => {
                 self.scanned = limit;
@@ -208,18 +208,6 @@ impl ReadBuf {
         unsafe { self.data.set_len(self.data.len() + n) };
         Ok(n)
     }
-}
-
-/// The first `b` in `hay`: glibc's memchr, which for the short distances of line reads
-/// (a terminator tens of bytes on) costs about half of the memchr crate's dispatch.
-fn find_byte(b: u8, hay: &[u8]) -> Option<usize> {
-    if hay.is_empty() {
-        return None; // (an empty slice's pointer need not be one C accepts)
-    }
-    // SAFETY: memchr reads at most `hay.len()` bytes from its start; a non-null result
-    // points into `hay`.
-    let p = unsafe { libc::memchr(hay.as_ptr().cast(), b as libc::c_int, hay.len()) };
-    (!p.is_null()).then(|| p as usize - hay.as_ptr() as usize)
 }
 
 impl Drop for ReadBuf {
@@ -322,13 +310,6 @@ mod tests {
         b.consume(6);
         assert_eq!(b.bytes(), b"c");
         assert_eq!(b.find(b'c', usize::MAX), Some(0));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn find_byte_is_the_first_position(hay in proptest::collection::vec(0u8..4, 0..200), b in 0u8..4) {
-            proptest::prop_assert_eq!(find_byte(b, &hay), hay.iter().position(|&x| x == b));
-        }
     }
 
     #[test]
