@@ -357,9 +357,21 @@ describe("moonbridge_http timeouts and shutdown", function()
       if request.path == "pause" then moonbridge_io.poll(nil, nil, 0.6) end
       if request.path == "slow" then moonbridge_io.poll(nil, nil, 10) end
       request:send_status("200 OK")
-      request:send_data(request.path)
+      request:send_data(request.path == "pid" and moonbridge_io.getpid() or request.path)
       return true
     end]]
+
+  it("lets a parked response timer expire in an idle worker, which serves on", function()
+    local srv = H.start(adopting, { workers = 1, max_workers = 1 })
+    local first = H.exchange(srv, H.get("/pid", "Connection: close\r\n"))
+    assert.are.equal(200, first.status)
+    mio.poll(nil, nil, 6) -- past the 5.5 s the timer was armed for, waiting for a connection
+    local second = H.exchange(srv, H.get("/pid", "Connection: close\r\n"))
+    assert.are.equal(first.body, second.body) -- the same worker
+    assert.is_nil(H.log_text(srv):find("exited prematurely"))
+    H.stop(srv)
+    H.cleanup(srv)
+  end)
 
   it("re-arms a response_timeout over one short connection after the other", function()
     local srv = H.start(adopting)

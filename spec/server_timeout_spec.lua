@@ -61,8 +61,8 @@ function tests.arm()
   return {}
 end
 
--- A cleared timer runs on in the kernel, parked (src/server/timer.rs): its expiry must
--- neither end the handler nor cut short its waits, in Lua code or in a system call.
+-- A cleared timer must neither end the handler later nor cut short its waits, in Lua code
+-- or in a system call (an HTTP handler's is even left running: src/server/timer.rs).
 function tests.cleared()
   local r = {}
   timeout(0.2)

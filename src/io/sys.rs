@@ -668,15 +668,6 @@ pub fn set_real_timer(value: Duration) -> io::Result<Duration> {
     Ok(duration(old.it_value))
 }
 
-/// What is left of `ITIMER_REAL` (zero when disarmed).
-pub fn real_timer_left() -> io::Result<Duration> {
-    // SAFETY: a zeroed itimerval is a valid out-parameter.
-    let mut cur: libc::itimerval = unsafe { std::mem::zeroed() };
-    // SAFETY: `cur` is a live itimerval for getitimer to fill.
-    cvt(unsafe { libc::getitimer(libc::ITIMER_REAL, &mut cur) })?;
-    Ok(duration(cur.it_value))
-}
-
 // ---------------------------------------------------------------------------------------
 // Memory shared with forked children.
 
