@@ -122,16 +122,7 @@ lua_fn! {
     /// cooperative waits on for this process.
     pub fn coop_handlers(s) {
         s.reserve(4);
-        if s.registry_get(wait_mark()) != ffi::LUA_TTABLE {
-            s.pop(1);
-            s.new_table(0, 8);
-            s.new_table(0, 1);
-            s.push_str("k");
-            s.set_field(-2, c"__mode");
-            s.set_metatable(-2);
-            s.push_value(-1);
-            s.registry_set(wait_mark());
-        }
+        s.registry_weak_table(wait_mark(), 8);
         ACTIVE.store(true, Ordering::Relaxed);
         s.push_light(wait_mark());
         Ok(2)

@@ -528,6 +528,22 @@ impl<'a> Stack<'a> {
         unsafe { ffi::lua_rawgetp(self.l, ffi::LUA_REGISTRYINDEX, key) }
     }
 
+    /// Pushes the weak-keyed table stored in the registry under `key`, made (with room
+    /// for `size` keys) on first use.
+    pub fn registry_weak_table(self, key: *const std::ffi::c_void, size: c_int) {
+        self.reserve(3);
+        if self.registry_get(key) != ffi::LUA_TTABLE {
+            self.pop(1);
+            self.new_table(0, size);
+            self.new_table(0, 1);
+            self.push_str("k");
+            self.set_field(-2, c"__mode");
+            self.set_metatable(-2);
+            self.push_value(-1);
+            self.registry_set(key);
+        }
+    }
+
     /// Pops a value into the registry under the light key `key`.
     pub fn registry_set(self, key: *const std::ffi::c_void) {
         // SAFETY: as in registry_get; the value is on top.

@@ -42,17 +42,8 @@ lua_fn! {
         if s.type_of(1) != ffi::LUA_TFUNCTION {
             return Err(bad_arg(1, "timer_handler", "function expected"));
         }
-        s.reserve(4);
-        if s.registry_get(parking_key()) != ffi::LUA_TTABLE {
-            s.pop(1);
-            s.new_table(0, 1);
-            s.new_table(0, 1);
-            s.push_str("k");
-            s.set_field(-2, c"__mode");
-            s.set_metatable(-2);
-            s.push_value(-1);
-            s.registry_set(parking_key());
-        }
+        s.reserve(3);
+        s.registry_weak_table(parking_key(), 1);
         s.push_value(1);
         s.push_bool(true);
         s.raw_set(-3);
