@@ -110,7 +110,7 @@ fn connection_options(head: &Head<'_>) -> (bool, bool) {
         keep |= item.eq_ignore_ascii_case(b"keep-alive");
     };
     for value in head.headers_named("connection") {
-        if memchr::memchr(b',', value).is_none() {
+        if crate::bytes::find_byte(b',', value).is_none() {
             option(trim_ows(value));
         } else {
             value

@@ -371,19 +371,15 @@ unsafe fn tcp_option<T: Copy>(fd: RawFd, opt: libc::c_int) -> Option<(T, usize)>
 /// Milliseconds of `CLOCK_MONOTONIC`: one clock for all processes of the machine, for
 /// times kept in shared memory.
 pub fn monotonic_ms() -> u64 {
-    // SAFETY: timespec is plain data.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: clock_gettime writes one timespec through the pointer; CLOCK_MONOTONIC
-    // always exists, so it cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    monotonic_ns() / 1_000_000
 }
 
 /// Nanoseconds of `CLOCK_MONOTONIC` (the clock of `ITIMER_REAL`). Async-signal-safe.
 pub fn monotonic_ns() -> u64 {
-    // SAFETY: as in `monotonic_ms`.
+    // SAFETY: timespec is plain data.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as in `monotonic_ms`.
+    // SAFETY: clock_gettime writes one timespec through the pointer; CLOCK_MONOTONIC
+    // always exists, so it cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
