@@ -11,6 +11,10 @@
 #     recv and one send per request, no parsing, no Lua), when a C compiler is there; for
 #     the keep-alive case in its keep-alive mode, for the Connection: close case in its
 #     "close" mode (one request per connection, answered with Connection: close);
+#   - the pre-fork floor with a Lua handler, bench/prefork_lua_floor.c (the floor's keep-alive
+#     mode, plus per request a request table, a Lua handler and its three C calls: the least
+#     any server running a Lua handler per request in a process of its own does), keep-alive
+#     only, when a C compiler and Lua 5.4's headers are there;
 #   - nginx `return 200` and nginx `content_by_lua_block` (bench/http_nginx.conf, one worker
 #     process; nginx-light and libnginx-mod-http-lua are installed when missing).
 # Cases (wrk connections in parentheses):
@@ -118,6 +122,13 @@ if [ "$PEERS" = 1 ]; then
     LABEL[floor-close]="pre-fork floor, close mode ($WORKERS processes)"
     SERVERS+=(floor floor-close)
   fi
+  start_lua_floor "$WORKERS"
+  if [ -n "$LUA_FLOOR_PORT" ]; then
+    SPID[floor-lua]=$LUA_FLOOR_PID
+    SPORT[floor-lua]=$LUA_FLOOR_PORT
+    LABEL[floor-lua]="pre-fork floor + a Lua handler ($WORKERS processes)"
+    SERVERS+=(floor-lua)
+  fi
   start_nginx
   if [ -n "$NGINX_PORT" ]; then
     SPID[nginx]=$NGINX_PID
@@ -134,7 +145,7 @@ fi
 url_of() { # server path -> URL
   case $1 in
     mb | baseline) echo "http://127.0.0.1:${SPORT[$1]}$2" ;;
-    floor | floor-close) echo "http://127.0.0.1:${SPORT[$1]}/" ;;
+    floor | floor-close | floor-lua) echo "http://127.0.0.1:${SPORT[$1]}/" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT$2" ;;
     nginx-lua) echo "http://127.0.0.1:$NGINX_PORT/lua$2" ;;
   esac
@@ -150,6 +161,7 @@ CASES=(
 runs_case() { # server floor-of-the-case -> status 0 when the server runs in that case
   case $1 in
     floor | floor-close) [ "$1" = "$2" ] ;;
+    floor-lua) [ "$2" = floor ] ;; # keep-alive only
     *) true ;;
   esac
 }
@@ -262,6 +274,12 @@ for t in "${TARGETS[@]}"; do
 done
 echo
 echo "moonbridge meets $passed of ${#TARGETS[@]} targets."
+lua_floor=$(ratio "GET keep-alive" floor-lua floor cpu)
+if [ "$lua_floor" != "-" ]; then
+  echo
+  echo "The floor with a Lua handler per request takes ${lua_floor}x the plain floor's CPU per keep-alive"
+  echo "request (the least a Lua handler per request adds in this process model; moonbridge: $(ratio "GET keep-alive" mb floor cpu)x)."
+fi
 
 if [ -s "$WRK_ERRORS" ]; then
   echo

@@ -136,6 +136,22 @@ start_floor() {
   fi
 }
 
+# start_lua_floor WORKERS: the pre-fork floor with a Lua handler per request
+# (bench/prefork_lua_floor.c, keep-alive only) on core SERVER_CPU when a C compiler and Lua
+# 5.4's headers are there; sets LUA_FLOOR_PORT and LUA_FLOOR_PID (both empty otherwise).
+start_lua_floor() {
+  LUA_FLOOR_PORT=""
+  LUA_FLOOR_PID=""
+  if command -v cc >/dev/null && { [ -x "$TMP/lua_floor" ] || cc -O2 -I/usr/include/lua5.4 \
+    -o "$TMP/lua_floor" bench/prefork_lua_floor.c -llua5.4 2>/dev/null; }; then
+    LUA_FLOOR_PORT=$(free_port)
+    taskset -c "$SERVER_CPU" "$TMP/lua_floor" "$LUA_FLOOR_PORT" "$1" &
+    LUA_FLOOR_PID=$!
+    PIDS+=("$LUA_FLOOR_PID")
+    wait_port "$LUA_FLOOR_PORT"
+  fi
+}
+
 # start_nginx: nginx from bench/http_nginx.conf (one worker process) on core SERVER_CPU when
 # installed; sets NGINX_PORT and NGINX_PID (empty without nginx), and NGINX_LUA to 1 when
 # its Lua module serves the /lua/ locations.
