@@ -5,7 +5,7 @@
 local M, core, build_config = ...
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
-local rawget, rawset, setmetatable, getmetatable = rawget, rawset, setmetatable, getmetatable
+local rawget, rawset, setmetatable = rawget, rawset, setmetatable
 local xpcall, traceback, error, pcall = xpcall, debug.traceback, error, pcall
 local stderr = io.stderr
 local lower, match, format = string.lower, string.match, string.format
@@ -348,13 +348,9 @@ local function stale_index(self, key)
   return index(self, key)
 end
 
--- A connection ended: its current request (if any) leaves the context's metatable for the
--- connection's stale one, and the context forgets the connection.
-local function retire_context(ctx, stale_mt)
-  local current = ctx.current
-  if current ~= nil and getmetatable(current) == ctx.mt then
-    setmetatable(current, stale_mt)
-  end
+-- A connection ended (after conn:release, which gave its last request the stale
+-- metatable): the context forgets it.
+local function retire_context(ctx)
   ctx.current = nil
   ctx.cache.socket = false
 end
@@ -458,7 +454,7 @@ function M.generate_handler(a, b)
         end
         conn:abort() -- 500 if nothing was sent yet, else reset
         conn:release()
-        retire_context(ctx, stale_mt) -- (not reused: left to the collector)
+        retire_context(ctx) -- (not reused: left to the collector)
         if armed then timeout(0) end
         error(result.trace, 0)
       end
@@ -468,7 +464,7 @@ function M.generate_handler(a, b)
     end
     if armed and not (parks and conn:park_timer()) then timeout(0) end
     conn:release() -- kept requests now behave as finished ones
-    retire_context(ctx, stale_mt)
+    retire_context(ctx)
     idle_contexts[#idle_contexts + 1] = ctx
     return survive
   end

@@ -620,9 +620,10 @@ lua_fn! {
 
 lua_fn! {
     /// conn:release(): the connection is over (the glue calls it when the handler ends).
-    /// Its requests behave as stale ones from now on, `next_request` returns nil, and it
-    /// keeps only the socket: it lets go of the requests and the metatables (it has its
-    /// type's shared metatable, nothing to retire). The connection has a finalizer, so
+    /// Its requests behave as stale ones from now on (the last one gets the stale
+    /// metatable here, as the others got it when the next arrived), `next_request`
+    /// returns nil, and it keeps only the socket: it lets go of the requests and the
+    /// metatables (it has its type's shared metatable, nothing to retire). The connection has a finalizer, so
     /// whatever it still referenced would stay for another collection cycle (a worker's
     /// heap grew several times over with short connections).
     fn release(s) {
@@ -633,12 +634,24 @@ lua_fn! {
         http.body_so_far = Vec::new();
         http.answering = None;
         http.conn.m.recycle();
-        s.reserve(2);
+        s.reserve(5);
+        s.set_top(1);
         if s.get_uservalue(1) == ffi::LUA_TTABLE {
-            s.raw_get_index(-1, USERVALUE_SOCKET);
+            // The last request becomes a stale one, as the ones before it did when the
+            // next arrived: it leaves the metatable the worker's next connection reuses
+            // (unless the application gave it one of its own).
+            if s.raw_get_index(2, USERVALUE_REQUEST) == ffi::LUA_TTABLE && s.get_metatable(3) {
+                s.raw_get_index(2, USERVALUE_METATABLE);
+                if s.to_pointer(4) == s.to_pointer(5) {
+                    s.raw_get_index(2, USERVALUE_STALE);
+                    s.set_metatable(3);
+                }
+            }
+            s.set_top(2);
+            s.raw_get_index(2, USERVALUE_SOCKET);
             s.set_uservalue(1);
         }
-        s.pop(1);
+        s.set_top(1);
         Ok(0)
     }
 }
