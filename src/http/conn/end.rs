@@ -13,10 +13,6 @@ pub enum After {
     Next,
     /// An unread body must be drained first: call [`Connection::poll_drain`].
     Drain,
-    /// The client asked to close and everything it sent was read: if a read without
-    /// waiting finds nothing more (or the end of input), write the output and close;
-    /// otherwise end as `Close::Linger` (see [`Connection::linger`]).
-    CloseIfQuiet,
     /// The connection ends.
     End(Close),
 }
@@ -169,10 +165,12 @@ impl Connection {
                 return After::End(Close::Handover);
             }
             if !self.keep_alive && !self.shutdown && self.body_done() && input_empty {
-                // The client asked to close and sent nothing more (a well-behaved client
-                // sends nothing after that): no input is left to turn the close into a
-                // reset, so lingering would only cost time.
-                return After::CloseIfQuiet;
+                // The client asked to close, and everything it sent was read: it sends
+                // nothing after that (RFC 9112 9.6, "MUST NOT send further requests"), so
+                // no input is left to turn the close into a reset, and lingering (or a
+                // read to look for more, a system call per connection) would only cost
+                // time. nginx decides the same way, from what it has read.
+                return self.close_quiet();
             }
             self.linger(clock, None);
             return After::End(Close::Linger);
@@ -195,9 +193,9 @@ impl Connection {
         After::Drain
     }
 
-    /// After `After::CloseIfQuiet`: the read found nothing more; the connection closes
-    /// once the output is written.
-    pub fn close_quiet(&mut self) -> Step {
-        self.end_quietly()
+    /// The connection closes once the output is written.
+    fn close_quiet(&mut self) -> After {
+        self.mark_closed();
+        After::End(Close::Quiet)
     }
 }

@@ -477,20 +477,6 @@ impl Conn {
                 self.end(h, close);
                 false
             }
-            After::CloseIfQuiet => {
-                let close = match self.fill_nb(h) {
-                    Ok(false) => match self.m.close_quiet() {
-                        Step::End { close, .. } => close,
-                        _ => Close::Quiet,
-                    },
-                    _ => match self.m.linger(&mut SysClock, None) {
-                        Step::End { close, .. } => close,
-                        _ => Close::Linger,
-                    },
-                };
-                self.end(h, close);
-                false
-            }
             After::Drain => self.drain(h),
         }
     }

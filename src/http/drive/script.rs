@@ -128,20 +128,12 @@ pub fn run(pieces: &[&[u8]], limits: &Limits) -> Vec<String> {
         m.data(&body).expect("data");
         m.finish().expect("finish");
         m.clear_output();
-        match m.end_request(feed.buf.is_empty(), &mut clock) {
+        // All of the input counts as arrived when the response ends, so that the verdict
+        // (a quiet close or a lingering one) does not depend on the pieces.
+        let more = feed.pieces.clone().any(|p| !p.is_empty());
+        match m.end_request(feed.buf.is_empty() && !more, &mut clock) {
             After::Next => {}
             After::Drain => unreachable!("the body was read"),
-            After::CloseIfQuiet => {
-                // The blocking driver reads once without waiting; here all of the input
-                // counts as arrived by then, so the verdict does not depend on the pieces.
-                let more = feed.pieces.clone().any(|p| !p.is_empty());
-                let step = if feed.buf.is_empty() && !more {
-                    m.close_quiet()
-                } else {
-                    m.linger(&mut clock, None)
-                };
-                return end(lines, &step, Some(&feed));
-            }
             After::End(close) => {
                 let step = Step::End { close, fail: None };
                 return end(lines, &step, Some(&feed));
