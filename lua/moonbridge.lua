@@ -383,8 +383,10 @@ end
 local function classic_jobs(pool, worker)
   -- a handler of moonbridge_http may leave the timer parked between connections
   core.timer_parking(pool.connect)
+  -- (plain calls: a method call on the worker looks its name up every time)
+  local next_job, job_done = worker.next, worker.done
   while true do
-    local kind, arg = worker:next()
+    local kind, arg = next_job(worker)
     if not kind then break end
     local conn = arg
     if kind ~= "connection" then conn = job_arg(kind, arg) end
@@ -392,11 +394,11 @@ local function classic_jobs(pool, worker)
     core.timer_set(0)
     if not ok then
       core.set_memory_limit(0)
-      worker:done(false, conn) -- resets the connection if still open
+      job_done(worker, false, conn) -- resets the connection if still open
       report_error("connect", result)
       return 1
     end
-    worker:done(true, conn) -- closes the connection if still open
+    job_done(worker, true, conn) -- closes the connection if still open
     if result ~= true then break end
   end
   core.timer_parking(nil) -- (disarms a parked timer before `finish`)

@@ -348,6 +348,11 @@ local function stale_index(self, key)
   return index(self, key)
 end
 
+-- The two methods of a connection called for every request, taken from the first
+-- connection's (shared, fixed) metatable, are called as plain functions: a method call on
+-- a userdata looks its name up through the metatable every time.
+local conn_next_request, conn_done
+
 -- A connection ended (after conn:release, which gave its last request the stale
 -- metatable): the context forgets it.
 local function retire_context(ctx)
@@ -413,6 +418,7 @@ function M.generate_handler(a, b)
     -- ended) get `stale_mt`, whose __index sees the request itself.
     local stale_mt = { false, __name = "moonbridge_http request", __index = stale_index }
     local conn = new_connection(cfg, socket, mt, stale_mt)
+    if not conn_done then conn_next_request, conn_done = conn.next_request, conn.done end
     local timeout = response_timeout and server_timeout()
     local armed = false
     -- In a classic worker of this server that runs this handler itself, the timer is
@@ -427,7 +433,7 @@ function M.generate_handler(a, b)
         timeout(0)
         armed = false
       end
-      local request, rearm = conn:next_request(not armed)
+      local request, rearm = conn_next_request(conn, not armed)
       if not request then break end
       ctx.current = request
       if rearm and timeout then
@@ -443,7 +449,7 @@ function M.generate_handler(a, b)
       end
       local again, refresh
       if ok then
-        again, refresh = conn:done(request)
+        again, refresh = conn_done(conn, request)
         if again == nil then ok, result = false, { err = refresh, trace = refresh } end
       end
       if not ok then
