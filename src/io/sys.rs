@@ -374,6 +374,32 @@ pub fn monotonic_ms() -> u64 {
     monotonic_ns() / 1_000_000
 }
 
+/// How far the coarse clocks below may be behind: one timer tick (Linux's HZ is at least
+/// 100).
+pub const COARSE_SLACK_MS: u64 = 10;
+
+/// Milliseconds of `CLOCK_MONOTONIC_COARSE`: the monotonic clock as of the last timer tick,
+/// up to `COARSE_SLACK_MS` behind, read without the time stamp counter (5 ns here against
+/// 22 for `CLOCK_MONOTONIC`): for a request's once-a-second decisions.
+pub fn coarse_monotonic_ms() -> u64 {
+    coarse(libc::CLOCK_MONOTONIC_COARSE) / 1_000_000
+}
+
+/// Seconds since the Unix epoch of `CLOCK_REALTIME_COARSE` (up to `COARSE_SLACK_MS`
+/// behind): the `Date` of a response.
+pub fn coarse_unix_secs() -> u64 {
+    coarse(libc::CLOCK_REALTIME_COARSE) / 1_000_000_000
+}
+
+fn coarse(clock: libc::clockid_t) -> u64 {
+    // SAFETY: timespec is plain data.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime writes one timespec through the pointer; the coarse clocks
+    // exist since Linux 2.6.32.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Nanoseconds of `CLOCK_MONOTONIC` (the clock of `ITIMER_REAL`). Async-signal-safe.
 pub fn monotonic_ns() -> u64 {
     // SAFETY: timespec is plain data.

@@ -15,7 +15,7 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::http::conn::{After, Clock, Close, Config, Connection, Fail, Push, Shed, Step};
 use crate::io::handle::{HandleError, ReadStatus, WRITE_BUFFER_LIMIT};
@@ -55,9 +55,8 @@ impl Clock for SysClock {
         Instant::now()
     }
     fn unix_secs(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        // (for `Date`, whose second may then change up to a timer tick late)
+        sys::coarse_unix_secs()
     }
 }
 

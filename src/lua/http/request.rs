@@ -24,7 +24,7 @@ use crate::http::conn::{Config, Fail};
 use crate::http::drive::blocking::{Conn, Next, Pending};
 use crate::http::response::Phase;
 use crate::io::poll::{self, Entry, Interest};
-use crate::io::Handle;
+use crate::io::{sys, Handle};
 use crate::lua::coop;
 use crate::lua::fields::Fields;
 use crate::lua::object::{
@@ -72,8 +72,8 @@ pub struct HttpConn {
     /// The address of the current request table (referenced by the uservalue too).
     current: *const c_void,
     /// When the glue last (re-)armed the response timer (see `rearm_due`).
-    /// (milliseconds of the monotonic clock: cheaper to compare than `Instant`s, twice a
-    /// request)
+    /// (milliseconds of the coarse monotonic clock: cheaper to read and compare than
+    /// `Instant`s, twice a request)
     last_arm: Option<u64>,
     /// What `read_all` collected before it stopped to wait (cooperative connections).
     pub body_so_far: Vec<u8>,
@@ -137,10 +137,12 @@ impl HttpConn {
 
     /// Whether the response timer should be re-armed now (then it counts as re-armed).
     fn rearm_due(&mut self) -> bool {
-        let now = crate::io::sys::monotonic_ms();
+        let now = sys::coarse_monotonic_ms();
+        // (the coarse clock may be behind by the slack: within this, the last arm was less
+        // than REARM_INTERVAL_MS ago for certain)
         if self
             .last_arm
-            .is_some_and(|t| now.saturating_sub(t) < REARM_INTERVAL_MS)
+            .is_some_and(|t| now.saturating_sub(t) < REARM_INTERVAL_MS - sys::COARSE_SLACK_MS)
         {
             return false;
         }
@@ -601,7 +603,7 @@ lua_fn! {
         if let Some(age) = adopted {
             // (rounded up: the timer re-armed too early rather than too late)
             let age_ms = age.as_millis() as u64 + 1;
-            http.last_arm = Some(crate::io::sys::monotonic_ms().saturating_sub(age_ms));
+            http.last_arm = Some(sys::coarse_monotonic_ms().saturating_sub(age_ms));
         }
         s.push_bool(adopted.is_some());
         Ok(1)
