@@ -15,7 +15,8 @@
 #    reported: req/s (median), p99 latency of the median run, and the server's CPU time per
 #    request (median over the rounds): user + system time of the server's whole process tree
 #    (master and workers; reaped children through cutime/cstime) from /proc/PID/stat, before
-#    and after the wrk run, divided by the requests wrk completed.
+#    and after the wrk run, divided by the requests wrk completed. Each measured run follows
+#    an unmeasured warm-up run of WARMUP seconds (1; 0: none; bench/lib.sh's measure).
 # 2. Idle connections. IDLE keep-alive connections to a concurrent pool (one worker, started
 #    for this with concurrency IDLE + 100), each after one answered request: the worker's RSS
 #    before and with them open, KiB per connection, the time of a normal request (curl, 5

@@ -23,8 +23,9 @@
 #   - GET of a 1 MiB response "/1m" (BIG_CONN);
 #   - POST of a 64 KiB body "/post" (BIG_CONN; the wrk script bench/http_post.lua).
 # Every case runs ROUNDS times, in each round every server once, one after the other, so
-# that noise from other processes on the machine hits every server alike. Reported per case
-# and server: req/s (median of the rounds), p50 and p99 latency (of the run whose req/s is
+# that noise from other processes on the machine hits every server alike; each measured
+# run follows an unmeasured warm-up run of WARMUP seconds against the same server. Reported
+# per case and server: req/s (median of the rounds), p50 and p99 latency (of the run whose req/s is
 # the median) and the server's CPU time per request (median of the rounds): user + system
 # time of the server's whole process tree (master, workers, and reaped children through
 # cutime/cstime; for nginx its master and worker) from /proc/PID/stat, read before and after
@@ -34,7 +35,7 @@
 # from this run), the command line, and (IO=1) bench/io_bench.lua's comparison of
 # moonbridge_io's line reads (and bulk reads) with LuaSocket's, for Lua $LUA.
 #
-#   bash bench/http.sh                          # defaults below; about 5 minutes
+#   bash bench/http.sh                          # defaults below; about 10 minutes
 #   DUR=1 ROUNDS=1 IO=0 bash bench/http.sh      # a quick check (about 25 s)
 #   KA_CONN=8 WORKERS=8 LUA=5.3 bash bench/http.sh
 #   BASELINE=../other-checkout bash bench/http.sh   # also that checkout's build, same run
@@ -44,7 +45,8 @@
 # connections of the keep-alive, Connection: close, and 1 MiB and POST cases; WORKERS
 # moonbridge's workers and the floor's processes (40); BASELINE another checkout with its
 # rock in .trees/$LUA (none); IO=0 skips the io benchmark (1); PEERS=0 runs no nginx and no
-# floor and installs nothing (1); SERVER_CPU (0) and CLIENT_CPU (1).
+# floor and installs nothing (1); SERVER_CPU (0) and CLIENT_CPU (1); WARMUP seconds of an
+# unmeasured wrk run before each measured one (1; 0: none).
 #
 # Prints markdown. Exits non-zero when setup fails; every process it starts is stopped at
 # exit (by PID: PIDS and cleanup of bench/lib.sh).
@@ -66,10 +68,11 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 COMMAND="DUR=$DUR ROUNDS=$ROUNDS LUA=$LUA KA_CONN=$KA_CONN CLOSE_CONN=$CLOSE_CONN BIG_CONN=$BIG_CONN"
 COMMAND+=" WORKERS=$WORKERS${BASELINE:+ BASELINE=$(printf '%q' "$BASELINE")} IO=$IO PEERS=$PEERS"
-COMMAND+=" SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU bash bench/http.sh"
+COMMAND+=" SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU WARMUP=${WARMUP:-1} bash bench/http.sh"
 for v in DUR ROUNDS KA_CONN CLOSE_CONN BIG_CONN WORKERS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, not '${!v}'" >&2; exit 2; }
 done
+[[ ${WARMUP:-1} =~ ^[0-9]+$ ]] || { echo "WARMUP must be a whole number of seconds, not '$WARMUP'" >&2; exit 2; }
 [ -z "${CONN:-}" ] || echo "CONN is not used any more: KA_CONN, CLOSE_CONN and BIG_CONN set the connections" >&2
 
 # shellcheck source=bench/lib.sh

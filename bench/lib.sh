@@ -213,9 +213,18 @@ declare -A SPID RPS P50 P99 CPU
 # PID is SPID[server], with that process tree's CPU time (tree_ticks) read before and after;
 # appends req/s, p50, p99 and the server's CPU µs per completed request to RPS, P50, P99
 # and CPU. What wrk reports of errors goes to stderr and, when WRK_ERRORS names a file, there.
+# A run of WARMUP seconds (default 1; 0: none) with the same arguments comes first, not
+# measured: a server whose processes slept through the other servers' runs otherwise
+# starts cold, and the first server of every round measured several per cent slower than
+# the same build later in the round.
 measure() {
   local key="$1|$2" pid=${SPID[$2]} url=$3 t0 t1 r p50 p99 n errors
   shift 3
+  if [ "${WARMUP:-1}" != 0 ]; then
+    local w=()
+    for a in "$@"; do w+=("${a//@/ }"); done
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONN" -d"${WARMUP:-1}s" "${w[@]}" "$url" >/dev/null 2>&1 || true
+  fi
   t0=$(tree_ticks "$pid")
   read -r r p50 p99 n errors < <(wrk_stats "$url" "$@")
   t1=$(tree_ticks "$pid")
