@@ -175,8 +175,10 @@ impl LuaObject for HttpConn {
         ]
     }
     /// The fields of a new request, as upvalues of `next_request` (`socket` comes from
-    /// the metatable, see the glue).
-    const UPVALUE_STRINGS: &'static [&'static str] = &["method", "path", "query"];
+    /// the metatable, see the glue), then the values most requests have (see
+    /// `push_value`).
+    const UPVALUE_STRINGS: &'static [&'static str] =
+        &["method", "path", "query", "", "GET", "POST", "HEAD"];
     fn describe(&self) -> String {
         format!("moonbridge_http connection ({})", self.conn.m.phase_name())
     }
@@ -435,9 +437,22 @@ const METATABLE_CONNECTION: i64 = 1;
 /// Sets field `key` (upvalue `n` of `next_request`) of the table on top of the stack.
 fn set_field(s: Stack<'_>, n: c_int, value: &[u8]) {
     push_upvalue(s, n);
-    s.push_bytes(value);
+    push_value(s, value);
     // a new table without a metatable: a raw set is what `t.key = value` would do
     s.raw_set(-3);
+}
+
+/// Pushes `value` as a Lua string: the empty query and the common methods from the
+/// upvalues (the same strings: a new short string is hashed and looked up first).
+fn push_value(s: Stack<'_>, value: &[u8]) {
+    let n = match value {
+        b"" => 4,
+        b"GET" => 5,
+        b"POST" => 6,
+        b"HEAD" => 7,
+        _ => return s.push_bytes(value),
+    };
+    push_upvalue(s, n);
 }
 
 lua_fn_k! {
