@@ -22,6 +22,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "prefork_listen.h"
+
 static const char response[] =
     "HTTP/1.1 200 OK\r\n"
     "Date: Wed, 02 Dec 2026 07:00:00 GMT\r\n"
@@ -73,21 +75,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   int port = atoi(argv[1]), workers = atoi(argv[2]);
-  int l = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  /* as moonbridge's bench app and nginx's peer (listen ... deferred): a connection is
-     accepted once its request arrived */
-  setsockopt(l, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((unsigned short)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 512) < 0) {
-    perror("listen");
-    return 1;
-  }
+  int l = listen_loopback(port);
+  if (l < 0) return 1;
   for (int i = 0; i < workers; i++) {
     if (fork() == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);

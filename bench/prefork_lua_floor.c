@@ -27,6 +27,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "prefork_listen.h"
+
 static const char handler_source[] =
     "return function(request)\n"
     "  request:send_status('200 OK')\n"
@@ -132,19 +134,8 @@ int main(int argc, char **argv) {
   lua_setfield(L, -2, "send_data");
   lua_setfield(L, -2, "__index");
 
-  int l = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  setsockopt(l, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((unsigned short)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 512) < 0) {
-    perror("listen");
-    return 1;
-  }
+  int l = listen_loopback(port);
+  if (l < 0) return 1;
   for (int i = 0; i < workers; i++) {
     if (fork() == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);
