@@ -640,9 +640,9 @@ lua_fn! {
     /// Its requests behave as stale ones from now on (the last one gets the stale
     /// metatable here, as the others got it when the next arrived), `next_request`
     /// returns nil, and it keeps only the socket: it lets go of the requests and the
-    /// metatables (it has its type's shared metatable, nothing to retire). The connection has a finalizer, so
-    /// whatever it still referenced would stay for another collection cycle (a worker's
-    /// heap grew several times over with short connections).
+    /// metatables (it has its type's shared metatable, nothing to retire). The connection
+    /// has a finalizer, so whatever it still referenced would stay for another collection
+    /// cycle (a worker's heap grew several times over with short connections).
     fn release(s) {
         let http = check_self::<HttpConn>(s, "release")?;
         http.released = true;
