@@ -382,32 +382,29 @@ pub const COARSE_SLACK_MS: u64 = 10;
 /// up to `COARSE_SLACK_MS` behind, read without the time stamp counter (5 ns here against
 /// 22 for `CLOCK_MONOTONIC`): for a request's once-a-second decisions.
 pub fn coarse_monotonic_ms() -> u64 {
-    coarse(libc::CLOCK_MONOTONIC_COARSE) / 1_000_000
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE) / 1_000_000
 }
 
 /// Seconds since the Unix epoch of `CLOCK_REALTIME_COARSE` (up to `COARSE_SLACK_MS`
 /// behind): the `Date` of a response.
 pub fn coarse_unix_secs() -> u64 {
-    coarse(libc::CLOCK_REALTIME_COARSE) / 1_000_000_000
-}
-
-fn coarse(clock: libc::clockid_t) -> u64 {
-    // SAFETY: timespec is plain data.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: clock_gettime writes one timespec through the pointer; the coarse clocks
-    // exist since Linux 2.6.32.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_REALTIME_COARSE) / 1_000_000_000
 }
 
 /// Nanoseconds of `CLOCK_MONOTONIC` (the clock of `ITIMER_REAL`). Async-signal-safe.
 pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Nanoseconds of `clock` (one that always exists: the coarse ones since Linux 2.6.32).
+/// Async-signal-safe (clock_gettime is).
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: timespec is plain data.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: clock_gettime writes one timespec through the pointer; CLOCK_MONOTONIC
-    // always exists, so it cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // SAFETY: clock_gettime writes one timespec through the pointer; the callers' clocks
+    // always exist, so it cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Waits up to `timeout` (`None`: no limit) until one of `fds` is readable; answers the
