@@ -336,8 +336,7 @@ end
 local function server_timeout()
   local f = rawget(_G, "timeout")
   if type(f) == "function" then return f end
-  local mb = package.loaded.moonbridge
-  return type(mb) == "table" and mb.timeout or nil
+  return driver_timeout()
 end
 
 -- __index of requests that are not current: the socket from the connection, else the
