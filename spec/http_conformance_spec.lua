@@ -348,6 +348,39 @@ describe("moonbridge_http timeouts and shutdown", function()
     end)
   end
 
+  -- Between requests the glue either stops the timer (1 s above), lets it run (5.5 s
+  -- above, and the default), or has none: then `conn:done` awaits the next request
+  -- itself. Requests one by one and pipelined (the concurrent layer of .ci/run runs this
+  -- in concurrent pools too).
+  it("serves keep-alive requests without a response timer", function()
+    local srv = H.start([[
+      options = { response_timeout = false }
+      local previous -- kept: stale once the next request came
+      handler = function(request)
+        local stale = previous and select(2, pcall(previous.send_data, previous, "x")) or "-"
+        previous = request
+        request:send_status("200 OK")
+        request:send_data(request.path, "|", request.query, "|", stale)
+        return true
+      end]])
+    local sock = H.connect(srv)
+    local finished = "Response has already been finished"
+    for i = 1, 3 do
+      H.send(sock, H.get("/one?n=" .. i))
+      local r = H.read_response(sock)
+      assert.are.equal(200, r.status)
+      assert.are.equal("one|?n=" .. i .. "|" .. (i == 1 and "-" or finished), r.body)
+    end
+    H.send(sock, H.get("/a?x") .. H.get("/b", "Connection: close\r\n"))
+    assert.are.equal("a|?x|" .. finished, H.read_response(sock).body)
+    assert.are.equal("b||" .. finished, H.read_response(sock).body)
+    assert.are.equal("", sock:read()) -- closed after the request that asked for it
+    sock:close()
+    assert.is_nil(H.log_text(srv):find("rror"), H.log_text(srv))
+    H.stop(srv)
+    H.cleanup(srv)
+  end)
+
   -- A classic worker takes over, for a new connection, the response timer the previous one
   -- armed less than a second before (src/server/timer.rs): it must still be re-armed over
   -- many short connections, and still end a handler that runs too long.

@@ -376,6 +376,8 @@ function M.generate_handler(a, b)
   -- running while the next request is awaited only if that wait cannot outlast it.
   local disarm_between = not (o.idle and o.header and response_timeout
     and response_timeout > o.idle + o.header + 5)
+  -- `conn_done`'s `go_on` while the timer is armed (see src/lua/http/request.rs)
+  local go_on_armed = not disarm_between and 2 or nil
 
   -- The current request of a connection finds `socket` and the methods in a table of
   -- its context (methods added on first use), a plain table look-up; only lazy fields need
@@ -427,13 +429,16 @@ function M.generate_handler(a, b)
     local parks = timeout and not disarm_between and timeout == driver_timeout()
     if timeout then armed = conn:adopt_timer(response_timeout, parks) end
     local survive = true
+    local request, rearm -- (the next request, when `conn_done` returned it)
     while true do
-      if armed and disarm_between then
-        timeout(0)
-        armed = false
+      if not request then
+        if armed and disarm_between then
+          timeout(0)
+          armed = false
+        end
+        request, rearm = conn_next_request(conn, not armed)
+        if not request then break end
       end
-      local request, rearm = conn_next_request(conn, not armed)
-      if not request then break end
       ctx.current = request
       if rearm and timeout then
         timeout(response_timeout)
@@ -448,7 +453,9 @@ function M.generate_handler(a, b)
       end
       local again, refresh
       if ok then
-        again, refresh = conn_done(conn, request)
+        -- `go_on` unless the timer must be stopped between requests: then `conn_done`
+        -- returns the next request itself, or `true, true` when the timer is due first
+        again, refresh = conn_done(conn, request, not armed and 1 or go_on_armed)
         if again == nil then ok, result = false, { err = refresh, trace = refresh } end
       end
       if not ok then
@@ -465,7 +472,12 @@ function M.generate_handler(a, b)
       end
       if result ~= true then survive = false end
       if not again then break end
-      if refresh and armed and not disarm_between then timeout(response_timeout) end
+      if again == true then
+        if refresh and armed and not disarm_between then timeout(response_timeout) end
+        request = nil
+      else
+        request, rearm = again, refresh
+      end
     end
     if armed and not (parks and conn:park_timer()) then timeout(0) end
     conn:release() -- kept requests now behave as finished ones

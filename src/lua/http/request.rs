@@ -464,74 +464,108 @@ lua_fn_k! {
         if s.to_boolean(2) {
             http.last_arm = None;
         }
-        if http.released {
-            s.push_nil();
-            return Ok(Flow::Return(1));
+        await_request(s, http, 0, false)
+    }
+}
+
+/// Waits for the next request of `http` and returns it and `rearm` (see `next_request`),
+/// or `nil` once the connection ended (`false` when `ended_false`, as `done` answers). A
+/// cooperative wait yields, and the call comes back with `ctx` = `again`.
+fn await_request(
+    s: Stack<'_>,
+    http: &mut HttpConn,
+    again: isize,
+    ended_false: bool,
+) -> LResult<Flow> {
+    let ended = |s: Stack<'_>| {
+        match ended_false {
+            true => s.push_bool(false),
+            false => s.push_nil(),
         }
-        loop {
-            let Some(h) = http.socket() else {
-                return Err(Raise("moonbridge_http: the connection has no socket".into()));
-            };
-            match http.conn.next_request(h) {
-                Next::Request => break,
-                Next::Closed => {
-                    s.push_nil();
-                    return Ok(Flow::Return(1));
-                }
-                Next::Wait => {
-                    if let Err(flow) = wait(s, &mut http.conn, 0) {
-                        return Ok(flow);
-                    }
+        Ok(Flow::Return(1))
+    };
+    if http.released {
+        return ended(s);
+    }
+    loop {
+        let Some(h) = http.socket() else {
+            return Err(Raise(
+                "moonbridge_http: the connection has no socket".into(),
+            ));
+        };
+        match http.conn.next_request(h) {
+            Next::Request => break,
+            Next::Closed => return ended(s),
+            Next::Wait => {
+                if let Err(flow) = wait(s, &mut http.conn, again) {
+                    return Ok(flow);
                 }
             }
         }
-        http.input = Input::Untouched;
-        http.status_sent = false;
-        http.post = None;
-        let p = &http.conn.m.parsed;
-        s.reserve(6);
-        // leaves exactly the new request on top
-        s.new_table(0, 4);
-        set_field(s, 1, p.get(&p.method));
-        if let Some(r) = &p.path {
-            set_field(s, 2, p.get(r));
-        }
-        if let Some(r) = &p.query {
-            set_field(s, 3, p.get(r));
-        }
-        s.get_uservalue(1);
-        s.raw_get_index(-1, USERVALUE_METATABLE);
-        s.set_metatable(-3);
-        // the previous request is stale now
-        if s.raw_get_index(-1, USERVALUE_REQUEST) == ffi::LUA_TTABLE {
-            s.raw_get_index(-2, USERVALUE_STALE);
-            s.set_metatable(-2);
-        }
-        s.pop(1);
-        s.push_value(-2);
-        s.raw_set_index(-2, USERVALUE_REQUEST);
-        s.pop(1);
-        http.current = s.to_pointer(-1);
-        let id = http.id;
-        LAST.with(|l| l.set(Last { conn: http, id }));
-        let rearm = http.rearm_due();
-        s.push_bool(rearm);
-        Ok(Flow::Return(2))
     }
+    http.input = Input::Untouched;
+    http.status_sent = false;
+    http.post = None;
+    let p = &http.conn.m.parsed;
+    s.reserve(6);
+    // leaves exactly the new request on top
+    s.new_table(0, 4);
+    set_field(s, 1, p.get(&p.method));
+    if let Some(r) = &p.path {
+        set_field(s, 2, p.get(r));
+    }
+    if let Some(r) = &p.query {
+        set_field(s, 3, p.get(r));
+    }
+    s.get_uservalue(1);
+    s.raw_get_index(-1, USERVALUE_METATABLE);
+    s.set_metatable(-3);
+    // the previous request is stale now
+    if s.raw_get_index(-1, USERVALUE_REQUEST) == ffi::LUA_TTABLE {
+        s.raw_get_index(-2, USERVALUE_STALE);
+        s.set_metatable(-2);
+    }
+    s.pop(1);
+    s.push_value(-2);
+    s.raw_set_index(-2, USERVALUE_REQUEST);
+    s.pop(1);
+    http.current = s.to_pointer(-1);
+    let id = http.id;
+    LAST.with(|l| l.set(Last { conn: http, id }));
+    let rearm = http.rearm_due();
+    s.push_bool(rearm);
+    Ok(Flow::Return(2))
 }
 
 /// `conn:done`'s progress across waits (its `ctx`).
 const DONE_FINISHING: isize = 1;
 const DONE_ENDING: isize = 2;
+/// Awaiting the next request (see `done`'s `go_on`).
+const DONE_NEXT: isize = 3;
+
+/// `done`'s `go_on`: no response timer runs between requests, so the next request is
+/// awaited at once.
+const GO_ON_UNARMED: i64 = 1;
+/// `done`'s `go_on`: the timer runs on between requests; the next request is awaited at
+/// once unless the timer is due for re-arming (the glue re-arms it first).
+const GO_ON_RUNNING: i64 = 2;
 
 lua_fn_k! {
-    /// conn:done(request) -> again, rearm | nil, message: finishes the response the
+    /// conn:done(request, go_on) -> again, rearm | nil, message: finishes the response the
     /// handler left open, then ends the request. `again`: another request may follow;
     /// `rearm`: the response timer should be re-armed. `nil, message` when the response
     /// could not be finished: the handler sent nothing, or sending failed (the glue then
     /// treats it as a handler error).
+    ///
+    /// With `go_on` (`GO_ON_UNARMED` or `GO_ON_RUNNING`, for a glue with nothing to do
+    /// between requests but re-arming), `done` goes on as `next_request` would and
+    /// returns the next request and its `rearm` instead of `true` (one call per request
+    /// less); `true, true` still when the timer is due for re-arming first.
     fn done(s, ctx) {
         let http = check_self::<HttpConn>(s, "done")?;
+        if ctx == Some(DONE_NEXT) {
+            return await_request(s, http, DONE_NEXT, true);
+        }
         let Some(h) = http.socket() else {
             s.push_bool(false);
             return Ok(Flow::Return(1));
@@ -576,6 +610,23 @@ lua_fn_k! {
         // what `Conn::done` answers, also once a wait is over
         let again = http.conn.m.between_requests();
         http.post = None;
+        if again {
+            match s.to_integer(3) {
+                Some(GO_ON_UNARMED) => {
+                    http.last_arm = None; // (as `next_request(conn, true)`)
+                    return await_request(s, http, DONE_NEXT, true);
+                }
+                Some(GO_ON_RUNNING) if !http.rearm_due() => {
+                    return await_request(s, http, DONE_NEXT, true);
+                }
+                Some(GO_ON_RUNNING) => {
+                    s.push_bool(true);
+                    s.push_bool(true);
+                    return Ok(Flow::Return(2));
+                }
+                _ => {}
+            }
+        }
         s.push_bool(again);
         s.push_bool(again && http.rearm_due());
         Ok(Flow::Return(2))
