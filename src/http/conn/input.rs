@@ -11,7 +11,7 @@ use super::{
 use crate::http::chunked::{ChunkedDecoder, ChunkedLimits, Decoded};
 use crate::http::error::HttpError;
 use crate::http::framing::{framing, BodyKind};
-use crate::http::head::{HeadParser, Status};
+use crate::http::head::{reuse_fields, HeadParser, Status};
 use crate::http::response::ResponseConfig;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -54,7 +54,8 @@ impl Connection {
                 fail: None,
             };
         };
-        match parser.parse(input, &self.cfg.head_limits) {
+        let spare = std::mem::take(&mut self.spare_fields);
+        match parser.parse_reusing(input, &self.cfg.head_limits, spare) {
             Ok(Status::Complete(head, used)) => {
                 let framing = match framing(&head) {
                     Ok(f) => f,
@@ -62,6 +63,7 @@ impl Connection {
                 };
                 self.parsed.load(&input[..used], &head, framing);
                 let head_request = head.method == b"HEAD";
+                self.spare_fields = reuse_fields(head.headers);
                 self.body = match framing.body {
                     BodyKind::None | BodyKind::Length(0) => Body::Done,
                     BodyKind::Length(n) if n > self.cfg.body_limit => {

@@ -308,6 +308,8 @@ pub struct Connection {
     shutdown: bool,
     requests: u64,
     date: DateCache,
+    /// The allocation of the last head's fields, for the next one.
+    spare_fields: Vec<head::Field<'static>>,
 }
 
 fn after(now: Instant, d: Option<Duration>) -> Option<Instant> {
@@ -345,6 +347,7 @@ impl Connection {
             shutdown: false,
             requests: 0,
             date: DateCache::default(),
+            spare_fields: Vec::new(),
         }
     }
 
