@@ -17,9 +17,7 @@
 //! every `%` starting a `%HH` escape and `[` `]` only in an absolute-form authority.
 //! Empty lines before the request line are skipped (RFC 9112 §2.2).
 
-use memchr::memchr3;
-
-use crate::bytes::find_byte;
+use crate::bytes::{find_below, find_byte};
 
 use super::error::HttpError;
 
@@ -168,6 +166,23 @@ impl HeadParser {
         Self::default()
     }
 
+    /// Makes this parser one for a new request, as [`new`](Self::new) would, without
+    /// clearing the line ends (only those of lines seen since are read).
+    pub fn restart(&mut self) {
+        // (every field named: a new one fails to compile until it is reset here too)
+        let HeadParser {
+            start,
+            pos,
+            lines,
+            sp1,
+            target_pos,
+            target_done,
+            ends: _,
+        } = self;
+        (*start, *pos, *lines, *sp1) = (None, 0, 0, None);
+        (*target_pos, *target_done) = (0, false);
+    }
+
     /// Parses the head at the start of `buf`: `Complete(head, consumed)` once it is all
     /// there, `Partial` while it may still become valid, or the error.
     pub fn parse<'a>(
@@ -268,7 +283,7 @@ impl HeadParser {
                 }
             },
         };
-        let end = match memchr3(b' ', b'\r', b'\n', &line[self.target_pos..]) {
+        let end = match find_below(&line[self.target_pos..], 0x21, *b" \r\n") {
             Some(k) => {
                 self.target_done = true;
                 self.target_pos + k
@@ -811,6 +826,22 @@ mod tests {
             if !matches!(want, Want::Partial) {
                 check(&longer, parse_head(&longer, &limits), want, 18);
             }
+        }
+    }
+
+    /// A restarted parser parses as a new one, whatever it saw before.
+    #[test]
+    fn restart_is_new() {
+        let limits = Limits::default();
+        let mut parser = HeadParser::new();
+        for (text, want) in ROWS {
+            let text = text.as_bytes();
+            for n in [text.len() / 2, text.len()] {
+                let _ = parser.parse(&text[..n], &limits);
+            }
+            parser.restart();
+            check(text, parser.parse(text, &limits), want, 0);
+            parser.restart();
         }
     }
 

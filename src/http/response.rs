@@ -262,7 +262,7 @@ impl Response {
         if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
             return Err(ResponseError::InvalidHeaderName);
         }
-        if memchr::memchr3(b'\r', b'\n', 0, value).is_some() {
+        if crate::bytes::find_below(value, 0x20, *b"\r\n\0").is_some() {
             return Err(ResponseError::InvalidHeaderValue);
         }
         if name.eq_ignore_ascii_case(b"content-length") {

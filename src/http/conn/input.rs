@@ -11,7 +11,7 @@ use super::{
 use crate::http::chunked::{ChunkedDecoder, ChunkedLimits, Decoded};
 use crate::http::error::HttpError;
 use crate::http::framing::{framing, BodyKind};
-use crate::http::head::{reuse_fields, HeadParser, Status};
+use crate::http::head::{reuse_fields, Status};
 use crate::http::response::ResponseConfig;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -27,10 +27,8 @@ impl Connection {
         }
         if let Phase::Idle { since } = self.phase {
             if !input.is_empty() {
-                self.phase = Phase::Head {
-                    parser: HeadParser::new(),
-                    since: None,
-                };
+                self.phase = Phase::Head { since: None };
+                self.head_parser.restart();
             } else if eof {
                 return self.end_quietly();
             } else if self.shutdown {
@@ -48,14 +46,17 @@ impl Connection {
                 return self.wait(WaitFor::FirstByte, 0, after(since, self.cfg.idle_timeout));
             }
         }
-        let Phase::Head { parser, since } = &mut self.phase else {
+        let Phase::Head { since } = &mut self.phase else {
             return Step::End {
                 close: Close::Quiet,
                 fail: None,
             };
         };
         let spare = std::mem::take(&mut self.spare_fields);
-        match parser.parse_reusing(input, &self.cfg.head_limits, spare) {
+        match self
+            .head_parser
+            .parse_reusing(input, &self.cfg.head_limits, spare)
+        {
             Ok(Status::Complete(head, used)) => {
                 let framing = match framing(&head) {
                     Ok(f) => f,

@@ -189,10 +189,7 @@ enum Phase {
     Idle { since: Option<Instant> },
     /// Reading a head; `since` the first wait for its rest (the whole head's deadline
     /// counts from then).
-    Head {
-        parser: HeadParser,
-        since: Option<Instant>,
-    },
+    Head { since: Option<Instant> },
     /// A request is being served (body reading and the response).
     Active,
     /// After the response: an unread body is read and discarded; `drained` so far.
@@ -310,6 +307,9 @@ pub struct Connection {
     date: DateCache,
     /// The allocation of the last head's fields, for the next one.
     spare_fields: Vec<head::Field<'static>>,
+    /// The parser of the head being read (in `Phase::Head`), kept here so that starting a
+    /// head resets a few fields instead of moving a new parser into the phase.
+    head_parser: HeadParser,
 }
 
 fn after(now: Instant, d: Option<Duration>) -> Option<Instant> {
@@ -348,6 +348,7 @@ impl Connection {
             requests: 0,
             date: DateCache::default(),
             spare_fields: Vec::new(),
+            head_parser: HeadParser::new(),
         }
     }
 
