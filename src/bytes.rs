@@ -43,7 +43,7 @@ pub fn find_below<const N: usize>(hay: &[u8], n: u8, bytes: [u8; N]) -> Option<u
     let mut from = 0;
     while let Some(k) = first_below(&hay[from..], n) {
         let b = hay[from + k];
-        if bytes.iter().any(|&x| x == b) {
+        if bytes.contains(&b) {
             return Some(from + k);
         }
         from += k + 1;
