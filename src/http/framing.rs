@@ -47,20 +47,27 @@ pub struct Framing {
 /// Which of the headers that decide the framing a request has: found in one pass over the
 /// names (by length first), so the rules below look only for what is there.
 #[derive(Default)]
-struct Seen {
+struct Seen<'a> {
     hosts: u32,
+    /// The value of the first `Host`.
+    host: &'a [u8],
     te: bool,
     cl: bool,
     connection: bool,
     expect: bool,
 }
 
-fn seen(head: &Head<'_>) -> Seen {
+fn seen<'a>(head: &Head<'a>) -> Seen<'a> {
     let mut s = Seen::default();
-    for (name, _) in &head.headers {
+    for &(name, value) in &head.headers {
         let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
         match name.len() {
-            4 if is(b"host") => s.hosts += 1,
+            4 if is(b"host") => {
+                if s.hosts == 0 {
+                    s.host = value;
+                }
+                s.hosts += 1;
+            }
             6 if is(b"expect") => s.expect = true,
             10 if is(b"connection") => s.connection = true,
             14 if is(b"content-length") => s.cl = true,
@@ -74,7 +81,7 @@ fn seen(head: &Head<'_>) -> Seen {
 /// Decides the framing of a parsed request, or the error to answer it with.
 pub fn framing(head: &Head<'_>) -> Result<Framing, HttpError> {
     let seen = seen(head);
-    check_host(head, seen.hosts)?;
+    check_host(head, seen.hosts, seen.host)?;
     let (has_te, has_cl) = (seen.te, seen.cl);
     let body = match (has_te, has_cl) {
         (true, _) if head.version == Version::Http10 => {
@@ -146,14 +153,13 @@ fn list_items<'a>(head: &'a Head<'_>, name: &'a str) -> impl Iterator<Item = &'a
 /// An HTTP/1.1 request needs `Host`; no request may have two, or a value that is not one
 /// `uri-host[:port]`. A comma is refused although RFC 3986 allows it in a reg-name: here it
 /// is far more likely two folded Host headers than a real host name.
-fn check_host(head: &Head<'_>, hosts: u32) -> Result<(), HttpError> {
+/// `host`: the value of the one `Host` there is.
+fn check_host(head: &Head<'_>, hosts: u32, host: &[u8]) -> Result<(), HttpError> {
     match hosts {
         0 if head.version == Version::Http11 => Err(HttpError::MissingHost),
         0 => Ok(()),
-        1 => match head.header("host") {
-            Some(host) if !host.iter().all(|&b| HOST[b as usize]) => Err(HttpError::BadHost),
-            _ => Ok(()),
-        },
+        1 if !host.iter().all(|&b| HOST[b as usize]) => Err(HttpError::BadHost),
+        1 => Ok(()),
         _ => Err(HttpError::BadHost),
     }
 }

@@ -891,7 +891,9 @@ impl Conn {
             };
             let slice = cap.map_or(slice, |c| slice.min(c));
             // Round up, so a short remaining time does not become a busy loop of 0 ms waits.
-            let slice = Duration::from_millis(slice.as_micros().div_ceil(1000) as u64);
+            // (in u64: `as_micros` is a u128, whose division is a library call)
+            let ms = slice.as_secs() * 1000 + u64::from(slice.subsec_micros()).div_ceil(1000);
+            let slice = Duration::from_millis(ms);
             let Some(fd) = h.raw_fd() else {
                 self.eof = true;
                 return Ok(Arrival::Input);
