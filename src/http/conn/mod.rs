@@ -312,6 +312,12 @@ pub struct Connection {
     head_parser: HeadParser,
 }
 
+thread_local! {
+    /// The head fields' allocation of the last connection that ended, for the next one.
+    static SPARE_FIELDS: std::cell::Cell<Vec<head::Field<'static>>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
 fn after(now: Instant, d: Option<Duration>) -> Option<Instant> {
     d.and_then(|d| now.checked_add(d))
 }
@@ -347,7 +353,7 @@ impl Connection {
             shutdown: false,
             requests: 0,
             date: DateCache::default(),
-            spare_fields: Vec::new(),
+            spare_fields: SPARE_FIELDS.with(std::cell::Cell::take),
             head_parser: HeadParser::new(),
         }
     }
@@ -357,6 +363,8 @@ impl Connection {
     pub fn recycle(&mut self) {
         self.parsed.recycle();
         self.resp.recycle();
+        // for the next connection (this one may wait for the collector)
+        SPARE_FIELDS.with(|s| s.set(std::mem::take(&mut self.spare_fields)));
     }
 
     /// Whether a request is being served (its head read, the connection not ended).
