@@ -52,10 +52,9 @@ impl Connection {
                 fail: None,
             };
         };
-        let spare = std::mem::take(&mut self.spare_fields);
         match self
             .head_parser
-            .parse_reusing(input, &self.cfg.head_limits, spare)
+            .parse_reusing(input, &self.cfg.head_limits, &mut self.spare_fields)
         {
             Ok(Status::Complete(head, used)) => {
                 let framing = match framing(&head) {
