@@ -279,6 +279,29 @@ describe("moonbridge_http request bodies", function()
     }, log)
   end)
 
+  it("feeds stream handlers left unfed on every request of a keep-alive connection", function()
+    local function upload(name, value)
+      return post("/patterns", "multipart/form-data; boundary=B",
+        multipart("B", { { name = name, file_name = "f.txt", value = value } }))
+    end
+    local sock = H.connect(srv)
+    local function log_after(request)
+      H.send(sock, request)
+      H.read_response(sock)
+      H.send(sock, H.get("/log"))
+      return H.decode(H.read_response(sock).body)
+    end
+    assert.are.same({ 'start file_1 f.txt nil "one"', "end" }, log_after(upload("file_1", "one")))
+    -- a request without stream handlers in between, then one that consumed its own
+    local same = { 'start file_1 f.txt nil "one"', "end" }
+    assert.are.same(same, log_after(H.get("/log")))
+    assert.are.same(same, log_after(post("/urlencoded_stream",
+      "application/x-www-form-urlencoded", "big=x")))
+    assert.are.same({ 'start file_2 f.txt nil "two"', "end" }, log_after(upload("file_2", "two")))
+    assert.are.same({}, log_after(upload("other", "three"))) -- no handler matches
+    sock:close()
+  end)
+
   it("hands urlencoded fields with a stream handler to it", function()
     local body = "small=1&big=a+b&big=&other=2"
     local f = H.decode(H.exchange(srv, post("/urlencoded_stream", "application/x-www-form-urlencoded", body)).body)

@@ -15,6 +15,9 @@ local new_connection = core.connection
 local setup, begin = core.setup, core.begin
 local read_chunk, read_all = core.read_chunk, core.read_all
 local post_kind, post_next, form_pairs = core.post_kind, core.post_next, core.form_pairs
+-- `conn:done`'s `go_on` (src/lua/http/request.rs): the timer is stopped between requests,
+-- or runs on
+local GO_ON_UNARMED, GO_ON_RUNNING = core.GO_ON_UNARMED, core.GO_ON_RUNNING
 
 ---------------------------------------------------------------------------------------------
 -- Request objects: plain tables; methods and lazy fields come through `index`.
@@ -139,6 +142,9 @@ lazy.faulty = core.faulty
 -- The request body: stream handlers, consume_input, body and the POST tables.
 
 local streams = setmetatable({}, { __mode = "k" }) -- request -> registered handlers
+-- Entries of `streams` the request loop has not removed yet: while there are none, it
+-- skips looking its request up (a miss in a weak table costs a metatable look-up).
+local unfed = 0
 
 local function check_function(f, n, fname)
   if type(f) ~= "function" then
@@ -152,6 +158,7 @@ local function stream_state(self)
   if not st then
     st = { fields = {}, patterns = {} }
     streams[self] = st
+    unfed = unfed + 1
   end
   return st
 end
@@ -376,8 +383,9 @@ function M.generate_handler(a, b)
   -- running while the next request is awaited only if that wait cannot outlast it.
   local disarm_between = not (o.idle and o.header and response_timeout
     and response_timeout > o.idle + o.header + 5)
-  -- `conn_done`'s `go_on` while the timer is armed (see src/lua/http/request.rs)
-  local go_on_armed = not disarm_between and 2 or nil
+  -- `conn_done`'s `go_on` while the timer is armed: none when it must be stopped between
+  -- requests (the loop does that itself)
+  local go_on_armed = not disarm_between and GO_ON_RUNNING or nil
 
   -- The current request of a connection finds `socket` and the methods in a table of
   -- its context (methods added on first use), a plain table look-up; only lazy fields need
@@ -447,15 +455,18 @@ function M.generate_handler(a, b)
       local ok, result = xpcall(callback, on_error, request)
       -- what the original did when the handler returned: consume the input for stream
       -- handlers that were registered but not yet fed (`conn:done` finishes the response)
-      if ok and streams[request] then
+      if ok and unfed > 0 and streams[request] then
         local fed, err = xpcall(methods.consume_input, on_error, request)
+        streams[request] = nil -- (a request left to the collector keeps its entry)
+        unfed = unfed - 1
         if not fed then ok, result = false, err end
       end
       local again, refresh
       if ok then
-        -- `go_on` unless the timer must be stopped between requests: then `conn_done`
-        -- returns the next request itself, or `true, true` when the timer is due first
-        again, refresh = conn_done(conn, request, not armed and 1 or go_on_armed)
+        -- With `go_on` (none while an armed timer must be stopped between requests),
+        -- `conn_done` returns the next request itself, or `true, true` when the running
+        -- timer is due for re-arming first; without, `true, rearm` (or `false`).
+        again, refresh = conn_done(conn, request, not armed and GO_ON_UNARMED or go_on_armed)
         if again == nil then ok, result = false, { err = refresh, trace = refresh } end
       end
       if not ok then

@@ -90,6 +90,11 @@ pub fn open(s: Stack<'_>) {
     let core = s.push_functions(&[CORE]);
     s.push_functions(&[REQUEST_METHODS]);
     s.set_field(core, c"request_methods");
+    // `conn:done`'s `go_on` values, named once (here) for the glue
+    s.push_int(request::GO_ON_UNARMED);
+    s.set_field(core, c"GO_ON_UNARMED");
+    s.push_int(request::GO_ON_RUNNING);
+    s.set_field(core, c"GO_ON_RUNNING");
     register_type::<HttpConfig>(s);
     s.pop(1);
     register_type::<HttpConn>(s);

@@ -552,10 +552,10 @@ const DONE_NEXT: isize = 3;
 
 /// `done`'s `go_on`: no response timer runs between requests, so the next request is
 /// awaited at once.
-const GO_ON_UNARMED: i64 = 1;
+pub const GO_ON_UNARMED: i64 = 1;
 /// `done`'s `go_on`: the timer runs on between requests; the next request is awaited at
 /// once unless the timer is due for re-arming (the glue re-arms it first).
-const GO_ON_RUNNING: i64 = 2;
+pub const GO_ON_RUNNING: i64 = 2;
 
 lua_fn_k! {
     /// conn:done(request, go_on) -> again, rearm | nil, message: finishes the response the
