@@ -1,9 +1,11 @@
 //! The request head (request line and header section), parsed strictly after RFC 9112 and
 //! without copying: a [`Head`] borrows every slice from the input buffer.
 //!
-//! Parsing is split in two. [`HeadParser`] scans the growing input for the empty line that
-//! ends the head, remembering how far it got, so a head that arrives byte by byte costs
-//! O(bytes) in total. While scanning it already enforces everything that can be decided on a
+//! A fresh parser first tries the common head in one pass (`parse_simple`: a plain
+//! origin-form target, token-named fields, all there and within the limits). Anything else
+//! is parsed in two steps, which decide every error. [`HeadParser`] scans the growing
+//! input for the empty line that ends the head, remembering how far it got, so a head that
+//! arrives byte by byte costs O(bytes) in total. While scanning it already enforces everything that can be decided on a
 //! prefix: bare LF, the head size limit (431), the header count (431) and the length of the
 //! request-target (414). Each of these errors is reported at the byte position where the
 //! prefix first becomes invalid, so feeding the same bytes whole or in pieces gives the same
@@ -330,13 +332,8 @@ fn parse_simple<'a>(
     mut headers: Vec<Field<'a>>,
 ) -> Result<(Head<'a>, usize), Vec<Field<'a>>> {
     let b = &buf[..buf.len().min(limits.head_size)];
-    let token_end = |mut i: usize| {
-        while b.get(i).is_some_and(|&c| TOKEN[c as usize]) {
-            i += 1;
-        }
-        i
-    };
-    let sp1 = token_end(0);
+    let token = |c: u8| TOKEN[c as usize];
+    let sp1 = run_end(b, 0, token);
     if sp1 == 0 || b.get(sp1) != Some(&b' ') || b.get(sp1 + 1) != Some(&b'/') {
         return Err(headers);
     }
@@ -344,16 +341,10 @@ fn parse_simple<'a>(
     if method == b"CONNECT" {
         return Err(headers);
     }
-    let (path_start, mut sp2, mut query) = (sp1 + 2, sp1 + 2, None);
-    while let Some(&c) = b.get(sp2) {
-        if TARGET_CLASS[c as usize] != PLAIN || c == b'[' || c == b']' {
-            break;
-        }
-        if c == b'?' && query.is_none() {
-            query = Some(sp2);
-        }
-        sp2 += 1;
-    }
+    let path_start = sp1 + 2;
+    let sp2 = run_end(b, path_start, |c| {
+        TARGET_CLASS[c as usize] == PLAIN && c != b'[' && c != b']'
+    });
     if b.get(sp2) != Some(&b' ') || sp2 - (sp1 + 1) > limits.target_len {
         return Err(headers);
     }
@@ -369,7 +360,7 @@ fn parse_simple<'a>(
             Some(_) if headers.len() < limits.headers => {}
             _ => return Err(headers),
         }
-        let colon = token_end(pos);
+        let colon = run_end(b, pos, token);
         if colon == pos || b.get(colon) != Some(&b':') {
             return Err(headers);
         }
@@ -380,7 +371,7 @@ fn parse_simple<'a>(
         headers.push((&b[pos..colon], trim_ows(&b[colon + 1..value_end])));
         pos = value_end + 2;
     }
-    let q = query.unwrap_or(sp2);
+    let q = run_end(&b[..sp2], path_start, |c| c != b'?');
     let head = Head {
         method,
         target: &b[sp1 + 1..sp2],
@@ -394,6 +385,12 @@ fn parse_simple<'a>(
         headers,
     };
     Ok((head, pos + 2))
+}
+
+/// Where the run of bytes from `i` (at most `b.len()`) that `ok` accepts ends.
+#[inline]
+fn run_end(b: &[u8], i: usize, ok: impl Fn(u8) -> bool) -> usize {
+    i + b[i..].iter().position(|&c| !ok(c)).unwrap_or(b.len() - i)
 }
 
 /// How many bytes at the start of `bytes` are field-value bytes ([`FIELD_VALUE`]): eight
