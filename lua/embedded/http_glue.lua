@@ -143,7 +143,9 @@ lazy.faulty = core.faulty
 
 local streams = setmetatable({}, { __mode = "k" }) -- request -> registered handlers
 -- Entries of `streams` the request loop has not removed yet: while there are none, it
--- skips looking its request up (a miss in a weak table costs a metatable look-up).
+-- skips looking its request up (a miss in a weak table costs a metatable look-up). The
+-- entry of a request that failed is left to the collector and stays counted, which only
+-- brings the look-up back.
 local unfed = 0
 
 local function check_function(f, n, fname)
@@ -457,7 +459,7 @@ function M.generate_handler(a, b)
       -- handlers that were registered but not yet fed (`conn:done` finishes the response)
       if ok and unfed > 0 and streams[request] then
         local fed, err = xpcall(methods.consume_input, on_error, request)
-        streams[request] = nil -- (a request left to the collector keeps its entry)
+        streams[request] = nil
         unfed = unfed - 1
         if not fed then ok, result = false, err end
       end
