@@ -5,11 +5,12 @@
 //! origin-form target, token-named fields, all there and within the limits). Anything else
 //! is parsed in two steps, which decide every error. [`HeadParser`] scans the growing
 //! input for the empty line that ends the head, remembering how far it got, so a head that
-//! arrives byte by byte costs O(bytes) in total. While scanning it already enforces everything that can be decided on a
-//! prefix: bare LF, the head size limit (431), the header count (431) and the length of the
-//! request-target (414). Each of these errors is reported at the byte position where the
-//! prefix first becomes invalid, so feeding the same bytes whole or in pieces gives the same
-//! result. Once the head is complete, its lines are parsed once.
+//! arrives byte by byte costs O(bytes) in total. While scanning it already enforces
+//! everything that can be decided on a prefix: bare LF, the head size limit (431), the
+//! header count (431) and the length of the request-target (414). Each of these errors is
+//! reported at the byte position where the prefix first becomes invalid, so feeding the
+//! same bytes whole or in pieces gives the same result. Once the head is complete, its
+//! lines are parsed once.
 //!
 //! Strictness, with no leniency options: lines end with CRLF only; a CR anywhere else is an
 //! error; exactly one SP separates the three parts of the request line; a line starting with
@@ -323,9 +324,9 @@ impl HeadParser {
 /// plain characters (no `%`, `[` or `]`), `HTTP/1.1` or `HTTP/1.0`, fields of a token name,
 /// `:` and a value of field-value bytes, all within the limits and complete in `buf`.
 /// Anything else gives the fields back (`Err`), and the scan and the parse of the whole
-/// head decide: this path only accepts what they accept, with the same result (the
-/// whole-versus-bytewise property tests compare the two), and costs about a third of
-/// them on a small head.
+/// head decide: this path only accepts what they accept, with the same result (a property
+/// test below and the whole-versus-bytewise ones compare the two), and costs about half
+/// of them on a small head.
 fn parse_simple<'a>(
     buf: &'a [u8],
     limits: &Limits,
