@@ -315,7 +315,11 @@ local function on_error(err)
     local ok, s = pcall(tostring, err)
     text = ok and type(s) == "string" and s or "(error object is a " .. type(err) .. " value)"
   end
-  return { err = err, trace = traceback(text, 2) }
+  -- (without the frame of the loop that runs the requests, right above its `xpcall`: the
+  -- server's log shows the application's frames down to that `xpcall`)
+  local trace = traceback(text, 2):gsub(
+    "\n%s*moonbridge_http/glue:%d+: in [^\n]*(\n%s*%[C%]: in function 'xpcall')", "%1", 1)
+  return { err = err, trace = trace }
 end
 
 -- A client's fault found while the handler read the body (413, 415, 400, 408; answered,
@@ -439,57 +443,67 @@ function M.generate_handler(a, b)
     local parks = timeout and not disarm_between and timeout == driver_timeout()
     if timeout then armed = conn:adopt_timer(response_timeout, parks) end
     local survive = true
-    local request, rearm -- (the next request, when `conn_done` returned it)
-    while true do
-      if not request then
-        if armed and disarm_between then
-          timeout(0)
-          armed = false
+    -- The requests of a connection run in one protected call (one per request cost about
+    -- 500 instructions each): a failed request ends its connection anyway. `current` is the
+    -- request while its handler (or the feeding of its unfed stream handlers) runs, and nil
+    -- while the loop's own calls run, whose errors are passed on as they are.
+    local current
+    local function serve()
+      local request, rearm -- (the next request, when `conn_done` returned it)
+      while true do
+        if not request then
+          if armed and disarm_between then
+            timeout(0)
+            armed = false
+          end
+          request, rearm = conn_next_request(conn, not armed)
+          if not request then return nil end
         end
-        request, rearm = conn_next_request(conn, not armed)
-        if not request then break end
-      end
-      ctx.current = request
-      if rearm and timeout then
-        timeout(response_timeout)
-        armed = true
-      end
-      local ok, result = xpcall(callback, on_error, request)
-      -- what the original did when the handler returned: consume the input for stream
-      -- handlers that were registered but not yet fed (`conn:done` finishes the response)
-      if ok and unfed > 0 and streams[request] then
-        local fed, err = xpcall(methods.consume_input, on_error, request)
-        streams[request] = nil
-        unfed = unfed - 1
-        if not fed then ok, result = false, err end
-      end
-      local again, refresh
-      if ok then
+        ctx.current = request
+        if rearm and timeout then
+          timeout(response_timeout)
+          armed = true
+        end
+        current = request
+        local result = callback(request)
+        -- what the original did when the handler returned: consume the input for stream
+        -- handlers that were registered but not yet fed (`conn:done` finishes the response)
+        if unfed > 0 and streams[request] then
+          methods.consume_input(request)
+          streams[request] = nil
+          unfed = unfed - 1
+        end
+        current = nil
         -- With `go_on` (none while an armed timer must be stopped between requests),
         -- `conn_done` returns the next request itself, or `true, true` when the running
         -- timer is due for re-arming first; without, `true, rearm` (or `false`).
-        again, refresh = conn_done(conn, request, not armed and GO_ON_UNARMED or go_on_armed)
-        if again == nil then ok, result = false, { err = refresh, trace = refresh } end
-      end
-      if not ok then
-        local fault = conn:client_fault()
-        if fault ~= nil and result.err == fault then
-          log_client_fault(request, fault) -- already answered, the connection is closed
-          break
+        local again, refresh = conn_done(conn, request, not armed and GO_ON_UNARMED or go_on_armed)
+        if again == nil then return request, { err = refresh, trace = refresh } end
+        if result ~= true then survive = false end
+        if not again then return nil end
+        if again == true then
+          if refresh and armed and not disarm_between then timeout(response_timeout) end
+          request = nil
+        else
+          request, rearm = again, refresh
         end
+      end
+    end
+    local ok, failed, result = xpcall(serve, on_error)
+    if not ok then
+      if current == nil then error(failed.err, 0) end -- (not the application's)
+      failed, result = current, failed
+    end
+    if failed then
+      local fault = conn:client_fault()
+      if fault ~= nil and result.err == fault then
+        log_client_fault(failed, fault) -- already answered, the connection is closed
+      else
         conn:abort() -- 500 if nothing was sent yet, else reset
         conn:release()
         retire_context(ctx) -- (not reused: left to the collector)
         if armed then timeout(0) end
         error(result.trace, 0)
-      end
-      if result ~= true then survive = false end
-      if not again then break end
-      if again == true then
-        if refresh and armed and not disarm_between then timeout(response_timeout) end
-        request = nil
-      else
-        request, rearm = again, refresh
       end
     end
     if armed and not (parks and conn:park_timer()) then timeout(0) end
