@@ -401,7 +401,8 @@ function M.generate_handler(a, b)
   -- Each connection in progress has its own (a concurrent pool runs several at once).
   local idle_contexts = {}
   local function new_context()
-    local ctx = {}
+    -- (`current` and `running`: a request or nothing; `armed`, `survive`: see `serve`)
+    local ctx = { current = nil, running = false, armed = false, survive = true }
     -- The `nil` entries only size the table (a constructor reserves a slot for each), so
     -- that the methods a handler uses are added without growing it.
     local cache = setmetatable({ socket = false, _1 = nil, _2 = nil, _3 = nil, _4 = nil,
@@ -418,6 +419,56 @@ function M.generate_handler(a, b)
     -- setting it does not grow the table
     ctx.mt = { false, __index = cache, __name = "moonbridge_http request" }
     return ctx
+  end
+
+  -- The requests of a connection run in one protected call (one per request cost about
+  -- 500 instructions): a failed request ends its connection anyway. What the handler needs
+  -- to know after a failure is in the context (a closure per connection would cost more
+  -- than the call saves): `running`, the request while its handler (or the feeding of its
+  -- unfed stream handlers) runs, else false while the loop's own calls run, whose errors
+  -- are passed on as they are; `armed`, whether the response timer is; `survive`, false
+  -- once a handler did not return true.
+  local function serve(ctx, conn, timeout)
+    local request, rearm -- (the next request, when `conn_done` returned it)
+    while true do
+      if not request then
+        if ctx.armed and disarm_between then
+          timeout(0)
+          ctx.armed = false
+        end
+        request, rearm = conn_next_request(conn, not ctx.armed)
+        if not request then return nil end
+      end
+      ctx.current = request
+      if rearm and timeout then
+        timeout(response_timeout)
+        ctx.armed = true
+      end
+      ctx.running = request
+      local result = callback(request)
+      -- what the original did when the handler returned: consume the input for stream
+      -- handlers that were registered but not yet fed (`conn:done` finishes the response)
+      if unfed > 0 and streams[request] then
+        methods.consume_input(request)
+        streams[request] = nil
+        unfed = unfed - 1
+      end
+      ctx.running = false
+      local armed = ctx.armed
+      -- With `go_on` (none while an armed timer must be stopped between requests),
+      -- `conn_done` returns the next request itself, or `true, true` when the running
+      -- timer is due for re-arming first; without, `true, rearm` (or `false`).
+      local again, refresh = conn_done(conn, request, not armed and GO_ON_UNARMED or go_on_armed)
+      if again == nil then return request, { err = refresh, trace = refresh } end
+      if result ~= true then ctx.survive = false end
+      if not again then return nil end
+      if again == true then
+        if refresh and armed and not disarm_between then timeout(response_timeout) end
+        request = nil
+      else
+        request, rearm = again, refresh
+      end
+    end
   end
 
   local function handler(socket)
@@ -442,57 +493,12 @@ function M.generate_handler(a, b)
     -- connection as it would serve a next request.
     local parks = timeout and not disarm_between and timeout == driver_timeout()
     if timeout then armed = conn:adopt_timer(response_timeout, parks) end
-    local survive = true
-    -- The requests of a connection run in one protected call (one per request cost about
-    -- 500 instructions each): a failed request ends its connection anyway. `current` is the
-    -- request while its handler (or the feeding of its unfed stream handlers) runs, and nil
-    -- while the loop's own calls run, whose errors are passed on as they are.
-    local current
-    local function serve()
-      local request, rearm -- (the next request, when `conn_done` returned it)
-      while true do
-        if not request then
-          if armed and disarm_between then
-            timeout(0)
-            armed = false
-          end
-          request, rearm = conn_next_request(conn, not armed)
-          if not request then return nil end
-        end
-        ctx.current = request
-        if rearm and timeout then
-          timeout(response_timeout)
-          armed = true
-        end
-        current = request
-        local result = callback(request)
-        -- what the original did when the handler returned: consume the input for stream
-        -- handlers that were registered but not yet fed (`conn:done` finishes the response)
-        if unfed > 0 and streams[request] then
-          methods.consume_input(request)
-          streams[request] = nil
-          unfed = unfed - 1
-        end
-        current = nil
-        -- With `go_on` (none while an armed timer must be stopped between requests),
-        -- `conn_done` returns the next request itself, or `true, true` when the running
-        -- timer is due for re-arming first; without, `true, rearm` (or `false`).
-        local again, refresh = conn_done(conn, request, not armed and GO_ON_UNARMED or go_on_armed)
-        if again == nil then return request, { err = refresh, trace = refresh } end
-        if result ~= true then survive = false end
-        if not again then return nil end
-        if again == true then
-          if refresh and armed and not disarm_between then timeout(response_timeout) end
-          request = nil
-        else
-          request, rearm = again, refresh
-        end
-      end
-    end
-    local ok, failed, result = xpcall(serve, on_error)
+    ctx.running, ctx.armed, ctx.survive = false, armed, true
+    local ok, failed, result = xpcall(serve, on_error, ctx, conn, timeout)
+    armed = ctx.armed
     if not ok then
-      if current == nil then error(failed.err, 0) end -- (not the application's)
-      failed, result = current, failed
+      if not ctx.running then error(failed.err, 0) end -- (not the application's)
+      failed, result = ctx.running, failed
     end
     if failed then
       local fault = conn:client_fault()
@@ -506,6 +512,7 @@ function M.generate_handler(a, b)
         error(result.trace, 0)
       end
     end
+    local survive = ctx.survive
     if armed and not (parks and conn:park_timer()) then timeout(0) end
     conn:release() -- kept requests now behave as finished ones
     retire_context(ctx)
